@@ -1,0 +1,129 @@
+"""Artifacts on disk: atomic writes and JSON manifests.
+
+Every stage writes its outputs under temporary names and renames them into place, so a crash
+never leaves a half-written file that looks complete. The manifest is written last: its
+presence marks the artifact as complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  os.close(fd)
+  tmp = pathlib.Path(tmp)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+  """Writes an .npy file atomically."""
+  buf = io.BytesIO()
+  np.save(buf, np.asarray(array), allow_pickle=False)
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, pathlib.PurePath):
+    return str(obj)
+  if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
+    return obj.to_dict()
+  raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def package_versions() -> dict[str, str]:
+  """Versions of the packages whose behaviour an artifact depends on."""
+  from importlib import metadata
+  out = {"python": platform.python_version()}
+  for name in ("lrm", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy",
+               "tokenizers", "safetensors"):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def git_commit() -> str | None:
+  """The project's commit, when run from a git checkout (for benchmark records)."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  try:
+    out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, timeout=5, check=True)
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def write_manifest(directory: str | os.PathLike, *, stage: str, config: Any = None,
+                   counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+  """Writes `directory/manifest.json` (last, atomically) and returns its content."""
+  manifest = {
+      "stage": stage,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": " ".join(sys.argv),
+      "versions": package_versions(),
+      "commit": git_commit(),
+      "config": config,
+      "counts": counts or {},
+      **extra,
+  }
+  atomic_write_json(pathlib.Path(directory) / MANIFEST, manifest)
+  return manifest
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+  from lrm.core.errors import DataError
+  path = pathlib.Path(directory) / MANIFEST
+  if not path.exists():
+    raise DataError("no manifest.json: the artifact is missing or was not completed", path=path)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise DataError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
