@@ -127,3 +127,23 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise DataError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+
+
+def _normalise(obj: Any) -> Any:
+  return json.loads(json.dumps(obj, default=_json_default))
+
+
+def is_complete(directory: str | os.PathLike, config: Any) -> bool:
+  """True when `directory` holds a finished artifact made from the same `config`.
+
+  The manifest is written last, so its presence means every file before it is whole; the config
+  comparison makes a changed setting redo the stage instead of silently reusing stale output.
+  """
+  path = pathlib.Path(directory) / MANIFEST
+  if not path.exists():
+    return False
+  try:
+    manifest = json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return False
+  return manifest.get("config") == _normalise(config)

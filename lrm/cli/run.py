@@ -1,0 +1,22 @@
+"""lrm run [--config=configs/base.py[:runlocal]] [--config.FIELD=VALUE ...]
+
+The main job: every pipeline stage end to end on the configured data (default: the built-in
+synthetic world), resuming stages whose artifacts are complete.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+
+_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
+_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
+                                          lock_config=True)
+
+
+def main(argv):
+  del argv
+  from lrm.pipeline import run_pipeline
+  run_pipeline(_CONFIG.value)

@@ -1,0 +1,48 @@
+"""Config helpers: argument parsing for config files, loading sibling configs, validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+from typing import Any, Mapping
+
+from lrm.core.errors import ConfigError
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> Any:
+  """Parses `key=value,flag` config arguments (`--config=configs/base.py:runlocal`).
+
+  A bare word sets a default to True; values are cast to the default's type.
+  """
+  import ml_collections
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ConfigError(f"arg.{key}", f"unknown config argument; known: {sorted(defaults)}")
+    if not value:
+      out[key] = True
+    elif isinstance(defaults[key], bool):
+      out[key] = value.lower() in ("1", "true", "yes")
+    else:
+      out[key] = type(defaults[key])(value)
+  return ml_collections.ConfigDict(out)
+
+
+def load_config(path: str | pathlib.Path, arg: str | None = None):
+  """Runs `get_config(arg)` of a config file (used by experiment configs to start from base)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"lrm_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def check_known(section: Mapping[str, Any], known: Mapping[str, Any], prefix: str = "") -> None:
+  """Raises ConfigError for the first key of `section` that `known` (the defaults) lacks."""
+  for key, value in section.items():
+    name = f"{prefix}{key}"
+    if key not in known:
+      raise ConfigError(name, f"unknown field; known: {sorted(known)}")
+    if isinstance(value, Mapping) and isinstance(known[key], Mapping):
+      check_known(value, known[key], prefix=name + ".")

@@ -1,0 +1,161 @@
+"""The main job: every stage that exists, end to end, from one config.
+
+Each stage writes an artifact under `config.run_dir` with a manifest written last; a stage whose
+artifact is complete for the same config is reused (`config.resume`), so an interrupted run
+picks up where it stopped and one stage can be redone alone by deleting its folder.
+
+  run_dir/data/     the dataset in the standard layout (+ the synthetic world's truth)
+  run_dir/embed/    embeddings.npy, one row per item
+  run_dir/results.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from lrm.core import artifacts
+from lrm.core.config import check_known
+from lrm.core.errors import ConfigError
+from lrm.core.report import print_table
+
+DATA_SOURCES = ("synthetic", "layout", "amazon2014", "movielens", "recbole")
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+def default_config():
+  from lrm.core.config import load_config
+  return load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "base.py")
+
+
+def validate(config) -> None:
+  """Checks the whole config before anything runs; errors name the field."""
+  check_known(config.to_dict(), default_config().to_dict())
+  if config.data.source not in DATA_SOURCES:
+    raise ConfigError("data.source", f"'{config.data.source}' is not one of {DATA_SOURCES}")
+  if config.data.source in ("layout", "movielens", "recbole") and not config.data.path:
+    raise ConfigError("data.path", f"data.source={config.data.source} needs a folder")
+  if config.data.source == "amazon2014" and not (config.data.reviews and config.data.meta):
+    raise ConfigError("data.reviews", "amazon2014 needs data.reviews and data.meta files")
+  if not config.run_dir:
+    raise ConfigError("run_dir", "must be set")
+  _embed_spec(config)  # validates the embed section
+
+
+def _embed_spec(config):
+  from lrm.encoders.stage import EmbedSpec
+  section = config.embed.to_dict()
+  if section.get("encoder") in ("auto", "hashing"):
+    section["encoder"] = None
+  return EmbedSpec.from_config(section)
+
+
+def resolve_auto_encoder(name: str | None) -> str | None:
+  """`auto`: the MiniLM weights when a local cache has them, else the hashing fallback."""
+  if not name or name == "hashing":
+    return None
+  if name != "auto":
+    return name
+  from lrm.encoders.resolve import resolve_encoder_path
+  try:
+    return str(resolve_encoder_path(DEFAULT_ENCODER))
+  except FileNotFoundError as e:
+    logging.warning("no local %s weights (%s); using the hashing fallback encoder. "
+                    "Run ../shared/tools/get-minilm to use MiniLM.", DEFAULT_ENCODER,
+                    str(e).splitlines()[0])
+    return None
+
+
+def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
+  """Puts the dataset in the standard layout; returns its folder."""
+  from lrm.data import read_amazon_2014, read_movielens, read_recbole_atomic, write_dataset
+  source = config.data.source
+  if source == "layout":
+    return pathlib.Path(config.data.path)
+  out = run_dir / "data"
+  stage_config = {"source": source, "world": config.world.to_dict()} if source == "synthetic" \
+      else {"source": source, **config.data.to_dict()}
+  if config.resume and artifacts.is_complete(out, stage_config):
+    logging.info("data: reusing %s", out)
+    return out
+  start = time.perf_counter()
+  if source == "synthetic":
+    from lrm.data.synthetic import WorldConfig, make_world, write_world
+    world = make_world(WorldConfig.from_dict(config.world.to_dict()))
+    write_world(world, out)
+  else:
+    if source == "amazon2014":
+      dataset = read_amazon_2014(config.data.reviews, config.data.meta,
+                                 min_count=config.data.min_count)
+    elif source == "movielens":
+      dataset = read_movielens(config.data.path)
+    else:
+      dataset = read_recbole_atomic(config.data.path)
+    write_dataset(out, dataset)
+  # Our own manifest (written last) records the stage config used for resuming.
+  manifest = artifacts.read_manifest(out)
+  artifacts.write_manifest(out, stage="data", config=stage_config, counts=manifest.get("counts"),
+                           wall_s=round(time.perf_counter() - start, 3))
+  return out
+
+
+def embed_stage(config, run_dir: pathlib.Path, dataset) -> tuple[np.ndarray, dict]:
+  from lrm.encoders import stage
+  spec = _embed_spec(config)
+  spec = dataclasses.replace(spec, encoder=resolve_auto_encoder(config.embed.encoder))
+  out = run_dir / "embed"
+  if config.resume and artifacts.is_complete(out, dataclasses.asdict(spec)):
+    logging.info("embed: reusing %s", out)
+    return stage.read_embeddings(out, num_items=len(dataset.catalog)), artifacts.read_manifest(out)
+  emb, info = stage.embed_catalog(dataset.catalog, spec)
+  quality = stage.category_quality(dataset.catalog, emb)
+  manifest = stage.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info,
+                                    quality=quality)
+  return emb, manifest
+
+
+def run_pipeline(config) -> dict[str, Any]:
+  """Runs every stage; returns (and writes to run_dir/results.json) the results."""
+  from lrm.data import read_dataset
+  from lrm.encoders import stage
+  validate(config)
+  run_dir = pathlib.Path(config.run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  start = time.perf_counter()
+
+  data_dir = data_stage(config, run_dir)
+  dataset = read_dataset(data_dir)
+  stats = dataset.stats()
+  print_table(["dataset", dataset.name], [[k, v] for k, v in stats.items()
+                                           if not isinstance(v, list)])
+
+  emb, manifest = embed_stage(config, run_dir, dataset)
+  # How well each input and the fused embedding recover the leaf category (planted topic).
+  rows, quality = [], {}
+  if "categories" in dataset.catalog.fields:
+    for name, part in dataset.catalog.embeddings.items():
+      quality[name] = stage.category_quality(dataset.catalog, part)
+    quality["embeddings.npy"] = manifest.get("quality") or stage.category_quality(
+        dataset.catalog, emb)
+    for name, q in quality.items():
+      if q:
+        rows.append([name, q["nn_label_agreement"], q["chance"]])
+  text_info = manifest.get("embedding_info", {}).get("modalities", {}).get("text", {})
+  encoder = manifest.get("encoder", {})
+  print_table(["embeddings (nn shares leaf category)", "agreement", "chance"], rows)
+  results = {
+      "config": config.to_dict(),
+      "dataset": stats,
+      "embed": {"encoder": encoder, "dim": int(emb.shape[1]),
+                "fallback_encoder_used": manifest.get("fallback_encoder_used"),
+                "items_per_s": text_info.get("items_per_s"), "nn_leaf_category": quality},
+      "wall_s": round(time.perf_counter() - start, 3),
+  }
+  artifacts.atomic_write_json(run_dir / "results.json", results)
+  print(f"results: {run_dir / 'results.json'}")
+  return results
