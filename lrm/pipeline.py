@@ -78,29 +78,24 @@ def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
   if source == "layout":
     return pathlib.Path(config.data.path)
   out = run_dir / "data"
-  stage_config = {"source": source, "world": config.world.to_dict()} if source == "synthetic" \
-      else {"source": source, **config.data.to_dict()}
+  # The manifest's config is what `is_complete` compares when deciding to reuse the folder.
+  stage_config = (config.world.to_dict() if source == "synthetic"
+                  else {"source": source, **config.data.to_dict()})
   if config.resume and artifacts.is_complete(out, stage_config):
     logging.info("data: reusing %s", out)
     return out
-  start = time.perf_counter()
   if source == "synthetic":
     from lrm.data.synthetic import WorldConfig, make_world, write_world
-    world = make_world(WorldConfig.from_dict(config.world.to_dict()))
-    write_world(world, out)
+    write_world(make_world(WorldConfig.from_dict(config.world, where="world")), out)
+    return out
+  if source == "amazon2014":
+    dataset = read_amazon_2014(config.data.reviews, config.data.meta,
+                               min_count=config.data.min_count)
+  elif source == "movielens":
+    dataset = read_movielens(config.data.path)
   else:
-    if source == "amazon2014":
-      dataset = read_amazon_2014(config.data.reviews, config.data.meta,
-                                 min_count=config.data.min_count)
-    elif source == "movielens":
-      dataset = read_movielens(config.data.path)
-    else:
-      dataset = read_recbole_atomic(config.data.path)
-    write_dataset(out, dataset)
-  # Our own manifest (written last) records the stage config used for resuming.
-  manifest = artifacts.read_manifest(out)
-  artifacts.write_manifest(out, stage="data", config=stage_config, counts=manifest.get("counts"),
-                           wall_s=round(time.perf_counter() - start, 3))
+    dataset = read_recbole_atomic(config.data.path)
+  write_dataset(out, dataset, config=stage_config)
   return out
 
 

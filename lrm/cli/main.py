@@ -35,10 +35,42 @@ def run(argv: list[str] | None = None) -> None:
   if name not in SUBCOMMANDS:
     print(f"lrm: unknown subcommand '{name}'\n\n{usage()}", file=sys.stderr)
     sys.exit(2)
-  module = importlib.import_module(f"lrm.cli.{name}")
   from absl import app
-  app.run(module.main, argv=[f"lrm {name}"] + argv[2:])
+  from lrm.core.errors import ConfigError, DataError
 
+  prog = f"lrm {name}"
+  # config_flags reads overrides from sys.argv when the module defines its flag.
+  sys.argv = [prog] + argv[2:]
+  try:
+    module = importlib.import_module(f"lrm.cli.{name}")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    _fail(prog, f"bad --config override: {_unquote(str(e))}")
+
+  def guarded_main(args):
+    try:
+      return module.main(args)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+      _fail(prog, str(e))
+
+  app.run(guarded_main, argv=sys.argv)
+
+
+def _unquote(message: str) -> str:
+  """ml_collections wraps KeyError messages in repr quotes, sometimes twice."""
+  import ast
+  for _ in range(2):
+    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+      try:
+        message = ast.literal_eval(message)
+      except (ValueError, SyntaxError):
+        break
+  return message.replace("\n", "; ")
+
+
+def _fail(prog: str, message: str) -> None:
+  """Bad input is the user's to fix: one clear line, no traceback, exit status 2."""
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(2)
 
 if __name__ == "__main__":
   run()

@@ -20,7 +20,7 @@ def main(argv):
   del argv
   from lrm.core.report import print_table
   from lrm.data.synthetic import WorldConfig, make_world, write_world
-  world = make_world(WorldConfig.from_dict(_CONFIG.value.world.to_dict()))
+  world = make_world(WorldConfig.from_dict(_CONFIG.value.world, where="world"))
   write_world(world, _OUT.value)
   stats = world.dataset.stats()
   print_table(["synthetic world", _OUT.value],

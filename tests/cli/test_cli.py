@@ -1,0 +1,87 @@
+"""The `lrm` command end to end, as a user runs it (subprocesses on the 2-core CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def lrm(*args: str, cwd=None, check=True) -> subprocess.CompletedProcess:
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  out = subprocess.run([sys.executable, "-m", "lrm.cli.main", *args], capture_output=True,
+                       text=True, cwd=cwd or REPO, env=env, timeout=600)
+  if check and out.returncode != 0:
+    raise AssertionError(f"lrm {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+  return out
+
+
+def test_help_lists_the_stages():
+  out = lrm("--help")
+  for name in ("world", "data", "embed", "run"):
+    assert f"\n  {name} " in out.stdout
+  bad = lrm("nope", check=False)
+  assert bad.returncode == 2 and "unknown subcommand 'nope'" in bad.stderr
+
+
+def test_unknown_config_field_is_named(tmp_path):
+  out = lrm("run", f"--config.run_dir={tmp_path}", "--config.embed.bach_size=3", check=False)
+  assert out.returncode == 2
+  assert "bach_size" in out.stderr and "Traceback" not in out.stderr
+  out = lrm("run", f"--config.run_dir={tmp_path}", "--config.world.num_users=0", check=False)
+  assert out.returncode == 2 and "'world.num_users'" in out.stderr
+  assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+def test_world_then_embed_with_fallback(tmp_path):
+  lrm("world", f"--out={tmp_path / 'w'}", "--config=configs/base.py:runlocal")
+  lrm("embed", f"--data={tmp_path / 'w'}", f"--out={tmp_path / 'e'}")
+  emb = np.load(tmp_path / "e" / "embeddings.npy")
+  manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+  items = (tmp_path / "w" / "items.jsonl").read_text().splitlines()
+  assert emb.shape[0] == len(items) and emb.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+  assert manifest["fallback_encoder_used"] is True
+  assert manifest["encoder"]["kind"] == "hashing"
+  assert manifest["counts"] == {"items": len(items), "dim": emb.shape[1]}
+  # Titles carry the planted topic: neighbours share the leaf category far above chance.
+  q = manifest["quality"]
+  assert q["nn_label_agreement"] > 5 * q["chance"]
+
+
+def test_embed_fuses_catalog_modalities_and_byo(tmp_path):
+  lrm("world", f"--out={tmp_path / 'w'}", "--config=configs/base.py:runlocal")
+  n = len((tmp_path / "w" / "items.jsonl").read_text().splitlines())
+  np.save(tmp_path / "mine.npy", np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32))
+  lrm("embed", f"--data={tmp_path / 'w'}", f"--out={tmp_path / 'e'}",
+      "--modalities=text,visual,npy", f"--npy={tmp_path / 'mine.npy'}")
+  manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+  assert manifest["embedding_info"]["fusion"]["inputs"] == ["text", "visual", "npy"]
+  # Bring-your-own with the wrong row count: a clear error naming the file; nothing written.
+  np.save(tmp_path / "short.npy", np.zeros((n - 1, 8), np.float32))
+  out = lrm("embed", f"--data={tmp_path / 'w'}", f"--out={tmp_path / 'e2'}", "--modalities=npy",
+            f"--npy={tmp_path / 'short.npy'}", check=False)
+  assert out.returncode == 2 and "short.npy" in out.stderr
+  assert not (tmp_path / "e2" / "manifest.json").exists()
+
+
+def test_main_job_runs_and_resumes(tmp_path):
+  args = ("run", "--config=configs/base.py:runlocal", f"--config.run_dir={tmp_path}",
+          "--config.embed.encoder=hashing")
+  first = lrm(*args)
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["dataset"]["items"] == 500 and results["dataset"]["users"] == 200
+  fused = results["embed"]["nn_leaf_category"]["embeddings.npy"]
+  assert fused["nn_label_agreement"] > 5 * fused["chance"]
+  assert "nn shares leaf category" in first.stdout
+  emb_mtime = (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns
+  second = lrm(*args)
+  assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns == emb_mtime
+  assert "reusing" in second.stderr
