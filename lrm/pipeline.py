@@ -61,10 +61,10 @@ def resolve_auto_encoder(name: str | None) -> str | None:
     return None
   if name != "auto":
     return name
-  from lrm.encoders.resolve import resolve_encoder_path
+  from lrm.encoders.resolve import resolve_encoder
   try:
-    return str(resolve_encoder_path(DEFAULT_ENCODER))
-  except FileNotFoundError as e:
+    return str(resolve_encoder(DEFAULT_ENCODER, field="embed.encoder"))
+  except ConfigError as e:
     logging.warning("no local %s weights (%s); using the hashing fallback encoder. "
                     "Run ../shared/tools/get-minilm to use MiniLM.", DEFAULT_ENCODER,
                     str(e).splitlines()[0])
@@ -108,16 +108,13 @@ def embed_stage(config, run_dir: pathlib.Path, dataset) -> tuple[np.ndarray, dic
     logging.info("embed: reusing %s", out)
     return stage.read_embeddings(out, num_items=len(dataset.catalog)), artifacts.read_manifest(out)
   emb, info = stage.embed_catalog(dataset.catalog, spec)
-  quality = stage.category_quality(dataset.catalog, emb)
-  manifest = stage.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info,
-                                    quality=quality)
+  manifest = stage.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info)
   return emb, manifest
 
 
 def run_pipeline(config) -> dict[str, Any]:
   """Runs every stage; returns (and writes to run_dir/results.json) the results."""
   from lrm.data import read_dataset
-  from lrm.encoders import stage
   validate(config)
   run_dir = pathlib.Path(config.run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,19 +127,15 @@ def run_pipeline(config) -> dict[str, Any]:
                                            if not isinstance(v, list)])
 
   emb, manifest = embed_stage(config, run_dir, dataset)
-  # How well each input and the fused embedding recover the leaf category (planted topic).
-  rows, quality = [], {}
-  if "categories" in dataset.catalog.fields:
-    for name, part in dataset.catalog.embeddings.items():
-      quality[name] = stage.category_quality(dataset.catalog, part)
-    quality["embeddings.npy"] = manifest.get("quality") or stage.category_quality(
-        dataset.catalog, emb)
-    for name, q in quality.items():
-      if q:
-        rows.append([name, q["nn_label_agreement"], q["chance"]])
-  text_info = manifest.get("embedding_info", {}).get("modalities", {}).get("text", {})
+  # How well each input and the fused output recover the leaf category (the planted topic).
+  info = manifest["embedding_info"]
+  quality = {name: m.get("quality") for name, m in info["modalities"].items()}
+  quality["embeddings.npy"] = info.get("quality")
+  rows = [[name, q["nn_label_agreement"], q["chance"]] for name, q in quality.items() if q]
+  text_info = info["modalities"].get("text", {})
   encoder = manifest.get("encoder", {})
-  print_table(["embeddings (nn shares leaf category)", "agreement", "chance"], rows)
+  if rows:
+    print_table(["embeddings (nn shares leaf category)", "agreement", "chance"], rows)
   results = {
       "config": config.to_dict(),
       "dataset": stats,

@@ -37,15 +37,14 @@ def main(argv):
                          batch_size=_BATCH.value, fuse=_FUSE.value, fuse_dim=_FUSE_DIM.value)
   dataset = read_dataset(_DATA.value)
   emb, info = stage.embed_catalog(dataset.catalog, spec)
-  quality = stage.category_quality(dataset.catalog, emb)
   manifest = stage.write_embeddings(_OUT.value, emb, catalog=dataset.catalog, spec=spec,
-                                    info=info, data_dir=_DATA.value, quality=quality)
+                                    info=info, data_dir=_DATA.value)
   enc = manifest["encoder"]
   rows = [["items", manifest["counts"]["items"]], ["dim", manifest["counts"]["dim"]],
           ["encoder", enc.get("name", enc.get("kind"))],
           ["fallback encoder", manifest["fallback_encoder_used"]]]
   if "text" in info["modalities"]:
     rows.append(["items/s (text)", info["modalities"]["text"]["items_per_s"]])
-  rows.append(["nn leaf-category agreement", stage.describe_quality(quality)])
+  rows.append(["nn leaf-category agreement", stage.describe_quality(info["quality"])])
   rows.append(["written", f"{_OUT.value}/embeddings.npy"])
   print_table(["embed", ""], rows)

@@ -67,7 +67,11 @@ class EmbedSpec:
 
 def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
                   show_progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-  """Embeddings of every catalog item (float32 [n, d]) and a description for the manifest."""
+  """Embeddings of every catalog item (float32 [n, d]) and a description for the manifest.
+
+  Where the catalog has categories, the description also holds each input's and the output's
+  nearest-neighbour leaf-category agreement (`quality`), a sanity check of meaning.
+  """
   from lrm.encoders import byo, fusion, load_encoder
 
   parts: dict[str, np.ndarray] = {}
@@ -93,6 +97,7 @@ def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
       raise ConfigError("embed.modalities", f"unknown modality '{modality}': use text, npy or "
                         f"one of the catalog's {sorted(catalog.embeddings)}")
     parts[modality] = np.asarray(emb, np.float32)
+    info["modalities"][modality]["quality"] = category_quality(catalog, parts[modality])
   if len(parts) == 1:
     (out,) = parts.values()
   else:
@@ -101,6 +106,8 @@ def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
   if out.shape[0] != len(catalog) or not np.isfinite(out).all():
     raise DataError(f"embedding produced shape {out.shape} or non-finite values for "
                     f"{len(catalog)} items")
+  info["quality"] = (category_quality(catalog, out) if len(parts) > 1
+                     else info["modalities"][spec.modalities[0]]["quality"])
   return out.astype(np.float32), info
 
 
@@ -117,7 +124,7 @@ def category_quality(catalog: Catalog, embeddings: np.ndarray) -> dict[str, floa
 
 def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
                      catalog: Catalog, spec: EmbedSpec, info: dict[str, Any],
-                     data_dir: str | None = None, quality: dict | None = None) -> dict[str, Any]:
+                     data_dir: str | None = None) -> dict[str, Any]:
   """Writes OUT/embeddings.npy (and item_ids.npy), then OUT/manifest.json last."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +139,7 @@ def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
       encoder=info.get("modalities", {}).get("text", {}).get("encoder", {"kind": "none"}),
       fallback_encoder_used=(info.get("modalities", {}).get("text", {})
                              .get("encoder", {}).get("kind") == "hashing"),
-      embedding_info=info, quality=quality)
+      embedding_info=info, quality=info.get("quality"))
 
 
 def read_embeddings(out_dir: str | os.PathLike, *, num_items: int | None = None) -> np.ndarray:

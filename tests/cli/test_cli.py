@@ -85,3 +85,36 @@ def test_main_job_runs_and_resumes(tmp_path):
   second = lrm(*args)
   assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns == emb_mtime
   assert "reusing" in second.stderr
+
+
+def _isolated_env(tmp_path, **extra):
+  """No model caches: HOME and every cache variable point into tmp_path."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("LRM_MODELS", "HF_HOME", "HF_HUB_CACHE", "SENTENCE_TRANSFORMERS_HOME")}
+  env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+             JAX_PLATFORMS="cpu", XLA_FLAGS="", **extra)
+  return env
+
+
+def _run_auto(tmp_path, env):
+  out = subprocess.run([sys.executable, "-m", "lrm.cli.main", "run",
+                        "--config=configs/base.py:runlocal", f"--config.run_dir={tmp_path / 'r'}",
+                        "--config.embed.modalities=('text',)"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out, json.loads((tmp_path / "r" / "embed" / "manifest.json").read_text())
+
+
+def test_main_job_auto_encoder_falls_back_without_weights(tmp_path):
+  out, manifest = _run_auto(tmp_path, _isolated_env(tmp_path))
+  assert manifest["fallback_encoder_used"] is True
+  assert "using the hashing fallback encoder" in out.stderr
+
+
+def test_main_job_auto_encoder_finds_cached_weights(tmp_path):
+  from lrm.encoders.tiny import write_tiny_bert
+  models = tmp_path / "models"
+  write_tiny_bert(models / "all-MiniLM-L6-v2")
+  _, manifest = _run_auto(tmp_path, _isolated_env(tmp_path, LRM_MODELS=str(models)))
+  assert manifest["fallback_encoder_used"] is False
+  assert manifest["config"]["encoder"] == str(models / "all-MiniLM-L6-v2")
