@@ -99,6 +99,7 @@ def main(argv=None) -> None:
   parser.add_argument("--model", default=str(pathlib.Path.home() / ".cache" / "lrm" /
                                              "all-MiniLM-L6-v2"))
   parser.add_argument("--batch-size", type=int, default=32, help="sentence-transformers' default")
+  parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
   parser.add_argument("--limit", type=int, default=None)
   parser.add_argument("--repeats", type=int, default=1, help="timed runs (best is kept)")
   parser.add_argument("--save-embeddings", type=pathlib.Path, default=None)
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
     texts, labels = texts[:args.limit], labels[:args.limit]
   total_start = time.perf_counter()
   start = time.perf_counter()
-  model = SentenceTransformer(args.model, device="cpu")
+  model = SentenceTransformer(args.model, device=args.device)
   load_s = time.perf_counter() - start
   model.encode(texts[:256], batch_size=args.batch_size)  # warm-up (allocator, kernels)
   walls = []
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
   result = {
       "benchmark": "embed_reference",
       "dataset": args.data.name,
-      "model": "sentence-transformers/all-MiniLM-L6-v2 (torch CPU)",
+      "model": f"sentence-transformers/all-MiniLM-L6-v2 (torch {args.device})",
       "reference": {
           "items_per_s": round(len(texts) / wall, 1),
           "wall_s": round(wall, 3),
@@ -146,7 +147,8 @@ def main(argv=None) -> None:
           "max_seq_length": model.max_seq_length,
           "torch_threads": torch.get_num_threads(),
       },
-      "device": f"{cpu_name()}, {cores} cores (torch CPU)",
+      "device": (f"{cpu_name()}, {cores} cores (torch CPU)" if args.device == "cpu"
+                 else f"{torch.cuda.get_device_name()} (torch {args.device})"),
       "wall_s": round(time.perf_counter() - total_start, 3),
       "commit": git_commit(),
       "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
@@ -157,7 +159,8 @@ def main(argv=None) -> None:
   }
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f"embed_reference_st_{args.data.name}_cpu{cores}_{stamp}.json"
+  path = args.out / (f"embed_reference_st_{args.data.name}_"
+                     f"{'cpu' + str(cores) if args.device == 'cpu' else 'gpu'}_{stamp}.json")
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(result, indent=2) + "\n")
   os.replace(tmp, path)  # atomic, like lrm's artifacts

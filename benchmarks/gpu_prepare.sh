@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepares what a GPU benchmark run carries (the device machine has no network and does not see
+# ../shared): run here from the project root, then name `.gpu` in the run's carry.
+#   .gpu/amazon_beauty/      items.jsonl + sequences.txt (research-use data: ignored by git)
+#   .gpu/all-MiniLM-L6-v2-fp16/  the encoder with fp16 weights (45 MB; fp32 does not fit the
+#                            64 MiB carry limit); the loader upcasts to float32 parameters.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# .gpu/ is listed in .gitignore.
+mkdir -p .gpu/amazon_beauty
+cp ../shared/data/amazon_beauty/{items.jsonl,sequences.txt} .gpu/amazon_beauty/
+src=$(../shared/tools/get-minilm)
+python3 - "$src" .gpu/all-MiniLM-L6-v2-fp16 <<'PY'
+import pathlib, shutil, sys
+import numpy as np
+from safetensors.numpy import load_file, save_file
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+if dst.exists():
+  shutil.rmtree(dst)
+shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.md", ".git*"))
+tensors = {k: v.astype(np.float16) if v.dtype == np.float32 else v
+           for k, v in load_file(src / "model.safetensors").items()}
+save_file(tensors, dst / "model.safetensors")
+PY
+du -sh .gpu
