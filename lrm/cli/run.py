@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pathlib
 
-from absl import flags
 from ml_collections import config_flags
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"

@@ -261,9 +261,9 @@ def read_recbole_atomic(path: str | os.PathLike, *, name: str | None = None) -> 
   for required in ("user_id", "item_id"):
     if required not in columns:
       raise DataError(f"header has no '{required}' column", path=inter, line=1)
-  users = _int_column(columns, rows, lines, "user_id", inter)
-  items = _int_column(columns, rows, lines, "item_id", inter)
-  floats = {c: _float_column(columns, rows, lines, c, inter) for c, t in columns.items()
+  users = _column(columns, rows, lines, "user_id", inter)
+  items = _column(columns, rows, lines, "item_id", inter)
+  floats = {c: _column(columns, rows, lines, c, inter, float) for c, t in columns.items()
             if t == "float"}
   times = floats.pop("timestamp", None)
   events = _Events(users=users, items=items, timestamps=times,
@@ -306,28 +306,17 @@ def _read_atomic(path: pathlib.Path) -> tuple[dict[str, str], list[list[str]], l
   return columns, rows, lines
 
 
-def _int_column(columns: dict[str, str], rows: list[list[str]], lines: list[int], col: str,
-                path: pathlib.Path) -> np.ndarray:
+def _column(columns: dict[str, str], rows: list[list[str]], lines: list[int], col: str,
+            path: pathlib.Path, kind: type = int) -> np.ndarray:
+  """One column of an atomic file as int64 (kind=int) or float64 (kind=float)."""
   j = list(columns).index(col)
-  out = np.empty(len(rows), np.int64)
+  out = np.empty(len(rows), np.int64 if kind is int else np.float64)
   for r, cells in enumerate(rows):
     try:
-      out[r] = int(cells[j])
+      out[r] = kind(cells[j])
     except ValueError:
-      raise DataError(f"non-integer {col} '{cells[j]}'", path=path, line=lines[r]) from None
-  return out
-
-
-def _float_column(columns: dict[str, str], rows: list[list[str]], lines: list[int], col: str,
-                  path: pathlib.Path) -> np.ndarray:
-  j = list(columns).index(col)
-  out = np.empty(len(rows), np.float64)
-  for r, cells in enumerate(rows):
-    try:
-      out[r] = float(cells[j])
-    except ValueError:
-      raise DataError(f"{col} must be a number, got '{cells[j]}'", path=path,
-                      line=lines[r]) from None
+      what = f"non-integer {col}" if kind is int else f"{col} must be a number, got"
+      raise DataError(f"{what} '{cells[j]}'", path=path, line=lines[r]) from None
   return out
 
 
@@ -335,7 +324,7 @@ def _recbole_catalog(path: pathlib.Path) -> Catalog:
   columns, rows, lines = _read_atomic(path)
   if "item_id" not in columns:
     raise DataError("header has no 'item_id' column", path=path, line=1)
-  ids = _int_column(columns, rows, lines, "item_id", path)
+  ids = _column(columns, rows, lines, "item_id", path)
   _check_unique_ids(ids.tolist(), path, lines)
   fields: dict[str, list[Any]] = {}
   for j, (col, kind) in enumerate(columns.items()):

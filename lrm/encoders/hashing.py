@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lrm.core.errors import ConfigError, DataError
+from lrm.core.errors import ConfigError
+from lrm.encoders.texts import check_texts
 
 _WORD_RE = re.compile(r"\w+")
 _U64 = np.uint64
@@ -119,12 +120,7 @@ class HashingEncoder:
     Shape: -> float32 [n, dim], rows L2-normalised (an empty text gets a fixed unit vector).
     """
     del batch_size  # chunking is by chunk_size: the result does not depend on it
-    if isinstance(texts, str):
-      raise DataError("encode() takes a sequence of texts, got a single str")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-      if not isinstance(t, str):
-        raise DataError(f"text {i} is {type(t).__name__}, expected str")
+    texts = check_texts(texts)
     out = np.zeros((len(texts), self.dim), np.float32)
     from tqdm.auto import tqdm
     with tqdm(total=len(texts), unit="items", desc="encode (hashing)",

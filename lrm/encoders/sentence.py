@@ -34,6 +34,7 @@ from flax import nnx
 
 from lrm.core.errors import ConfigError, DataError
 from lrm.encoders import bert
+from lrm.encoders.texts import check_texts
 from lrm.parallel import mesh as mesh_lib
 
 DEFAULT_MAX_SEQ_LENGTH = 256
@@ -299,7 +300,7 @@ class SentenceEncoder:
 
     Shape: -> int32 [tokens], int64 [n + 1].
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     parts, lengths = [], []
     for start in range(0, len(texts), chunk):
       batch = texts[start:start + chunk]
@@ -435,13 +436,3 @@ def _cap_buckets(buckets: Sequence[int], max_seq_length: int) -> tuple[int, ...]
   if not capped or capped[-1] < max_seq_length:
     capped.append(max_seq_length)
   return tuple(capped)
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-  if isinstance(texts, str):
-    raise DataError("encode() takes a sequence of texts, got a single str")
-  out = list(texts)
-  for i, t in enumerate(out):
-    if not isinstance(t, str):
-      raise DataError(f"text {i} is {type(t).__name__}, expected str")
-  return out

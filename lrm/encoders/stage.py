@@ -12,7 +12,7 @@ import dataclasses
 import os
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

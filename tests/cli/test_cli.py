@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
