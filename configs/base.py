@@ -20,6 +20,8 @@ from lrm.core.config import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   from lrm.data.synthetic import WorldConfig
   from lrm.encoders.stage import EmbedSpec
+  from lrm.sid.rqvae import RQVAEConfig
+  from lrm.sid.stage import SIDSpec
 
   arg = parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
@@ -47,6 +49,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The world's planted visual and audio views fused with the title text.
   config.embed.modalities = ("text", "visual", "audio")
 
+  # Semantic IDs (lrm/sid/stage.py SIDSpec documents each field). The default world has 2,000
+  # items: 3 levels of 64 codes (TIGER's 3 x 256 is for catalogs of ~10k+ items).
+  config.sid = ml_collections.ConfigDict(SIDSpec().to_dict())
+  config.sid.codebook_size = 64
+  config.sid.rqvae = ml_collections.ConfigDict(
+      {k: v for k, v in dataclasses.asdict(RQVAEConfig()).items()
+       if k not in ("input_dim", "codebook_sizes", "seed")})
+  config.sid.rqvae.steps = 2000
+
   # Devices: (data, fsdp, tensor); -1 takes the rest.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)
@@ -55,4 +66,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.run_dir = "runs/synthetic_local"
     config.world.num_items = 500
     config.world.num_users = 200
+    config.sid.codebook_size = 16
   return config

@@ -6,12 +6,14 @@ picks up where it stopped and one stage can be redone alone by deleting its fold
 
   run_dir/data/     the dataset in the standard layout (+ the synthetic world's truth)
   run_dir/embed/    embeddings.npy, one row per item
+  run_dir/sid/      codes.npy, the tokenizer, report.json (lrm/sid/stage.py)
   run_dir/results.json
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 from typing import Any
@@ -45,6 +47,12 @@ def validate(config) -> None:
   if not config.run_dir:
     raise ConfigError("run_dir", "must be set")
   _embed_spec(config)  # validates the embed section
+  _sid_spec(config)
+
+
+def _sid_spec(config):
+  from lrm.sid.stage import SIDSpec
+  return SIDSpec.from_config(config.sid)
 
 
 def _embed_spec(config):
@@ -112,6 +120,22 @@ def embed_stage(config, run_dir: pathlib.Path, dataset) -> tuple[np.ndarray, dic
   return emb, manifest
 
 
+def sid_stage(config, run_dir: pathlib.Path, dataset, embeddings: np.ndarray) -> dict:
+  """Fits the SID tokenizer on the embeddings; returns the quality report."""
+  from lrm.sid import stage
+  spec = _sid_spec(config)
+  out = run_dir / "sid"
+  if config.resume and artifacts.is_complete(out, spec.to_dict()):
+    logging.info("sid: reusing %s", out)
+    return json.loads((out / "report.json").read_text())
+  categories = (dataset.catalog.leaf_category("categories")
+                if "categories" in dataset.catalog.fields else None)
+  result = stage.fit_sids(embeddings, spec, item_ids=dataset.catalog.item_ids,
+                          categories=categories)
+  stage.write_sids(out, result, spec, embeddings_path=str(run_dir / "embed" / "embeddings.npy"))
+  return result.report
+
+
 def run_pipeline(config) -> dict[str, Any]:
   """Runs every stage; returns (and writes to run_dir/results.json) the results."""
   from lrm.data import read_dataset
@@ -136,12 +160,18 @@ def run_pipeline(config) -> dict[str, Any]:
   encoder = manifest.get("encoder", {})
   if rows:
     print_table(["embeddings (nn shares leaf category)", "agreement", "chance"], rows)
+  from lrm.sid.quality import format_report
+  from lrm.sid.stage import summary
+  sid_report = sid_stage(config, run_dir, dataset, emb)
+  print(format_report(sid_report))
   results = {
       "config": config.to_dict(),
       "dataset": stats,
       "embed": {"encoder": encoder, "dim": int(emb.shape[1]),
                 "fallback_encoder_used": manifest.get("fallback_encoder_used"),
                 "items_per_s": text_info.get("items_per_s"), "nn_leaf_category": quality},
+      "sid": {"method": sid_report["method"], "codebook_sizes": sid_report["codebook_sizes"],
+              **summary(sid_report)},
       "wall_s": round(time.perf_counter() - start, 3),
   }
   artifacts.atomic_write_json(run_dir / "results.json", results)

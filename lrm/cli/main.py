@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "world": "generate the built-in synthetic world (catalog, sequences, planted truth)",
     "data": "convert raw datasets (Amazon 2014 dumps, MovieLens, RecBole) to the standard layout; print stats",
     "embed": "encode item text (MiniLM port or hashing fallback), bring-your-own .npy, fuse modalities",
+    "sid": "fit a SID tokenizer (RQ-KMeans, RQ-VAE, k-means) on embeddings; codes, trie input, quality report",
     "run": "the main job: every stage above, end to end, from one config (default: synthetic world)",
 }
 

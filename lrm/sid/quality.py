@@ -174,6 +174,26 @@ def quality_report(codes: Any, codebook_sizes: Sequence[int], *, embeddings: Any
   return report
 
 
+def co_assignment_retention(codes_a: Any, codes_b: Any, prefix: int) -> float | None:
+  """Share of item pairs sharing a `prefix`-level code under `codes_a` that also share one
+  under `codes_b` (exact, from group counts).
+
+  Invariant to relabelling codes, so it compares two independent fits (another seed), where
+  raw code ids are arbitrary; `stability_report` compares warm-started refits code by code.
+
+  Shape: codes_a, codes_b [n, >= prefix].
+  """
+  a = np.asarray(codes_a)[:, :prefix]
+  b = np.asarray(codes_b)[:, :prefix]
+  if a.shape != b.shape:
+    raise DataError(f"codes_a has shape {a.shape}, codes_b {b.shape}")
+  ga = group_index(a)[0]
+  gb = group_index(b)[0]
+  together_a = _pairs(np.bincount(ga))
+  together_both = _pairs(np.unique(np.stack([ga, gb], axis=1), axis=0, return_counts=True)[1])
+  return _ratio(together_both, together_a)
+
+
 def format_report(report: dict[str, Any]) -> str:
   """The report as printed tables."""
   out = [format_table(

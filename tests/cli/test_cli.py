@@ -24,7 +24,7 @@ def lrm(*args: str, cwd=None, check=True) -> subprocess.CompletedProcess:
 
 def test_help_lists_the_stages():
   out = lrm("--help")
-  for name in ("world", "data", "embed", "run"):
+  for name in ("world", "data", "embed", "sid", "run"):
     assert f"\n  {name} " in out.stdout
   bad = lrm("nope", check=False)
   assert bad.returncode == 2 and "unknown subcommand 'nope'" in bad.stderr
@@ -80,6 +80,9 @@ def test_main_job_runs_and_resumes(tmp_path):
   fused = results["embed"]["nn_leaf_category"]["embeddings.npy"]
   assert fused["nn_label_agreement"] > 5 * fused["chance"]
   assert "nn shares leaf category" in first.stdout
+  assert results["sid"]["unique_with_collision_level"] is True
+  assert results["sid"]["level1_utilisation"] > 0.9
+  assert (tmp_path / "sid" / "codes.npy").exists()
   emb_mtime = (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns
   second = lrm(*args)
   assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns == emb_mtime
@@ -117,3 +120,21 @@ def test_main_job_auto_encoder_finds_cached_weights(tmp_path):
   _, manifest = _run_auto(tmp_path, _isolated_env(tmp_path, LRM_MODELS=str(models)))
   assert manifest["fallback_encoder_used"] is False
   assert manifest["config"]["encoder"] == str(models / "all-MiniLM-L6-v2")
+
+
+def test_sid_command(tmp_path):
+  lrm("world", f"--out={tmp_path / 'w'}", "--config=configs/base.py:runlocal")
+  lrm("embed", f"--data={tmp_path / 'w'}", f"--out={tmp_path / 'e'}")
+  out = lrm("sid", f"--embeddings={tmp_path / 'e' / 'embeddings.npy'}", f"--out={tmp_path / 's'}",
+            f"--data={tmp_path / 'w'}", "--levels=2", "--codebook_size=16")
+  assert "coherence" in out.stdout
+  codes = np.load(tmp_path / "s" / "codes.npy")
+  ids = np.load(tmp_path / "s" / "item_ids.npy")
+  assert codes.shape == (500, 3) and codes.dtype == np.int32  # 2 levels + collision level
+  assert len(np.unique(codes, axis=0)) == 500
+  np.testing.assert_array_equal(ids, np.load(tmp_path / "e" / "item_ids.npy"))
+  report = json.loads((tmp_path / "s" / "report.json").read_text())
+  assert report["codebook_sizes"] == [16, 16]
+  bad = lrm("sid", f"--embeddings={tmp_path / 'e' / 'embeddings.npy'}", f"--out={tmp_path / 'b'}",
+            "--config.sid.metrc=l2", check=False)
+  assert bad.returncode == 2 and "metrc" in bad.stderr

@@ -101,3 +101,13 @@ def test_format_and_write(tmp_path):
   path = write_report(tmp_path / "q", rep)
   assert json.loads(path.read_text()) == json.loads(json.dumps(rep))
   assert [p.name for p in (tmp_path / "q").iterdir()] == ["report.json"]
+
+
+def test_co_assignment_retention_is_label_invariant():
+  from lrm.sid.quality import co_assignment_retention
+  a = np.array([[0], [0], [0], [1], [1]])
+  relabelled = np.array([[5], [5], [5], [2], [2]])
+  assert co_assignment_retention(a, relabelled, 1) == 1.0
+  # Pairs together in a: (0,1) (0,2) (1,2) (3,4); b keeps only (0,1) and (3,4).
+  b = np.array([[1], [1], [0], [2], [2]])
+  assert co_assignment_retention(a, b, 1) == 0.5

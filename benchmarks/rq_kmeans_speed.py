@@ -1,0 +1,190 @@
+"""RQ-KMeans fit speed: lrm (JAX) against faiss-cpu's k-means doing the same work.
+
+Data: n x d float32 vectors around 1024 gaussian blobs (seeded). Both sides fit L levels of
+k-means with k codes each, a fixed number of Lloyd iterations per level (no early stop), on all
+points (faiss: max_points_per_centroid huge, so no subsampling), each level on the residuals of
+the previous ones; both include the final assignment of every point per level. Reported: wall
+seconds per side (lrm: first run including XLA compilation, and warm runs, best of N), their
+ratio, and the relative reconstruction error per level of each (a check that both did the
+same work).
+
+faiss-cpu is not a project dependency: `pip install faiss-cpu` into the venv to run this.
+
+  python benchmarks/rq_kmeans_speed.py                      # 1,000,000 x 128, L=3, k=256, 20 iters
+  python benchmarks/rq_kmeans_speed.py --n 100000 --repeats 1   # quick
+  python benchmarks/rq_kmeans_speed.py --cpu-devices 2      # rows sharded over 2 XLA CPU devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def set_cpu_devices(argv) -> int:
+  """--cpu-devices N (before jax starts): N XLA host devices, rows sharded over them."""
+  value = 1
+  for i, arg in enumerate(argv):
+    if arg.startswith("--cpu-devices="):
+      value = int(arg.split("=", 1)[1])
+    elif arg == "--cpu-devices" and i + 1 < len(argv):
+      value = int(argv[i + 1])
+  if value > 1:
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={value}"
+  return value
+
+
+def cpu_name() -> str:
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown CPU"
+
+
+def make_data(n: int, d: int, blobs: int, seed: int) -> np.ndarray:
+  """n rows around `blobs` gaussian centres (spread 3, unit noise). Shape: [n, d] float32."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(blobs, d)).astype(np.float32) * 3.0
+  x = rng.standard_normal((n, d), dtype=np.float32)
+  x += centers[rng.integers(0, blobs, n)]
+  return x
+
+
+def rel_errors(x: np.ndarray, codebooks, codes) -> list[float]:
+  total = float(np.einsum("nd,nd->", x, x, dtype=np.float64))
+  r = x.copy()
+  out = []
+  for c, cb in enumerate(codebooks):
+    r -= cb[codes[:, c]]
+    out.append(float(np.einsum("nd,nd->", r, r, dtype=np.float64)) / total)
+  return out
+
+
+def run_lrm(x, args, mesh):
+  import jax
+  from lrm.sid.rq_kmeans import rq_kmeans_fit
+  t0 = time.perf_counter()
+  model = rq_kmeans_fit(x, (args.k,) * args.levels, key=jax.random.key(args.seed),
+                        iters=args.iters, tol=None, mesh=mesh)
+  return time.perf_counter() - t0, model
+
+
+def run_faiss(x, args):
+  import faiss
+  t0 = time.perf_counter()
+  residual = x.copy()
+  codebooks, codes = [], []
+  for level in range(args.levels):
+    km = faiss.Kmeans(x.shape[1], args.k, niter=args.iters, max_points_per_centroid=10**9,
+                      seed=args.seed + level, verbose=False)
+    km.train(residual)
+    _, a = km.index.search(residual, 1)
+    a = a[:, 0]
+    residual -= km.centroids[a]
+    codebooks.append(km.centroids.copy())
+    codes.append(a)
+  return time.perf_counter() - t0, codebooks, np.stack(codes, axis=1), faiss
+
+
+def main(argv=None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
+  devices_wanted = set_cpu_devices(argv)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--n", type=int, default=1_000_000)
+  parser.add_argument("--d", type=int, default=128)
+  parser.add_argument("--blobs", type=int, default=1024)
+  parser.add_argument("--levels", type=int, default=3)
+  parser.add_argument("--k", type=int, default=256)
+  parser.add_argument("--iters", type=int, default=20)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--repeats", type=int, default=1, help="warm lrm runs (best is reported)")
+  parser.add_argument("--cpu-devices", type=int, default=1)
+  parser.add_argument("--skip-faiss", action="store_true")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+  args = parser.parse_args(argv)
+
+  import jax
+  from lrm.core.artifacts import atomic_write_json, git_commit
+  from lrm.parallel.mesh import make_mesh
+
+  devs = jax.devices()
+  if devs[0].platform == "cpu":
+    cores = os.cpu_count()
+    device = f"{cpu_name()}, {cores} cores, {len(devs)} jax CPU device(s)"
+    slug = f"cpu{cores}"
+  else:
+    device, slug = f"{len(devs)} x {devs[0].device_kind}", f"{devs[0].platform}{len(devs)}"
+  mesh = make_mesh() if devices_wanted > 1 else None
+
+  x = make_data(args.n, args.d, args.blobs, args.seed)
+  print(f"data {x.shape}, {device}", flush=True)
+
+  wall0 = time.perf_counter()
+  cold_s, model = run_lrm(x, args, mesh)
+  print(f"lrm first run (incl. compile): {cold_s:.2f} s", flush=True)
+  warm = []
+  for _ in range(args.repeats):
+    s, model = run_lrm(x, args, mesh)
+    warm.append(s)
+    print(f"lrm warm run: {s:.2f} s", flush=True)
+  ours_err = rel_errors(x, model.codebooks, model.codes)
+  ours_s = min(warm) if warm else cold_s
+
+  reference = None
+  if not args.skip_faiss:
+    faiss_s, fcb, fcodes, faiss = run_faiss(x, args)
+    print(f"faiss: {faiss_s:.2f} s", flush=True)
+    reference = {
+        "implementation": f"faiss-cpu {faiss.__version__} faiss.Kmeans per level on residuals "
+                          f"(niter={args.iters}, max_points_per_centroid=1e9, "
+                          f"omp threads={faiss.omp_get_max_threads()}) + index.search",
+        "fit_s": faiss_s,
+        "relative_error_per_level": rel_errors(x, fcb, fcodes),
+    }
+  wall = time.perf_counter() - wall0
+
+  metrics = {
+      "fit_s": ours_s,
+      "fit_s_first_run_incl_compile": cold_s,
+      "fit_s_warm_runs": warm,
+      "relative_error_per_level": ours_err,
+  }
+  if reference:
+    metrics["ratio_vs_faiss"] = ours_s / reference["fit_s"]
+  record = {
+      "benchmark": "rq_kmeans_speed",
+      "dataset": f"synthetic_blobs(n={args.n}, d={args.d}, blobs={args.blobs}, seed={args.seed})",
+      "model": f"rq_kmeans(levels={args.levels}, k={args.k}, iters={args.iters}, no early stop, "
+               f"metric=l2, full batch, kmeans++ init, "
+               f"{'mesh of ' + str(len(devs)) + ' devices' if mesh else '1 device'})",
+      "metrics": metrics,
+      "device": device,
+      "wall_s": wall,
+      "commit": git_commit(),
+      "command": "python " + " ".join([sys.argv[0]] + list(argv)),
+      "reference": reference,
+  }
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  path = args.out / f"rq_kmeans_speed_{slug}_{stamp}.json"
+  atomic_write_json(path, record)
+  print(json.dumps({k: record[k] for k in ("metrics", "reference")}, indent=1))
+  if reference:
+    print(f"lrm {ours_s:.2f} s  faiss {reference['fit_s']:.2f} s  ratio {ours_s / reference['fit_s']:.2f}")
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()

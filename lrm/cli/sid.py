@@ -1,0 +1,71 @@
+"""lrm sid --embeddings=E.npy --out=DIR [--method=rq_kmeans|rq_vae|kmeans] [--levels=3]
+          [--codebook_size=256] [--data=DATASET_DIR] [--config=FILE --config.sid.FIELD=V]
+
+Fits a SID tokenizer on item embeddings and writes DIR/codes.npy, DIR/item_ids.npy,
+DIR/table.json, DIR/tokenizer/, DIR/report.json and DIR/manifest.json (last). Flags given on
+the command line override the config file's `sid` section. Item ids come from `item_ids.npy`
+beside the embeddings (what `lrm embed` writes) or from --data, whose leaf categories also feed
+the coherence numbers of the report.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+
+_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
+_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file; its `sid` "
+                                          "section gives the defaults", lock_config=True)
+_EMB = flags.DEFINE_string("embeddings", None, "float32 [items, d] .npy (e.g. lrm embed's "
+                           "OUT/embeddings.npy)", required=True)
+_OUT = flags.DEFINE_string("out", None, "output folder", required=True)
+_DATA = flags.DEFINE_string("data", None, "dataset folder: item ids and leaf categories")
+_METHOD = flags.DEFINE_enum("method", None, ["rq_kmeans", "rq_vae", "kmeans"], "tokenizer")
+_LEVELS = flags.DEFINE_integer("levels", None, "semantic levels")
+_K = flags.DEFINE_integer("codebook_size", None, "codes per level")
+_METRIC = flags.DEFINE_enum("metric", None, ["l2", "cosine"], "k-means distance")
+_SEED = flags.DEFINE_integer("seed", None, "random seed")
+_COLLISION = flags.DEFINE_bool("collision_level", None, "append the collision-breaking level")
+
+
+def main(argv):
+  del argv
+  import numpy as np
+  from lrm.core.errors import DataError
+  from lrm.core.report import print_table
+  from lrm.encoders import byo
+  from lrm.sid import stage
+  from lrm.sid.quality import format_report
+
+  overrides = {name: f.value for name, f in (
+      ("method", _METHOD), ("levels", _LEVELS), ("codebook_size", _K), ("metric", _METRIC),
+      ("seed", _SEED), ("collision_level", _COLLISION)) if f.value is not None}
+  spec = stage.SIDSpec.from_config({**_CONFIG.value.sid.to_dict(), **overrides})
+  emb_path = pathlib.Path(_EMB.value)
+  x = byo.load_npy_embeddings(emb_path)
+  categories = None
+  if _DATA.value:
+    from lrm.data import read_dataset
+    catalog = read_dataset(_DATA.value).catalog
+    if len(catalog) != len(x):
+      raise DataError(f"{len(x)} embedding rows for {len(catalog)} catalog items", path=emb_path)
+    item_ids = catalog.item_ids
+    if "categories" in catalog.fields:
+      categories = catalog.leaf_category("categories")
+  elif (emb_path.parent / "item_ids.npy").exists():
+    item_ids = np.load(emb_path.parent / "item_ids.npy")
+    if len(item_ids) != len(x):
+      raise DataError(f"{len(item_ids)} ids for {len(x)} embedding rows",
+                      path=emb_path.parent / "item_ids.npy")
+  else:
+    item_ids = np.arange(1, len(x) + 1)
+  result = stage.fit_sids(x, spec, item_ids=item_ids, categories=categories)
+  stage.write_sids(_OUT.value, result, spec, embeddings_path=str(emb_path.resolve()))
+  print(format_report(result.report))
+  print_table(["sid", ""], [["method", spec.method], ["codebook sizes", spec.sizes],
+                            ["fit seconds", round(result.fit_s, 2)],
+                            ["unique with collision level",
+                             result.report["unique_with_collision_level"]],
+                            ["written", f"{_OUT.value}/codes.npy"]])

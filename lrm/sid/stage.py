@@ -1,0 +1,198 @@
+"""The `sid` stage: item embeddings -> a SID table, the fitted tokenizer and a quality report.
+
+  DIR/codes.npy        int32 [items, levels (+1 collision level)], catalog order
+  DIR/item_ids.npy     int64 [items]
+  DIR/table.json       levels, codebook sizes, collision settings
+  DIR/tokenizer/       the fitted RQ-KMeans codebooks or RQ-VAE parameters (for `assign`)
+  DIR/report.json      the quality report
+  DIR/manifest.json    written last
+
+The prefix trie a decoder needs is rebuilt from codes.npy by `lrm.sid.trie.trie_from_table`
+(under a second for a million items), so it is not stored twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from lrm.core.errors import ConfigError, DataError
+from lrm.sid import quality as quality_lib
+from lrm.sid.table import SIDTable, with_collision_level
+
+METHODS = ("rq_kmeans", "rq_vae", "kmeans")
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclasses.dataclass(frozen=True)
+class SIDSpec:
+  """How to build SIDs (the `sid` section of a config)."""
+  method: str = "rq_kmeans"       # rq_kmeans | rq_vae | kmeans (one level of cluster ids)
+  levels: int = 3                 # semantic levels (ignored by kmeans: one level)
+  codebook_size: int = 256        # codes per level
+  codebook_sizes: tuple[int, ...] = ()  # per-level sizes (multi-resolution); overrides the two above
+  collision_level: bool = True    # append TIGER's collision-breaking level
+  metric: str = "l2"              # l2 | cosine (k-means methods)
+  iters: int = 25                 # Lloyd iterations per level
+  batch_size: int = 0             # k-means mini-batch rows (0: full batch)
+  balanced: bool = False          # capacity-constrained k-means assignment
+  seed: int = 0                   # root of every random choice
+  rqvae: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # RQVAEConfig overrides
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ConfigError("sid.method", f"'{self.method}' is not one of {METHODS}")
+    if self.metric not in ("l2", "cosine"):
+      raise ConfigError("sid.metric", f"must be 'l2' or 'cosine', got '{self.metric}'")
+    for name in ("levels", "codebook_size", "iters"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"sid.{name}", f"must be >= 1, got {getattr(self, name)}")
+    if any(int(k) < 1 for k in self.codebook_sizes):
+      raise ConfigError("sid.codebook_sizes", f"sizes must be >= 1, got {self.codebook_sizes}")
+    if self.batch_size < 0:
+      raise ConfigError("sid.batch_size", f"must be >= 0, got {self.batch_size}")
+    object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
+    object.__setattr__(self, "rqvae", dict(self.rqvae))
+
+  @property
+  def sizes(self) -> tuple[int, ...]:
+    if self.method == "kmeans":
+      return (self.codebook_sizes[0] if self.codebook_sizes else self.codebook_size,)
+    return self.codebook_sizes or (self.codebook_size,) * self.levels
+
+  @classmethod
+  def from_config(cls, cfg: Any) -> "SIDSpec":
+    d = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for k in d:
+      if k not in known:
+        raise ConfigError(f"sid.{k}", f"unknown field; known: {sorted(known)}")
+    if "codebook_sizes" in d:
+      d["codebook_sizes"] = tuple(d["codebook_sizes"] or ())
+    return cls(**d)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SIDResult:
+  table: SIDTable
+  tokenizer: Any                  # RQKMeansModel or (RQVAE, RQVAEConfig)
+  report: dict[str, Any]
+  fit_s: float
+
+
+def _rqvae_config(spec: SIDSpec, dim: int):
+  from lrm.sid.rqvae import RQVAEConfig
+  try:
+    return RQVAEConfig(**{**spec.rqvae, "input_dim": dim, "codebook_sizes": spec.sizes,
+                          "seed": spec.seed})
+  except TypeError as e:
+    raise ConfigError("sid.rqvae", str(e)) from None
+  except ConfigError as e:
+    raise ConfigError(f"sid.rqvae.{e.field}", str(e).split(": ", 1)[-1]) from None
+
+
+def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
+             categories: np.ndarray | None = None, mesh=None,
+             show_progress: bool = True) -> SIDResult:
+  """Fits the tokenizer, codes every item, builds the table and its quality report.
+
+  Shape: embeddings [n, d]; item_ids int [n]; categories int [n] (-1 unknown) or None.
+  """
+  x = np.asarray(embeddings, np.float32)
+  if x.ndim != 2 or x.shape[0] != len(item_ids):
+    raise DataError(f"embeddings have shape {x.shape}, expected ({len(item_ids)}, d)")
+  if not np.isfinite(x).all():
+    raise DataError("embeddings contain NaN or inf")
+  key = jax.random.key(spec.seed)
+  start = time.perf_counter()
+  if spec.method == "rq_vae":
+    from lrm.sid import rqvae
+    model, _ = rqvae.train_rqvae(x, _rqvae_config(spec, x.shape[1]), mesh=mesh,
+                                 show_progress=show_progress)
+    codes = rqvae.rqvae_assign(model, x)
+    tokenizer = (model, _rqvae_config(spec, x.shape[1]))
+    target, recon = x, rqvae.rqvae_reconstruct(model, codes)
+  else:
+    from lrm.sid import rq_kmeans
+    tokenizer = rq_kmeans.rq_kmeans_fit(
+        x, spec.sizes, key=key, iters=spec.iters, metric=spec.metric,
+        batch_size=spec.batch_size or None, balanced=spec.balanced, mesh=mesh)
+    codes = tokenizer.codes
+    # RQ-KMeans reconstructs the (normalised, for cosine) input it clustered.
+    target = x if spec.metric == "l2" else x / np.maximum(
+        np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    recon = rq_kmeans.rq_reconstruct(tokenizer, codes)
+  fit_s = time.perf_counter() - start
+  table = SIDTable(item_ids=np.asarray(item_ids), codes=codes, codebook_sizes=spec.sizes)
+  if spec.collision_level:
+    table = with_collision_level(table)
+  report = quality_lib.quality_report(
+      codes, spec.sizes, embeddings=target, reconstruction=recon, categories=categories,
+      prefix_levels=tuple(range(1, len(spec.sizes) + 1)), seed=spec.seed)
+  report["method"] = spec.method
+  report["fit_s"] = round(fit_s, 3)
+  report["collision_level_size"] = int(table.collision_size) if spec.collision_level else 0
+  report["unique_with_collision_level"] = (
+      bool(len(np.unique(table.full_codes, axis=0)) == table.num_items))
+  return SIDResult(table=table, tokenizer=tokenizer, report=report, fit_s=fit_s)
+
+
+def assign_codes(tokenizer: Any, embeddings: np.ndarray) -> np.ndarray:
+  """Codes of (new) items under a fitted tokenizer, without refitting. Shape: -> int32 [n, L]."""
+  from lrm.sid import rq_kmeans, rqvae
+  if isinstance(tokenizer, rq_kmeans.RQKMeansModel):
+    return rq_kmeans.rq_assign(tokenizer, embeddings)
+  model, _ = tokenizer
+  return rqvae.rqvae_assign(model, np.asarray(embeddings, np.float32))
+
+
+def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
+               embeddings_path: str | None = None) -> dict[str, Any]:
+  """Writes the tokenizer, report.json, then the table with the manifest last."""
+  from lrm.core import artifacts
+  from lrm.sid import rq_kmeans, rqvae
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / artifacts.MANIFEST).unlink(missing_ok=True)
+  if spec.method == "rq_vae":
+    model, cfg = result.tokenizer
+    rqvae.save(model, cfg, out_dir / TOKENIZER_DIR)
+  else:
+    rq_kmeans.save(result.tokenizer, out_dir / TOKENIZER_DIR, config=spec.to_dict())
+  quality_lib.write_report(out_dir, result.report)
+  return result.table.save(out_dir, config=spec.to_dict(), method=spec.method,
+                           embeddings=embeddings_path, fit_s=round(result.fit_s, 3),
+                           quality_summary=summary(result.report))
+
+
+def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:
+  """The fitted tokenizer of a `sid` artifact (RQKMeansModel or (RQVAE, RQVAEConfig))."""
+  from lrm.core import artifacts
+  from lrm.sid import rq_kmeans, rqvae
+  sid_dir = pathlib.Path(sid_dir)
+  method = artifacts.read_manifest(sid_dir).get("method")
+  if method == "rq_vae":
+    return rqvae.load(sid_dir / TOKENIZER_DIR)
+  return rq_kmeans.load(sid_dir / TOKENIZER_DIR)
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+  """The headline numbers of a quality report (for manifests and result tables)."""
+  coherence = {str(c["prefix"]): c.get("coherence")
+               for c in report.get("category_coherence", []) or []}
+  return {
+      "level1_utilisation": report["levels"][0]["utilisation"],
+      "collision_rate": report["collision_rate"],
+      "max_group": report["max_group"],
+      "reconstruction_error": report.get("reconstruction_error"),
+      "coherence_ratio": coherence,
+      "unique_with_collision_level": report.get("unique_with_collision_level"),
+  }
