@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import pathlib
 import platform
 import sys
 import time
 
-import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
