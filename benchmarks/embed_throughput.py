@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -50,27 +49,6 @@ def read_catalog(data_dir: pathlib.Path):
       for k in fields:
         fields[k].append(record.get(k))
   return Catalog(item_ids=np.asarray(ids), fields=fields)
-
-
-def cpu_name() -> str:
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "cpu"
-
-
-def device_description() -> tuple[str, str]:
-  """(human description, short slug for the file name)."""
-  import jax
-  devices = jax.devices()
-  kind = devices[0].device_kind
-  if devices[0].platform == "cpu":
-    cores = os.cpu_count()
-    return (f"{cpu_name()}, {cores} cores, {len(devices)} jax CPU device(s)", f"cpu{cores}")
-  return f"{len(devices)} x {kind}", f"{devices[0].platform}{len(devices)}"
 
 
 def nn_agreement(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -179,7 +157,7 @@ def main(argv=None) -> None:
   texts = catalog.text()
   labels = catalog.leaf_category("categories")
   dataset = args.data.name
-  device, device_slug = device_description()
+  device, device_slug = artifacts.device_description()
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   for key in args.encoders.split(","):
     if key not in ENCODERS:

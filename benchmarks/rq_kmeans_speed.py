@@ -44,16 +44,6 @@ def set_cpu_devices(argv) -> int:
   return value
 
 
-def cpu_name() -> str:
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown CPU"
-
-
 def make_data(n: int, d: int, blobs: int, seed: int) -> np.ndarray:
   """n rows around `blobs` gaussian centres (spread 3, unit noise). Shape: [n, d] float32."""
   rng = np.random.default_rng(seed)
@@ -116,17 +106,10 @@ def main(argv=None) -> None:
   parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
   args = parser.parse_args(argv)
 
-  import jax
-  from lrm.core.artifacts import atomic_write_json, git_commit
+  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
   from lrm.parallel.mesh import make_mesh
 
-  devs = jax.devices()
-  if devs[0].platform == "cpu":
-    cores = os.cpu_count()
-    device = f"{cpu_name()}, {cores} cores, {len(devs)} jax CPU device(s)"
-    slug = f"cpu{cores}"
-  else:
-    device, slug = f"{len(devs)} x {devs[0].device_kind}", f"{devs[0].platform}{len(devs)}"
+  device, slug = device_description()
   mesh = make_mesh() if devices_wanted > 1 else None
 
   x = make_data(args.n, args.d, args.blobs, args.seed)
@@ -169,7 +152,7 @@ def main(argv=None) -> None:
       "dataset": f"synthetic_blobs(n={args.n}, d={args.d}, blobs={args.blobs}, seed={args.seed})",
       "model": f"rq_kmeans(levels={args.levels}, k={args.k}, iters={args.iters}, no early stop, "
                f"metric=l2, full batch, kmeans++ init, "
-               f"{'mesh of ' + str(len(devs)) + ' devices' if mesh else '1 device'})",
+               f"{'mesh of ' + str(mesh.size) + ' devices' if mesh else '1 device'})",
       "metrics": metrics,
       "device": device,
       "wall_s": wall,

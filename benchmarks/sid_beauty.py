@@ -13,21 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import pathlib
-import platform
 import sys
 import time
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def device_name() -> str:
-  import jax
-  d = jax.devices()[0]
-  if d.platform == "cpu":
-    import os
-    return f"{platform.processor() or 'CPU'}, {os.cpu_count()} cores (jax cpu)"
-  return d.device_kind
 
 
 def main() -> None:
@@ -43,7 +33,7 @@ def main() -> None:
   parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
   args = parser.parse_args()
 
-  from lrm.core.artifacts import atomic_write_json, git_commit
+  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
   from lrm.core.report import print_table
   from lrm.data import read_dataset
   from lrm.encoders.byo import load_npy_embeddings
@@ -95,7 +85,7 @@ def main() -> None:
         "benchmark": "sid_quality", "dataset": args.data.name, "split": "catalog",
         "model": f"{method} {args.levels}x{args.codebook_size} + collision level, "
                  f"MiniLM title;brand;categories embeddings",
-        "metrics": metrics, "device": device_name(),
+        "metrics": metrics, "device": device_description()[0],
         "wall_s": round(time.perf_counter() - start, 2), "commit": git_commit(),
         "command": " ".join(["python", *sys.argv]),
         "reference": {"note": "scikit-learn RQ-KMeans on sentence-transformers MiniLM embeddings "
@@ -104,7 +94,7 @@ def main() -> None:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = args.out / f"sid_beauty_{method}_{'cpu' if 'cpu' in record['device'] else 'gpu'}_{stamp}.json"
+    path = args.out / f"sid_beauty_{method}_{device_description()[1]}_{stamp}.json"
     atomic_write_json(path, record)
     rows.append([method, metrics["unique_with_collision_level"], metrics["level1_utilisation"],
                  coherence.get(2), metrics["non_unique_fraction"], metrics["max_group"],

@@ -101,6 +101,28 @@ def git_commit() -> str | None:
     return None
 
 
+def cpu_name() -> str:
+  """The CPU model, as /proc/cpuinfo names it."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def device_description() -> tuple[str, str]:
+  """(what the jax devices are, a short slug for file names), for benchmark records."""
+  import jax
+  devices = jax.devices()
+  if devices[0].platform == "cpu":
+    cores = os.cpu_count()
+    return f"{cpu_name()}, {cores} cores, {len(devices)} jax CPU device(s)", f"cpu{cores}"
+  return f"{len(devices)} x {devices[0].device_kind}", f"{devices[0].platform}{len(devices)}"
+
+
 def write_manifest(directory: str | os.PathLike, *, stage: str, config: Any = None,
                    counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
   """Writes `directory/manifest.json` (last, atomically) and returns its content."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import pathlib
 from typing import Any, Mapping
@@ -46,3 +47,17 @@ def check_known(section: Mapping[str, Any], known: Mapping[str, Any], prefix: st
       raise ConfigError(name, f"unknown field; known: {sorted(known)}")
     if isinstance(value, Mapping) and isinstance(known[key], Mapping):
       check_known(value, known[key], prefix=name + ".")
+
+
+def section_fields(cls: type, section: Any, prefix: str) -> dict[str, Any]:
+  """A config section (ConfigDict or mapping) as a dict of `cls`'s dataclass fields.
+
+  Unknown keys raise ConfigError naming `prefix.key`, so a typo never silently falls back to a
+  default.
+  """
+  d = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+  known = {f.name for f in dataclasses.fields(cls)}
+  for k in d:
+    if k not in known:
+      raise ConfigError(f"{prefix}.{k}", f"unknown field; known: {sorted(known)}")
+  return d

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lrm.core import artifacts
+from lrm.core.config import section_fields
 from lrm.core.errors import ConfigError, DataError
 from lrm.data.types import Catalog, DEFAULT_TEXT_FIELDS
 
@@ -50,11 +51,7 @@ class EmbedSpec:
   @classmethod
   def from_config(cls, cfg: Any) -> "EmbedSpec":
     """From a ConfigDict / dict section; unknown keys raise ConfigError naming them."""
-    d = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for k in d:
-      if k not in known:
-        raise ConfigError(f"embed.{k}", f"unknown field; known: {sorted(known)}")
+    d = section_fields(cls, cfg, "embed")
     for k in ("fields", "modalities"):
       if k in d and isinstance(d[k], str):
         d[k] = tuple(s for s in d[k].split(",") if s)

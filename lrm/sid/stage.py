@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from lrm.core.config import section_fields
 from lrm.core.errors import ConfigError, DataError
 from lrm.sid import quality as quality_lib
 from lrm.sid.table import SIDTable, with_collision_level
@@ -67,11 +68,7 @@ class SIDSpec:
 
   @classmethod
   def from_config(cls, cfg: Any) -> "SIDSpec":
-    d = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for k in d:
-      if k not in known:
-        raise ConfigError(f"sid.{k}", f"unknown field; known: {sorted(known)}")
+    d = section_fields(cls, cfg, "sid")
     if "codebook_sizes" in d:
       d["codebook_sizes"] = tuple(d["codebook_sizes"] or ())
     return cls(**d)
