@@ -460,9 +460,52 @@ def make_optimizer(cfg: RQVAEConfig) -> optax.GradientTransformation:
   return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay, mask=decay_mask)
 
 
+_SHAPE_FIELDS = ("input_dim", "hidden_dims", "latent_dim", "codebook_sizes")
+
+
+def _check_init_model(init_model: Any, cfg: RQVAEConfig) -> None:
+  """A warm start needs a model whose parameter shapes are those `cfg` builds."""
+  if not isinstance(init_model, RQVAE):
+    raise ConfigError("init_model", f"must be an RQVAE, got {type(init_model).__name__}")
+  for name in _SHAPE_FIELDS:
+    have, want = getattr(init_model.config, name), getattr(cfg, name)
+    if have != want:
+      raise ConfigError(name, f"init_model has {name}={have!r} but the config asks for "
+                        f"{want!r}; a warm start needs the same shapes")
+
+
+def _copy_params(src: RQVAE, dst: RQVAE) -> None:
+  """Copies every nnx.Param of src into dst (fresh buffers, dst's sharding; src untouched)."""
+  src_flat = {"/".join(str(p) for p in path): v
+              for path, v in nnx.to_flat_state(nnx.state(src, nnx.Param))}
+  dst_flat = {"/".join(str(p) for p in path): v
+              for path, v in nnx.to_flat_state(nnx.state(dst, nnx.Param))}
+  if src_flat.keys() != dst_flat.keys():
+    raise DataError(f"init_model's parameters do not match the config: missing "
+                    f"{sorted(dst_flat.keys() - src_flat.keys())[:5]}, extra "
+                    f"{sorted(src_flat.keys() - dst_flat.keys())[:5]}")
+  for name, var in dst_flat.items():
+    old, value = var[...], src_flat[name][...]
+    if tuple(value.shape) != tuple(old.shape):
+      raise DataError(f"init_model's {name} has shape {tuple(value.shape)}, expected "
+                      f"{tuple(old.shape)}")
+    new = jnp.array(jax.device_get(value), dtype=old.dtype, copy=True)
+    if getattr(old, "sharding", None) is not None:
+      new = jax.device_put(new, old.sharding)
+    var[...] = new
+
+
 def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None = None,
-                show_progress: bool = True) -> tuple[RQVAE, dict[str, Any]]:
+                show_progress: bool = True,
+                init_model: RQVAE | None = None) -> tuple[RQVAE, dict[str, Any]]:
   """Trains an RQ-VAE on content embeddings x.
+
+  `init_model` warm-starts the training (a refit on a grown or changed catalog that keeps codes
+  stable): the new model starts from a copy of its parameters (encoder, codebooks, decoder;
+  `init_model` itself is not changed) and the k-means codebook initialisation is skipped. Its
+  shapes (input_dim, hidden_dims, latent_dim, codebook_sizes) must be the config's (ConfigError
+  naming the field otherwise); everything else comes from `config`, and batches, masks and
+  restarts are still drawn from `config.seed`. The optimizer state starts fresh.
 
   Returns the model and its history: per step `loss`, `reconstruction`, `codebook`,
   `commitment` (float32 [steps]); per window of `dead_code_restart_every` steps (or one window
@@ -479,6 +522,8 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
   from lrm.parallel.rules import LOGICAL_AXIS_RULES
 
   cfg = config
+  if init_model is not None:
+    _check_init_model(init_model, cfg)
   x = _check_input(x, cfg.input_dim)
   n = x.shape[0]
   batch = min(cfg.batch_size, n)
@@ -491,7 +536,8 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
                         f"split over {dp} data-parallel devices")
     sharding = mesh_lib.batch_sharding(mesh, 2)
   init_size = min(cfg.kmeans_init_size or batch, n)
-  if cfg.kmeans_init and init_size < max(cfg.codebook_sizes):
+  kmeans_init = cfg.kmeans_init and init_model is None
+  if kmeans_init and init_size < max(cfg.codebook_sizes):
     raise DataError(f"k-means initialisation sees {init_size} rows but the largest codebook has "
                     f"{max(cfg.codebook_sizes)} codes: give more data or a larger batch_size / "
                     "kmeans_init_size")
@@ -511,7 +557,9 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
       xb = x[rows]
       return jax.device_put(xb, sharding) if sharding is not None else jnp.asarray(xb)
 
-    if cfg.kmeans_init:
+    if init_model is not None:
+      _copy_params(init_model, model)
+    elif cfg.kmeans_init:
       # The first batch (or more rows in the same shuffled order, see kmeans_init_size).
       init_rows = np.asarray(jax.random.permutation(jax.random.fold_in(k_data, 0), n))[:init_size]
       init_codebooks(model, x[init_rows], key=k_init, iters=cfg.kmeans_iters)

@@ -215,3 +215,60 @@ def test_bad_input_is_a_data_error(trained, x):
   codes[1, 2] = 16
   with pytest.raises(DataError, match="level 2"):
     rqvae_reconstruct(model, codes)
+
+
+def test_warm_start_keeps_codes_stable_and_leaves_the_init_model_alone(trained, x):
+  from lrm.sid.table import stability_report
+  model, _ = trained
+  before = rqvae._flat_params(model)
+  old = rqvae_assign(model, x)
+  # A refit with another seed, fine-tuning at a low learning rate; the cold refit differs only in
+  # starting from scratch (k-means init), so its code ids are an arbitrary relabelling.
+  cfg = dataclasses.replace(SMALL, seed=1, steps=200, learning_rate=3e-5)
+  warm, h = train_rqvae(x, cfg, show_progress=False, init_model=model)
+  cold, _ = train_rqvae(x, cfg, show_progress=False)
+  assert np.isfinite(h["loss"]).all()
+  w = stability_report(old, rqvae_assign(warm, x))
+  c = stability_report(old, rqvae_assign(cold, x))
+  assert w["changed"] < 0.5 * c["changed"], (w, c)
+  assert w["level_changed"][0] < 0.05 < 0.5 < c["level_changed"][0], (w, c)
+  # The warm model is a copy: training it left the given model bit for bit as it was.
+  assert warm is not model and warm.config == cfg
+  after = rqvae._flat_params(model)
+  assert before.keys() == after.keys()
+  for k in before:
+    np.testing.assert_array_equal(before[k], after[k])
+  np.testing.assert_array_equal(old, rqvae_assign(model, x))
+
+
+def test_warm_start_from_the_same_parameters_is_an_exact_copy(trained, x):
+  model, _ = trained
+  # A learning rate too small to move anything: the codes are the init model's.
+  cfg = dataclasses.replace(SMALL, steps=1, learning_rate=1e-12, dead_code_restart_every=0)
+  warm, _ = train_rqvae(x, cfg, show_progress=False, init_model=model)
+  np.testing.assert_array_equal(rqvae_assign(model, x), rqvae_assign(warm, x))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("codebook_sizes", (16, 16, 8)), ("codebook_sizes", (16, 16)), ("latent_dim", 8),
+    ("hidden_dims", (64,)), ("input_dim", 32),
+])
+def test_warm_start_shape_mismatch_names_the_field(trained, x, field, value):
+  model, _ = trained
+  cfg = dataclasses.replace(SMALL, steps=5, **{field: value})
+  xx = x[:, :value] if field == "input_dim" else x
+  with pytest.raises(ConfigError, match="init_model") as e:
+    train_rqvae(xx, cfg, show_progress=False, init_model=model)
+  assert e.value.field == field
+
+
+def test_warm_start_rejects_non_models_and_mismatched_parameters(trained, x):
+  model, _ = trained
+  with pytest.raises(ConfigError) as e:
+    train_rqvae(x, SMALL, show_progress=False, init_model="out/rqvae")
+  assert e.value.field == "init_model"
+  # A model whose parameters disagree with its own config (e.g. edited by hand).
+  broken = rqvae.RQVAE(SMALL, rngs=rqvae.nnx.Rngs(0))
+  broken.codebooks[2] = rqvae.nnx.Param(jnp.zeros((8, SMALL.latent_dim)))
+  with pytest.raises(DataError, match="codebooks/2"):
+    train_rqvae(x, dataclasses.replace(SMALL, steps=5), show_progress=False, init_model=broken)
