@@ -140,15 +140,22 @@ def write_manifest(directory: str | os.PathLike, *, stage: str, config: Any = No
   return manifest
 
 
+def read_json(path: str | os.PathLike) -> Any:
+  """Parses a JSON file; invalid JSON is a DataError naming the file and line."""
+  from lrm.core.errors import DataError
+  path = pathlib.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise DataError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+
+
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
   from lrm.core.errors import DataError
   path = pathlib.Path(directory) / MANIFEST
   if not path.exists():
     raise DataError("no manifest.json: the artifact is missing or was not completed", path=path)
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise DataError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+  return read_json(path)
 
 
 def _normalise(obj: Any) -> Any:

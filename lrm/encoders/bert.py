@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import pathlib
 from typing import Any, Callable, Mapping
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lrm.core.artifacts import read_json
 from lrm.core.errors import ConfigError, DataError
 
 # HF `hidden_act` -> activation. "gelu" is the exact (erf) GELU.
@@ -92,10 +92,7 @@ class BertConfig:
     path = pathlib.Path(path)
     if not path.is_file():
       raise DataError("no such file (a BERT config.json is needed)", path=path)
-    try:
-      d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise DataError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+    d = read_json(path)
     if not isinstance(d, dict):
       raise DataError("expected a JSON object", path=path)
     return cls.from_dict(d, source=str(path))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 import os
 import pathlib
 import time
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lrm.core.artifacts import read_json
 from lrm.core.errors import ConfigError, DataError
 from lrm.encoders import bert
 from lrm.encoders.texts import check_texts
@@ -68,20 +68,13 @@ _POOLING_KEYS = {
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
-def _read_json(path: pathlib.Path) -> Any:
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise DataError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
-
-
 def read_pooling_mode(model_dir: str | os.PathLike) -> str:
   """The pooling of a sentence-transformers folder ("mean" when it says nothing)."""
   model_dir = pathlib.Path(model_dir)
   modules_path = model_dir / "modules.json"
   pooling_dir = model_dir / "1_Pooling"
   if modules_path.is_file():
-    modules = _read_json(modules_path)
+    modules = read_json(modules_path)
     for module in modules if isinstance(modules, list) else []:
       kind = str(module.get("type", "")).rsplit(".", 1)[-1]
       if kind not in _SUPPORTED_MODULES:
@@ -92,7 +85,7 @@ def read_pooling_mode(model_dir: str | os.PathLike) -> str:
   config_path = pooling_dir / "config.json"
   if not config_path.is_file():
     return "mean"
-  cfg = _read_json(config_path)
+  cfg = read_json(config_path)
   modes = [mode for key, mode in _POOLING_KEYS.items() if cfg.get(key)]
   if "pooling_mode" in cfg and isinstance(cfg["pooling_mode"], str):
     modes = [cfg["pooling_mode"]]
@@ -223,7 +216,7 @@ class SentenceEncoder:
     self.batch_size = int(batch_size)
 
     st_config_path = self.path / "sentence_bert_config.json"
-    st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
+    st_config = read_json(st_config_path) if st_config_path.is_file() else {}
     self.do_lower_case = bool(st_config.get("do_lower_case", False))
     self.pooling = read_pooling_mode(self.path)
     self.config = bert.BertConfig.from_json(self.path / "config.json")

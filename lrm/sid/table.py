@@ -11,7 +11,6 @@ Shape letters: n items, c level (L semantic levels), k codebook size, p parents,
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 from typing import Any, Sequence
@@ -316,10 +315,7 @@ class SIDTable:
     meta_path = directory / TABLE_JSON
     if not meta_path.exists():
       raise DataError("missing", path=meta_path)
-    try:
-      meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-      raise DataError(f"invalid JSON: {e.msg}", path=meta_path, line=e.lineno) from None
+    meta = artifacts.read_json(meta_path)
     for key in ("num_semantic_levels", "codebook_sizes", "collision_level"):
       if key not in meta:
         raise DataError(f"no field '{key}'", path=meta_path)
