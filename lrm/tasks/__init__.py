@@ -1,0 +1,1 @@
+"""Training objectives as examples: next-item retrieval (more tasks join per issue)."""
