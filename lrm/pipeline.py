@@ -107,16 +107,19 @@ def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
   return out
 
 
-def embed_stage(config, run_dir: pathlib.Path, dataset) -> tuple[np.ndarray, dict]:
+def embed_stage(config, run_dir: pathlib.Path, data_dir: pathlib.Path,
+                dataset) -> tuple[np.ndarray, dict]:
   from lrm.encoders import stage
   spec = _embed_spec(config)
   spec = dataclasses.replace(spec, encoder=resolve_auto_encoder(config.embed.encoder))
   out = run_dir / "embed"
-  if config.resume and artifacts.is_complete(out, dataclasses.asdict(spec)):
+  inputs = {"data": artifacts.artifact_id(data_dir)}
+  if config.resume and artifacts.is_complete(out, dataclasses.asdict(spec), inputs):
     logging.info("embed: reusing %s", out)
     return stage.read_embeddings(out, num_items=len(dataset.catalog)), artifacts.read_manifest(out)
   emb, info = stage.embed_catalog(dataset.catalog, spec)
-  manifest = stage.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info)
+  manifest = stage.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info,
+                                    data_dir=str(data_dir), inputs=inputs)
   return emb, manifest
 
 
@@ -125,14 +128,16 @@ def sid_stage(config, run_dir: pathlib.Path, dataset, embeddings: np.ndarray) ->
   from lrm.sid import stage
   spec = _sid_spec(config)
   out = run_dir / "sid"
-  if config.resume and artifacts.is_complete(out, spec.to_dict()):
+  inputs = {"embed": artifacts.artifact_id(run_dir / "embed")}
+  if config.resume and artifacts.is_complete(out, spec.to_dict(), inputs):
     logging.info("sid: reusing %s", out)
     return json.loads((out / "report.json").read_text())
   categories = (dataset.catalog.leaf_category("categories")
                 if "categories" in dataset.catalog.fields else None)
   result = stage.fit_sids(embeddings, spec, item_ids=dataset.catalog.item_ids,
                           categories=categories)
-  stage.write_sids(out, result, spec, embeddings_path=str(run_dir / "embed" / "embeddings.npy"))
+  stage.write_sids(out, result, spec, embeddings_path=str(run_dir / "embed" / "embeddings.npy"),
+                   inputs=inputs)
   return result.report
 
 
@@ -150,7 +155,7 @@ def run_pipeline(config) -> dict[str, Any]:
   print_table(["dataset", dataset.name], [[k, v] for k, v in stats.items()
                                            if not isinstance(v, list)])
 
-  emb, manifest = embed_stage(config, run_dir, dataset)
+  emb, manifest = embed_stage(config, run_dir, data_dir, dataset)
   # How well each input and the fused output recover the leaf category (the planted topic).
   info = manifest["embedding_info"]
   quality = {name: m.get("quality") for name, m in info["modalities"].items()}

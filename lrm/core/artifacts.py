@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import uuid
 from typing import Any, Iterator
 
 import numpy as np
@@ -125,7 +126,11 @@ def device_description() -> tuple[str, str]:
 
 def write_manifest(directory: str | os.PathLike, *, stage: str, config: Any = None,
                    counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-  """Writes `directory/manifest.json` (last, atomically) and returns its content."""
+  """Writes `directory/manifest.json` (last, atomically) and returns its content.
+
+  Every manifest gets a fresh `id`; a later stage records the ids of the artifacts it read
+  (`inputs=`), so `is_complete` notices when an input was rebuilt.
+  """
   manifest = {
       "stage": stage,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -135,6 +140,7 @@ def write_manifest(directory: str | os.PathLike, *, stage: str, config: Any = No
       "config": config,
       "counts": counts or {},
       **extra,
+      "id": uuid.uuid4().hex,
   }
   atomic_write_json(pathlib.Path(directory) / MANIFEST, manifest)
   return manifest
@@ -162,11 +168,23 @@ def _normalise(obj: Any) -> Any:
   return json.loads(json.dumps(obj, default=_json_default))
 
 
-def is_complete(directory: str | os.PathLike, config: Any) -> bool:
-  """True when `directory` holds a finished artifact made from the same `config`.
+def artifact_id(directory: str | os.PathLike) -> str:
+  """What identifies an input artifact: its manifest id, or the absolute path of a folder
+  made elsewhere (e.g. `../shared/data`, which has no manifest)."""
+  path = pathlib.Path(directory)
+  try:
+    return str(json.loads((path / MANIFEST).read_text())["id"])
+  except (OSError, json.JSONDecodeError, KeyError):
+    return str(path.resolve())
+
+
+def is_complete(directory: str | os.PathLike, config: Any, inputs: Any = None) -> bool:
+  """True when `directory` holds a finished artifact made from the same `config` and inputs.
 
   The manifest is written last, so its presence means every file before it is whole; the config
-  comparison makes a changed setting redo the stage instead of silently reusing stale output.
+  comparison makes a changed setting redo the stage, and the `inputs` comparison (ids of the
+  artifacts the stage read, see `artifact_id`) makes a rebuilt input redo it, instead of
+  silently reusing stale output.
   """
   path = pathlib.Path(directory) / MANIFEST
   if not path.exists():
@@ -175,4 +193,5 @@ def is_complete(directory: str | os.PathLike, config: Any) -> bool:
     manifest = json.loads(path.read_text())
   except json.JSONDecodeError:
     return False
-  return manifest.get("config") == _normalise(config)
+  return (manifest.get("config") == _normalise(config)
+          and manifest.get("inputs") == _normalise(inputs))

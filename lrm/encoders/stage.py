@@ -121,7 +121,7 @@ def category_quality(catalog: Catalog, embeddings: np.ndarray) -> dict[str, floa
 
 def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
                      catalog: Catalog, spec: EmbedSpec, info: dict[str, Any],
-                     data_dir: str | None = None) -> dict[str, Any]:
+                     data_dir: str | None = None, inputs: Any = None) -> dict[str, Any]:
   """Writes OUT/embeddings.npy (and item_ids.npy), then OUT/manifest.json last."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
       encoder=info.get("modalities", {}).get("text", {}).get("encoder", {"kind": "none"}),
       fallback_encoder_used=(info.get("modalities", {}).get("text", {})
                              .get("encoder", {}).get("kind") == "hashing"),
-      embedding_info=info, quality=info.get("quality"))
+      embedding_info=info, quality=info.get("quality"), inputs=inputs)
 
 
 def read_embeddings(out_dir: str | os.PathLike, *, num_items: int | None = None) -> np.ndarray:

@@ -152,7 +152,7 @@ def assign_codes(tokenizer: Any, embeddings: np.ndarray) -> np.ndarray:
 
 
 def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
-               embeddings_path: str | None = None) -> dict[str, Any]:
+               embeddings_path: str | None = None, inputs: Any = None) -> dict[str, Any]:
   """Writes the tokenizer, report.json, then the table with the manifest last."""
   from lrm.core import artifacts
   from lrm.sid import rq_kmeans, rqvae
@@ -167,7 +167,7 @@ def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
   quality_lib.write_report(out_dir, result.report)
   return result.table.save(out_dir, config=spec.to_dict(), method=spec.method,
                            embeddings=embeddings_path, fit_s=round(result.fit_s, 3),
-                           quality_summary=summary(result.report))
+                           quality_summary=summary(result.report), inputs=inputs)
 
 
 def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:

@@ -86,7 +86,11 @@ def test_main_job_runs_and_resumes(tmp_path):
   emb_mtime = (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns
   second = lrm(*args)
   assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns == emb_mtime
-  assert "reusing" in second.stderr
+  assert "embed: reusing" in second.stderr and "sid: reusing" in second.stderr
+  # Another world (same size, same stage configs downstream): embed and sid must be redone.
+  third = lrm(*args, "--config.world.seed=1")
+  assert "embed: reusing" not in third.stderr and "sid: reusing" not in third.stderr
+  assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns != emb_mtime
 
 
 def _isolated_env(tmp_path, **extra):

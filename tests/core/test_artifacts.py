@@ -79,3 +79,17 @@ def test_format_table_aligns():
   lines = out.splitlines()
   assert len({len(l) for l in lines}) == 1
   assert "0.1235" in out and "22363" in out
+
+
+def test_is_complete_notices_a_rebuilt_input(tmp_path):
+  upstream, downstream = tmp_path / "up", tmp_path / "down"
+  artifacts.write_manifest(upstream, stage="up", config={})
+  first = {"up": artifacts.artifact_id(upstream)}
+  artifacts.write_manifest(downstream, stage="down", config={"a": 1}, inputs=first)
+  assert artifacts.is_complete(downstream, {"a": 1}, first)
+  artifacts.write_manifest(upstream, stage="up", config={})     # rebuilt: a new id
+  second = {"up": artifacts.artifact_id(upstream)}
+  assert second != first
+  assert not artifacts.is_complete(downstream, {"a": 1}, second)
+  # A folder made elsewhere (no manifest) is identified by its path.
+  assert artifacts.artifact_id(tmp_path / "shared") == str((tmp_path / "shared").resolve())
