@@ -1,0 +1,1 @@
+"""Training: optimizer and learning-rate schedules, checkpoints, metric logs."""
