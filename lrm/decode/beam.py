@@ -27,8 +27,9 @@ import numpy as np
 from lrm.sid.table import SIDTable
 from lrm.sid.trie import SIDTrie, TrieArrays, leaf_of, valid_next, walk
 
-# step_fn(state, prev_codes [b*B] int32, level: static int) -> (log_probs [b*B, k_level], state)
-StepFn = Callable[[Any, jax.Array, int], tuple[jax.Array, Any]]
+# step_fn(state, prev_codes [b*B] int32, level: static int[, context]) ->
+#   (log_probs [b*B, k_level], state)
+StepFn = Callable[..., tuple[jax.Array, Any]]
 
 NEG_INF = float("-inf")
 
@@ -68,7 +69,7 @@ def _expand_state(state: Any, batch_size: int, beam_size: int) -> Any:
 def beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | None, *,
                 batch_size: int, beam_size: int, num_levels: int,
                 codebook_sizes: Sequence[int], top_k: int,
-                constrained: bool = True) -> BeamResult:
+                constrained: bool = True, context: Any = None) -> BeamResult:
   """Beam search over `num_levels` SID levels, constrained to the trie's valid codes.
 
   `step_fn(state, prev_codes, level)` is the model's one-step function, pure in arrays:
@@ -82,6 +83,11 @@ def beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | None
   finite), so callers can report the invalid rate. `step_fn` is a static argument: pass the
   same function object between calls to reuse the compiled search.
 
+  `context` (optional) is per-user data that beams share and that is never reordered (an
+  encoder's output, a prompt's keys and values): a pytree with leading dim b, passed as
+  `step_fn(state, prev_codes, level, context)`. Keeping it out of `state` saves repeating it
+  B times and gathering it at every level.
+
   Shape:
     init_state: pytree of [b * B, ...] (or [b, ...])
     returns: BeamResult(codes int32 [b, K, L], scores float32 [b, K], leaves int32 [b, K],
@@ -90,7 +96,7 @@ def beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | None
   return _beam_search(step_fn, init_state, trie_arrays, batch_size=int(batch_size),
                       beam_size=int(beam_size), num_levels=int(num_levels),
                       codebook_sizes=tuple(int(k) for k in codebook_sizes), top_k=int(top_k),
-                      constrained=bool(constrained))
+                      constrained=bool(constrained), context=context)
 
 
 @functools.partial(jax.jit, static_argnames=("step_fn", "batch_size", "beam_size",
@@ -99,7 +105,7 @@ def beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | None
 def _beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | None, *,
                  batch_size: int, beam_size: int, num_levels: int,
                  codebook_sizes: tuple[int, ...], top_k: int,
-                 constrained: bool) -> BeamResult:
+                 constrained: bool, context: Any) -> BeamResult:
   """The jitted search (see `beam_search`)."""
   b, B, L, K = batch_size, beam_size, num_levels, top_k
   sizes = codebook_sizes
@@ -122,7 +128,10 @@ def _beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | Non
   rows = jnp.arange(b, dtype=jnp.int32)[:, None]             # [b, 1]
   for c in range(L):
     k = sizes[c]
-    logp, state = step_fn(state, prev, c)
+    if context is None:
+      logp, state = step_fn(state, prev, c)
+    else:
+      logp, state = step_fn(state, prev, c, context)
     logp = jnp.asarray(logp, jnp.float32)
     if logp.shape != (b * B, k):
       raise ValueError(f"step_fn at level {c} returned log_probs of shape {logp.shape}, "
