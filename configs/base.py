@@ -58,6 +58,58 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
        if k not in ("input_dim", "codebook_sizes", "seed")})
   config.sid.rqvae.steps = 2000
 
+  # Generative retrieval (lrm/retrieval.py): leave-one-out, every training prefix an example.
+  config.task = ml_collections.ConfigDict()
+  config.task.max_history = 20        # items of history per example (TIGER: 20)
+  config.task.num_user_tokens = 2000  # user ids hashed into this many tokens (TIGER: 2000)
+
+  # Which model to train (tiger | sasrec), and each model's hyperparameters.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "tiger"         # tiger | decoder | sasrec
+  # TIGER's size (lrm/models/tiger.py Seq2SeqConfig documents each field).
+  config.model.tiger = ml_collections.ConfigDict(dict(
+      d_model=128, num_heads=6, head_dim=64, mlp_dim=1024, encoder_layers=4, decoder_layers=4,
+      dropout=0.1, activation="relu", dtype="float32", attention_impl=None))
+  config.model.tiger.attention_impl = ml_collections.FieldReference(None, field_type=str)
+  # The decoder-only variant: one prefix-LM stack (lrm/models/decoder_only.py).
+  config.model.decoder = ml_collections.ConfigDict(dict(
+      d_model=128, num_heads=6, head_dim=64, mlp_dim=1024, num_layers=8, dropout=0.1,
+      activation="relu", dtype="float32"))
+  config.model.decoder.attention_impl = ml_collections.FieldReference(None, field_type=str)
+  # The ID-based baseline (lrm/models/sasrec.py SASRecConfig).
+  config.model.sasrec = ml_collections.ConfigDict(dict(
+      max_length=50, d_model=64, num_heads=2, head_dim=32, mlp_dim=256, num_layers=2,
+      dropout=0.2, activation="gelu", dtype="float32"))
+  config.model.sasrec.attention_impl = ml_collections.FieldReference(None, field_type=str)
+
+  # The training loop (lrm/train/trainer.py LoopSpec) and optimizer (lrm/train/optimizer.py).
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 256
+  config.train.num_steps = 1500       # the main job's short run; dataset configs set more
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 100
+  config.train.decay = "cosine"       # constant | cosine | inverse_sqrt | linear
+  config.train.end_fraction = 0.0     # cosine / linear end at this fraction of the peak rate
+  config.train.weight_decay = 0.01
+  config.train.b1 = 0.9
+  config.train.b2 = 0.98
+  config.train.clip_norm = 1.0
+  config.train.eval_every = 500       # validation (and a checkpoint) every this many steps
+  config.train.log_every = 50
+  config.train.checkpoint_every = 500
+  config.train.patience = 0           # validations without improvement before stopping; 0 never
+  config.train.best_metric = "valid/ndcg@10"
+  config.train.best_mode = "max"
+  config.train.keep_last = 2          # checkpoints kept besides the best
+  config.train.seed = 0
+
+  # Evaluation: Recall/NDCG@K over all items, constrained beam search for generative models.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.ks = (5, 10, 20)
+  config.eval.beam_size = 20
+  config.eval.batch_size = 256
+  config.eval.valid_users = 2000      # users in periodic validation (0 = all); final eval: all
+
   # Devices: (data, fsdp, tensor); -1 takes the rest.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)
@@ -67,4 +119,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.world.num_items = 500
     config.world.num_users = 200
     config.sid.codebook_size = 16
+    config.train.num_steps = 200
+    config.train.eval_every = 100
+    config.train.checkpoint_every = 100
+    config.model.tiger.update(d_model=64, num_heads=2, head_dim=32, mlp_dim=256,
+                              encoder_layers=2, decoder_layers=2)
   return config

@@ -7,6 +7,8 @@ picks up where it stopped and one stage can be redone alone by deleting its fold
   run_dir/data/     the dataset in the standard layout (+ the synthetic world's truth)
   run_dir/embed/    embeddings.npy, one row per item
   run_dir/sid/      codes.npy, the tokenizer, report.json (lrm/sid/stage.py)
+  run_dir/retrieval/<model>/   checkpoints, metrics, predictions (lrm/retrieval.py)
+  run_dir/config.json          the config of the last run (what `lrm evaluate` reads)
   run_dir/results.json
 """
 
@@ -141,12 +143,46 @@ def sid_stage(config, run_dir: pathlib.Path, dataset, embeddings: np.ndarray) ->
   return result.report
 
 
-def run_pipeline(config) -> dict[str, Any]:
-  """Runs every stage; returns (and writes to run_dir/results.json) the results."""
+def retrieval_stage(config, run_dir: pathlib.Path, dataset, *,
+                    evaluate: bool = True) -> dict[str, Any]:
+  """Trains `model.name` on the SIDs (resuming), then ranks every validation and test user."""
+  from lrm import retrieval
+  from lrm.parallel.mesh import make_mesh
+  prep = retrieval.prepare(config, dataset, run_dir / "sid")
+  name = config.model.name
+  mesh = make_mesh(config.mesh.shape)
+  summary = retrieval.train_model(config, run_dir, prep, name, mesh=mesh)
+  out: dict[str, Any] = {"model": name, "train": summary}
+  if evaluate:
+    out.update(evaluate_stage(config, run_dir, dataset, prep=prep))
+  return out
+
+
+def evaluate_stage(config, run_dir: pathlib.Path, dataset, *, prep=None,
+                   models: tuple[str, ...] | None = None) -> dict[str, Any]:
+  """Evaluates the trained models found under run_dir/retrieval; prints the test table."""
+  from lrm import retrieval
+  prep = prep or retrieval.prepare(config, dataset, run_dir / "sid")
+  ks = tuple(int(k) for k in config.eval.ks)
+  if models is None:
+    models = tuple(m for m in retrieval.MODELS
+                   if (retrieval.model_dir(run_dir, m) / "checkpoints").exists())
+  if not models:
+    raise FileNotFoundError(f"no trained model under {run_dir / 'retrieval'}: run `lrm train`")
+  records = {"popularity": retrieval.popularity(prep, ks)}
+  for name in models:
+    records[name] = retrieval.evaluate_model(config, run_dir, prep, name)
+  retrieval.report(config, prep, records)
+  return {"evaluated": records}
+
+
+def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
+  """Data, embeddings and SIDs (each reused when complete); returns (run_dir, dataset, results)."""
   from lrm.data import read_dataset
   validate(config)
   run_dir = pathlib.Path(config.run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
+  artifacts.atomic_write_json(run_dir / "config.json", config.to_dict())
   start = time.perf_counter()
 
   data_dir = data_stage(config, run_dir)
@@ -179,6 +215,24 @@ def run_pipeline(config) -> dict[str, Any]:
               **summary(sid_report)},
       "wall_s": round(time.perf_counter() - start, 3),
   }
-  artifacts.atomic_write_json(run_dir / "results.json", results)
-  print(f"results: {run_dir / 'results.json'}")
+  return run_dir, dataset, results
+
+
+def write_results(run_dir: pathlib.Path, update: dict[str, Any]) -> dict[str, Any]:
+  """Merges `update` into run_dir/results.json (sections from other commands are kept)."""
+  path = run_dir / "results.json"
+  results = json.loads(path.read_text()) if path.exists() else {}
+  results.update(update)
+  artifacts.atomic_write_json(path, results)
+  print(f"results: {path}")
   return results
+
+
+def run_pipeline(config, *, train: bool = True, evaluate: bool = True) -> dict[str, Any]:
+  """Runs every stage; returns (and writes to run_dir/results.json) the results."""
+  start = time.perf_counter()
+  run_dir, dataset, results = prepare_stages(config)
+  if train and int(config.train.num_steps) > 0:
+    results["retrieval"] = retrieval_stage(config, run_dir, dataset, evaluate=evaluate)
+  results["wall_s"] = round(time.perf_counter() - start, 3)
+  return write_results(run_dir, results)

@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, str] = {
     "data": "convert raw datasets (Amazon 2014 dumps, MovieLens, RecBole) to the standard layout; print stats",
     "embed": "encode item text (MiniLM port or hashing fallback), bring-your-own .npy, fuse modalities",
     "sid": "fit a SID tokenizer (RQ-KMeans, RQ-VAE, k-means) on embeddings; codes, trie input, quality report",
+    "train": "train a retrieval model (TIGER seq2seq over SIDs, or the SASRec baseline), resumable",
+    "evaluate": "rank all validation and test users with trained models; Recall/NDCG@K table",
     "run": "the main job: every stage above, end to end, from one config (default: synthetic world)",
 }
 
@@ -38,6 +40,7 @@ def run(argv: list[str] | None = None) -> None:
     print(f"lrm: unknown subcommand '{name}'\n\n{usage()}", file=sys.stderr)
     sys.exit(2)
   _configure_jax()
+  _quiet_library_logs()
   from absl import app
   from lrm.core.errors import ConfigError, DataError
 
@@ -75,6 +78,19 @@ def _configure_jax() -> None:
   if cache:
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def _quiet_library_logs() -> None:
+  """Orbax logs every save and restore step at INFO; on the command line only its warnings
+  show (library users keep absl's defaults)."""
+  import logging as pylogging
+  from absl import logging
+
+  class DropLibraryInfo(pylogging.Filter):
+    def filter(self, record: pylogging.LogRecord) -> bool:
+      return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+  logging.get_absl_handler().addFilter(DropLibraryInfo())
 
 
 def _unquote(message: str) -> str:

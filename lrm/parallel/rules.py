@@ -15,3 +15,20 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("mlp", "tensor"),
     ("vocab", "tensor"),
 )
+
+
+def sharding_context(mesh):
+  """Where annotated NNX variables are created sharded: the mesh set and these rules active.
+
+  Models and their optimizer state must be built inside it (flax shards eagerly on creation);
+  with `mesh=None` it does nothing, and parameters stay plain arrays.
+  """
+  import contextlib
+
+  import jax
+  from flax import nnx
+  scope = contextlib.ExitStack()
+  if mesh is not None:
+    scope.enter_context(jax.set_mesh(mesh))
+    scope.enter_context(nnx.logical_axis_rules(LOGICAL_AXIS_RULES))
+  return scope

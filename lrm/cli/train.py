@@ -1,0 +1,28 @@
+"""lrm train --config=configs/<name>.py --workdir=W [--config.FIELD=VALUE ...]
+
+Trains the retrieval model `model.name` (tiger | sasrec) on the configured data: the data,
+embedding and SID stages run first (reused from W when complete), then training resumes from
+W/retrieval/<model>/checkpoints if there are any. Validation every `train.eval_every` steps,
+early stopping on `train.best_metric`. Evaluate with `lrm evaluate --workdir=W`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+
+_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
+_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (overrides config.run_dir)")
+
+
+def main(argv):
+  del argv
+  from lrm.pipeline import run_pipeline
+  config = _CONFIG.value
+  if _WORKDIR.value:
+    config.run_dir = _WORKDIR.value
+  run_pipeline(config, train=True, evaluate=False)

@@ -1,0 +1,314 @@
+"""The generative retrieval stage (TIGER protocol), and the SASRec baseline beside it.
+
+  SID table -> next-item examples (lrm/tasks) -> model + trainer (lrm/models, lrm/train)
+  -> constrained beam search (lrm/decode) -> Recall/NDCG@K over all items (lrm/eval)
+
+Leave-one-out: each user's last item is the test target, the second-last the validation
+target; training examples are every prefix of the rest (at most `task.max_history` items).
+Periodic validation during training uses `eval.valid_users` users (a fixed random subset, so
+early stopping is cheap); the final evaluation ranks every validation and test user.
+
+A model trains in run_dir/retrieval/<model.name>/: checkpoints/ (latest + best), metrics.jsonl,
+tensorboard/, train_spec.json (what the checkpoints are bound to: model, task and the SID
+artifact they were trained on), and after evaluation predictions_{valid,test}.jsonl and
+metrics.json. run_dir/results.json gains a "retrieval" section with every evaluated model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from lrm.core import artifacts
+from lrm.core.errors import ConfigError
+
+MODELS = ("tiger", "decoder", "sasrec")
+GENERATIVE = ("tiger", "decoder")   # decode SIDs with beam search; the rest score item ids
+SPLITS = ("valid", "test")
+
+
+@dataclasses.dataclass
+class Prepared:
+  """Everything the models read, derived from the dataset and the SID table."""
+  dataset: Any
+  split: Any                 # LeaveOneOut
+  table: Any                 # SIDTable (with the collision level when the SID stage added it)
+  vocab: Any                 # SIDVocab
+  trie: Any                  # SIDTrie over the table's full codes
+  sid_id: str                # the SID artifact's id (checkpoints are bound to it)
+  max_history: int
+  sasrec_length: int         # SASRec's input length (its own history window)
+
+
+def prepare(config, dataset, sid_dir: pathlib.Path) -> Prepared:
+  from lrm.data.splits import leave_one_out
+  from lrm.sid.table import SIDTable
+  from lrm.sid.trie import trie_from_table
+  from lrm.tokens.sid_vocab import SIDVocab
+  table = SIDTable.load(sid_dir)
+  if not np.array_equal(np.asarray(table.item_ids), np.asarray(dataset.catalog.item_ids)):
+    raise ConfigError("sid", f"the SID table in {sid_dir} is for another catalog; refit it")
+  vocab = SIDVocab(table.full_codebook_sizes, num_user_tokens=int(config.task.num_user_tokens))
+  return Prepared(dataset=dataset, split=leave_one_out(dataset.sequences), table=table,
+                  vocab=vocab, trie=trie_from_table(table), sid_id=artifacts.artifact_id(sid_dir),
+                  max_history=int(config.task.max_history),
+                  sasrec_length=int(config.model.sasrec.max_length))
+
+
+# -- models ------------------------------------------------------------------------------------
+
+def model_hyper(config, name: str) -> dict[str, Any]:
+  if name not in MODELS:
+    raise ConfigError("model.name", f"'{name}' is not one of {MODELS}")
+  return config.model[name].to_dict()
+
+
+def build_model(config, prep: Prepared, name: str, *, rngs: nnx.Rngs):
+  """(model, loss_fn) for `model.name`."""
+  hyper = model_hyper(config, name)
+  if name == "tiger":
+    from lrm.models.tiger import Seq2Seq, Seq2SeqConfig, seq2seq_loss
+    cfg = Seq2SeqConfig.from_vocab(prep.vocab, max_history=prep.max_history, hyper=hyper,
+                                   where="model.tiger")
+    return Seq2Seq(cfg, rngs=rngs), seq2seq_loss
+  if name == "decoder":
+    from lrm.models.decoder_only import DecoderOnly, DecoderOnlyConfig, decoder_only_loss
+    cfg = DecoderOnlyConfig.from_vocab(prep.vocab, max_history=prep.max_history, hyper=hyper,
+                                       where="model.decoder")
+    return DecoderOnly(cfg, rngs=rngs), decoder_only_loss
+  from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss
+  cfg = SASRecConfig.from_dict({"num_items": len(prep.dataset.catalog), **hyper},
+                               where="model.sasrec")
+  return SASRec(cfg, rngs=rngs), sasrec_loss
+
+
+def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray]:
+  from lrm.tasks.next_item import tokenize, training_examples
+  if name in GENERATIVE:
+    ex = training_examples(prep.split.train, prep.dataset.catalog, max_history=prep.max_history)
+    return tokenize(ex, prep.table, prep.vocab)
+  from lrm.tasks.id_sequences import sequence_examples
+  return sequence_examples(prep.split.train, prep.dataset.catalog,
+                           max_length=prep.sasrec_length)
+
+
+def eval_inputs(prep: Prepared, name: str, split: str,
+                users: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Model inputs and target item ids of one evaluation split (optionally a user subset)."""
+  from lrm.tasks.next_item import eval_examples, tokenize
+  eval_set = getattr(prep.split, split)
+  if users is not None:
+    eval_set = _subset(eval_set, users)
+  targets = np.asarray(eval_set.targets)
+  if name in GENERATIVE:
+    ex = eval_examples(eval_set, prep.dataset.catalog, max_history=prep.max_history)
+    return tokenize(ex, prep.table, prep.vocab), targets
+  from lrm.tasks.id_sequences import eval_inputs as sasrec_inputs
+  return {"inputs": sasrec_inputs(eval_set, prep.dataset.catalog,
+                                  max_length=prep.sasrec_length)}, targets
+
+
+def _subset(eval_set, rows: np.ndarray):
+  """The EvalSet restricted to the given row positions (keeps their order)."""
+  from lrm.data.splits import EvalSet
+  rows = np.asarray(rows)
+  ts = eval_set.target_timestamps
+  return EvalSet(user_ids=eval_set.user_ids[rows], histories=eval_set.histories.take_users(rows),
+                 targets=eval_set.targets[rows], target_timestamps=None if ts is None else ts[rows])
+
+
+def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: int,
+         beam_size: int, batch_size: int, constrained: bool = True,
+         progress: bool = False) -> tuple[np.ndarray, dict[str, float]]:
+  """The top-k item ids per user, and decoding stats. Shape: -> int64 [n, k]."""
+  if name in GENERATIVE:
+    from lrm.decode.generative import recommend
+    rec = recommend(model, inputs["encoder_tokens"], inputs["encoder_mask"], prep.trie,
+                    beam_size=max(beam_size, k), top_k=k, batch_size=batch_size,
+                    constrained=constrained, progress=progress)
+    return rec.items, {"invalid_rate": rec.invalid_rate, "users_per_s": rec.users_per_s}
+  return _rank_sasrec(model, prep, inputs["inputs"], k=k, batch_size=batch_size)
+
+
+def _rank_sasrec(model, prep: Prepared, inputs: np.ndarray, *, k: int,
+                 batch_size: int) -> tuple[np.ndarray, dict[str, float]]:
+  from lrm.eval.metrics import rank_full_scores
+  from lrm.models.sasrec import score_items
+  model.eval()
+  graphdef, params = nnx.split(model)
+
+  @jax.jit
+  def top(params, x):
+    scores = score_items(nnx.merge(graphdef, params), x)
+    return jax.lax.top_k(scores, k)[1]
+
+  item_ids = np.asarray(prep.dataset.catalog.item_ids)
+  out, start = [], time.perf_counter()
+  for lo in range(0, len(inputs), batch_size):
+    x = inputs[lo:lo + batch_size]
+    m = len(x)
+    if m < batch_size:
+      x = np.concatenate([x, np.repeat(x[-1:], batch_size - m, 0)])
+    out.append(np.asarray(top(params, jnp.asarray(x)))[:m])
+  rows = np.concatenate(out) if out else np.zeros((0, k), np.int64)
+  del rank_full_scores  # full-score ranking is the top-k of all item scores (same result)
+  return item_ids[rows].astype(np.int64), {"users_per_s": len(inputs) / (time.perf_counter() - start)}
+
+
+def make_evaluate_fn(config, prep: Prepared, name: str) -> Callable[[nnx.Module], dict]:
+  """Validation metrics on a fixed user subset, prefixed `valid/` (the trainer's best metric)."""
+  from lrm.eval.metrics import retrieval_metrics
+  n = len(prep.split.valid.targets)
+  limit = int(config.eval.valid_users)
+  users = None
+  if 0 < limit < n:
+    users = np.sort(np.random.default_rng(config.seed).choice(n, limit, replace=False))
+  inputs, targets = eval_inputs(prep, name, "valid", users)
+  ks = tuple(int(x) for x in config.eval.ks)
+
+  def evaluate(model) -> dict[str, float]:
+    ranked, _ = rank(model, name, prep, inputs, k=max(ks), beam_size=int(config.eval.beam_size),
+                     batch_size=int(config.eval.batch_size))
+    return {f"valid/{m}": v for m, v in retrieval_metrics(ranked, targets, ks).items()}
+
+  return evaluate
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+def model_dir(run_dir: pathlib.Path, name: str) -> pathlib.Path:
+  return pathlib.Path(run_dir) / "retrieval" / name
+
+
+def _train_spec(config, prep: Prepared, name: str) -> dict[str, Any]:
+  return {"model": name, "hyper": model_hyper(config, name), "task": config.task.to_dict(),
+          "sid": prep.sid_id, "num_items": len(prep.dataset.catalog)}
+
+
+def _check_spec(out: pathlib.Path, spec: dict[str, Any]) -> None:
+  path = out / "train_spec.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != spec:
+      diff = sorted(k for k in set(saved) | set(spec) if saved.get(k) != spec.get(k))
+      raise ConfigError(diff[0] if diff[0] != "hyper" else f"model.{spec['model']}",
+                        f"differs from the checkpoints in {out} (trained with {saved.get(diff[0])}"
+                        f"); use another run_dir or delete {out}")
+  else:
+    artifacts.atomic_write_json(path, spec)
+
+
+def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
+                mesh=None) -> dict[str, Any]:
+  """Trains (or resumes) one model; returns its training summary."""
+  from lrm.train.trainer import train
+  out = model_dir(run_dir, name)
+  spec = _train_spec(config, prep, name)
+  out.mkdir(parents=True, exist_ok=True)
+  _check_spec(out, spec)
+  stage_config = {**spec, "train": config.train.to_dict()}
+  inputs = {"sid": prep.sid_id}
+  if config.resume and artifacts.is_complete(out, stage_config, inputs):
+    logging.info("retrieval/%s: reusing %s", name, out)
+    return artifacts.read_manifest(out)["summary"]
+  (out / artifacts.MANIFEST).unlink(missing_ok=True)   # training again: not complete until done
+  seed = int(config.seed)
+  model, loss_fn = build_model_on(mesh, config, prep, name, seed)
+  arrays = training_arrays(prep, name)
+  logging.info("retrieval/%s: %d training examples, %d parameters", name,
+               len(next(iter(arrays.values()))), count_params(model))
+  result = train(model, loss_fn, arrays, config=config.train, workdir=out,
+                 evaluate_fn=make_evaluate_fn(config, prep, name), mesh=mesh,
+                 extra={"train_spec": spec})
+  summary = {"steps": result.step, "best_step": result.best_step,
+             "best_valid": result.best_metrics, "stopped_early": result.stopped_early,
+             "steps_per_s": round(result.steps_per_s, 3), "train_wall_s": round(result.wall_s, 1),
+             "num_params": count_params(model), "num_examples": len(next(iter(arrays.values())))}
+  artifacts.write_manifest(out, stage=f"retrieval/{name}", config=stage_config, inputs=inputs,
+                           summary=summary)
+  return summary
+
+
+def build_model_on(mesh, config, prep: Prepared, name: str, seed: int):
+  """Builds the model with its parameters placed by the logical-axis rules on `mesh`."""
+  from lrm.parallel.rules import sharding_context
+  with sharding_context(mesh):
+    return build_model(config, prep, name, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+
+
+def count_params(model) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))))
+
+
+def load_trained(config, run_dir: pathlib.Path, prep: Prepared, name: str):
+  """The model with its best (else latest) checkpoint's weights."""
+  from lrm.train.checkpoint import Checkpointer
+  out = model_dir(run_dir, name)
+  seed = int(config.seed)
+  model, _ = build_model(config, prep, name, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  with Checkpointer(out / "checkpoints") as ckpt:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoints of {name} in {out / 'checkpoints'}: "
+                              f"run `lrm train` first")
+    from lrm.train.optimizer import optimizer_from_config
+    opt = nnx.Optimizer(model, optimizer_from_config(config.train), wrt=nnx.Param)
+    state = nnx.state((model, opt), nnx.Not(nnx.RngState))
+    step = "best" if ckpt.best_step() is not None else "latest"
+    restored, _ = ckpt.restore(state, step=step)
+    nnx.update((model, opt), restored)
+  return model
+
+
+def evaluate_model(config, run_dir: pathlib.Path, prep: Prepared, name: str,
+                   model=None) -> dict[str, Any]:
+  """Ranks every validation and test user; writes predictions and metrics; returns them."""
+  from lrm.eval.metrics import retrieval_metrics
+  from lrm.eval.report import write_predictions
+  out = model_dir(run_dir, name)
+  model = load_trained(config, run_dir, prep, name) if model is None else model
+  ks = tuple(int(x) for x in config.eval.ks)
+  record: dict[str, Any] = {}
+  for split in SPLITS:
+    inputs, targets = eval_inputs(prep, name, split)
+    start = time.perf_counter()
+    ranked, stats = rank(model, name, prep, inputs, k=max(ks),
+                         beam_size=int(config.eval.beam_size),
+                         batch_size=int(config.eval.batch_size), progress=True)
+    write_predictions(out / f"predictions_{split}.jsonl", getattr(prep.split, split).user_ids,
+                      ranked)
+    record[split] = {**retrieval_metrics(ranked, targets, ks),
+                     **{k: round(float(v), 4) for k, v in stats.items()},
+                     "users": int(len(targets)), "wall_s": round(time.perf_counter() - start, 2)}
+  artifacts.atomic_write_json(out / "metrics.json", record)
+  return record
+
+
+def popularity(prep: Prepared, ks) -> dict[str, Any]:
+  from lrm.eval.metrics import most_popular_ranking, retrieval_metrics
+  ranking = most_popular_ranking(prep.split.train, max(ks))
+  out = {}
+  for split in SPLITS:
+    targets = np.asarray(getattr(prep.split, split).targets)
+    out[split] = retrieval_metrics(np.broadcast_to(ranking, (len(targets), len(ranking))),
+                                   targets, ks)
+  return out
+
+
+def report(config, prep: Prepared, records: dict[str, dict]) -> str:
+  """The test table beside TIGER's published numbers (printed and returned)."""
+  from lrm.eval.report import results_table
+  name = getattr(prep.dataset, "name", "")
+  dataset_key = {"beauty": "amazon_beauty", "sports": "amazon_sports"}.get(
+      str(name).replace("amazon_", ""), str(name))
+  table = results_table({k: v["test"] for k, v in records.items()}, dataset_key)
+  print(table)
+  return table

@@ -1,0 +1,282 @@
+"""One training loop for every model: jitted steps, periodic evaluation, early stopping,
+Orbax checkpoints (latest and best), metrics to JSONL + TensorBoard, progress with steps/s.
+
+The model and its optimizer are split once into (graphdef, state); the train step is a pure
+jitted function of the state and a batch that returns the new state (donated), the flax NNX
+performance pattern. Dropout keys are derived from (seed, step), not carried, so a run resumed
+from a checkpoint draws the same dropout masks and the same batches (the Grain iterator's
+state is saved with the model) as an uninterrupted one.
+
+What a model brings is a `loss_fn(model, batch) -> (loss, aux dict)`; what it is judged by is
+an `evaluate_fn(model) -> dict of metrics` (called in eval mode), both from the caller, so this
+stage knows nothing of decoding or metrics (which come later in the data flow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import pathlib
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from lrm.core.errors import ConfigError
+from lrm.parallel.mesh import batch_sharding, replicated
+from lrm.parallel.rules import sharding_context
+from lrm.train.checkpoint import Checkpointer
+from lrm.train.metric_writers import MetricWriter
+from lrm.train.optimizer import optimizer_from_config
+
+LossFn = Callable[[nnx.Module, Mapping[str, jax.Array]], tuple[jax.Array, dict]]
+EvaluateFn = Callable[[nnx.Module], dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+  """The loop's own settings (the `train` config section; the optimizer reads the rest)."""
+  batch_size: int = 256
+  num_steps: int = 10000
+  eval_every: int = 1000
+  log_every: int = 100
+  checkpoint_every: int = 1000
+  patience: int = 0            # evaluations without improvement before stopping; 0 = never
+  best_metric: str = "valid/ndcg@10"
+  best_mode: str = "max"
+  keep_last: int = 2
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, section: Mapping[str, Any], where: str = "train") -> "LoopSpec":
+    names = {f.name for f in dataclasses.fields(cls)}
+    spec = cls(**{k: v for k, v in dict(section).items() if k in names})
+    for name in ("batch_size", "num_steps", "eval_every", "log_every", "checkpoint_every",
+                 "keep_last"):
+      if int(getattr(spec, name)) < 1:
+        raise ConfigError(f"{where}.{name}", f"must be >= 1, got {getattr(spec, name)}")
+    if spec.patience < 0:
+      raise ConfigError(f"{where}.patience", f"must be >= 0, got {spec.patience}")
+    if spec.best_mode not in ("max", "min"):
+      raise ConfigError(f"{where}.best_mode", f"'{spec.best_mode}' is not max or min")
+    return spec
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What the loop did: the last step, the best step and its metrics, the time it took."""
+  step: int
+  best_step: int | None
+  best_metrics: dict[str, float]
+  history: list[dict[str, Any]]
+  stopped_early: bool
+  steps_per_s: float
+  wall_s: float
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or inf: training stops instead of writing garbage checkpoints."""
+
+
+def _better(a: float, b: float | None, mode: str) -> bool:
+  if b is None or not math.isfinite(b):
+    return math.isfinite(a)
+  return a > b if mode == "max" else a < b
+
+
+def state_shardings(state, mesh: jax.sharding.Mesh):
+  """Each leaf's NamedSharding on `mesh` (as the logical rules placed it), else replicated."""
+  def sharding(x):
+    s = getattr(x, "sharding", None)
+    if isinstance(s, NamedSharding) and s.mesh.shape_tuple == mesh.shape_tuple:
+      return s
+    return replicated(mesh)
+  return jax.tree_util.tree_map(sharding, state)
+
+
+def make_train_step(graphdef: Any, loss_fn: LossFn, seed: int, shardings: Any = None):
+  """The jitted step: (state, batch, step) -> (state, aux). State is donated.
+
+  With `shardings` (a tree like the state) the new state keeps exactly the old one's
+  placement, so the compiled step is reused every step (otherwise XLA may choose another
+  output sharding and the next call recompiles).
+  """
+  out_shardings = None if shardings is None else (shardings, None)
+
+  @functools.partial(jax.jit, donate_argnums=0, out_shardings=out_shardings)
+  def train_step(state, batch, step):
+    model, optimizer = nnx.merge(graphdef, state)
+    # Dropout keys from (seed, step): resumable without saving RNG state.
+    nnx.reseed(model, dropout=jax.random.fold_in(jax.random.key(seed), step))
+    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
+    optimizer.update(model, grads)
+    aux = dict(aux)
+    aux["grad_norm"] = _global_norm(grads)
+    return nnx.state((model, optimizer)), aux
+
+  return train_step
+
+
+def _global_norm(tree) -> jax.Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def _checkpointed(state):
+  """What a checkpoint holds: parameters and optimizer state, not RNG streams."""
+  return nnx.filter_state(state, nnx.Not(nnx.RngState))
+
+
+def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndarray], *,
+          config: Any, workdir: str | pathlib.Path, evaluate_fn: EvaluateFn | None = None,
+          mesh: jax.sharding.Mesh | None = None, extra: dict | None = None,
+          progress: bool = True) -> TrainResult:
+  """Trains `model` in place (it ends holding the best checkpoint's weights when there is one).
+
+  `config` is the `train` config section: the LoopSpec fields plus the optimizer's
+  (lrm/train/optimizer.py). `train_arrays` are equally long arrays, one row per example.
+  Checkpoints go to workdir/checkpoints (resumed from automatically), metrics to
+  workdir/metrics.jsonl and workdir/tensorboard/.
+  """
+  from lrm.tasks.next_item import train_iterator
+  spec = LoopSpec.from_config(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  n = len(next(iter(train_arrays.values())))
+  if n < spec.batch_size:
+    raise ConfigError("train.batch_size", f"{spec.batch_size} is larger than the "
+                      f"{n} training examples")
+  tx = optimizer_from_config(config)
+  model.train()
+  with sharding_context(mesh):  # optimizer state inherits the parameters' sharding annotations
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed)
+
+  ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
+                      best_metric=spec.best_metric, best_mode=spec.best_mode)
+  writer = MetricWriter(workdir)
+  loop = {"best_value": None, "best_step": None, "best_metrics": {}, "evals_since_best": 0,
+          "history": []}
+  step = 0
+  if ckpt.latest_step() is not None:
+    saved = _checkpointed(state)
+    restored, restored_extra = ckpt.restore(saved, step="latest", data_iterator=iterator)
+    state = nnx.merge_state(state, restored)
+    step = int(ckpt.latest_step())
+    loop.update((restored_extra or {}).get("loop", {}))
+    logging.info("train: resumed from step %d (%s)", step, workdir / "checkpoints")
+
+  shardings = None
+  if mesh is not None:
+    shardings = state_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+  train_step = make_train_step(graphdef, loss_fn, spec.seed, shardings)
+
+  def put(batch):
+    batch = {k: np.asarray(v) for k, v in batch.items()}
+    if mesh is None:
+      return {k: jnp.asarray(v) for k, v in batch.items()}
+    return {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
+
+  def evaluate() -> dict[str, float]:
+    current, _ = nnx.merge(graphdef, state)   # a view of the current weights
+    current.eval()
+    return {k: float(v) for k, v in evaluate_fn(current).items()}
+
+  def save(at_step: int, metrics: dict[str, float] | None, force: bool = False):
+    ckpt.save(at_step, _checkpointed(state), data_iterator=iterator, metrics=metrics,
+              extra={**(extra or {}), "loop": _json_loop(loop)}, force=force)
+
+  start = time.perf_counter()
+  run_start_step = step
+  window_start, window_steps, sums = time.perf_counter(), 0, {}
+  stopped_early = False
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=spec.num_steps, initial=step, desc="train", unit="step", mininterval=5,
+               dynamic_ncols=True)
+  try:
+    while step < spec.num_steps:
+      batch = put(next(iterator))
+      state, aux = train_step(state, batch, np.int32(step))
+      step += 1
+      window_steps += 1
+      for k, v in aux.items():
+        sums[k] = sums.get(k, 0.0) + v
+      if bar is not None:
+        bar.update(1)
+      if step % spec.log_every == 0 or step == spec.num_steps:
+        means = {k: float(v) / window_steps for k, v in sums.items()}
+        if not math.isfinite(means.get("loss", 0.0)):
+          raise NonFiniteLossError(f"loss is {means.get('loss')} at step {step}; the last good "
+                                   f"checkpoint is step {ckpt.latest_step()} in {workdir}")
+        rate = window_steps / (time.perf_counter() - window_start)
+        means["steps_per_s"] = rate
+        means["learning_rate"] = float(_current_lr(config, step))
+        writer.write(step, means, prefix="train/")
+        if bar is not None:
+          bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
+        window_start, window_steps, sums = time.perf_counter(), 0, {}
+      evaluated = None
+      if evaluate_fn is not None and (step % spec.eval_every == 0 or step == spec.num_steps):
+        evaluated = evaluate()
+        writer.write(step, evaluated)
+        loop["history"].append({"step": step, **evaluated})
+        value = evaluated.get(spec.best_metric)
+        if value is None:
+          raise ConfigError("train.best_metric", f"'{spec.best_metric}' is not among the "
+                            f"evaluation's metrics {sorted(evaluated)}")
+        if _better(value, loop["best_value"], spec.best_mode):
+          loop.update(best_value=value, best_step=step, best_metrics=evaluated,
+                      evals_since_best=0)
+        else:
+          loop["evals_since_best"] += 1
+        logging.info("step %d: %s (best %s at step %s)", step,
+                     ", ".join(f"{k}={v:.4f}" for k, v in evaluated.items()),
+                     spec.best_metric, loop["best_step"])
+        if spec.patience and loop["evals_since_best"] >= spec.patience:
+          stopped_early = True
+      if evaluated is not None or step % spec.checkpoint_every == 0 or stopped_early:
+        save(step, evaluated)
+      if stopped_early:
+        logging.info("train: early stop at step %d, best %s=%.4f at step %d", step,
+                     spec.best_metric, loop["best_value"], loop["best_step"])
+        break
+    save(step, None, force=True)
+  finally:
+    if bar is not None:
+      bar.close()
+    ckpt.wait()
+    writer.close()
+
+  # End holding the best weights (what evaluation and export should see).
+  if loop["best_step"] is not None and ckpt.best_step() is not None:
+    best, _ = ckpt.restore(_checkpointed(state), step="best")
+    state = nnx.merge_state(state, best)
+  final, _ = nnx.merge(graphdef, state)
+  nnx.update(model, nnx.state(final))
+  ckpt.close()
+  wall = time.perf_counter() - start
+  return TrainResult(step=step, best_step=loop["best_step"], best_metrics=loop["best_metrics"],
+                     history=loop["history"], stopped_early=stopped_early,
+                     steps_per_s=(step - run_start_step) / max(wall, 1e-9), wall_s=wall)
+
+
+def _json_loop(loop: dict) -> dict:
+  return {k: v for k, v in loop.items()}
+
+
+def _current_lr(config: Any, step: int) -> float:
+  from lrm.train.optimizer import make_schedule
+  schedule = make_schedule(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
+                           decay=config.decay, total_steps=config.num_steps,
+                           end_fraction=config.get("end_fraction", 0.0))
+  return float(schedule(step))
