@@ -120,6 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.world.num_users = 200
     config.sid.codebook_size = 16
     config.train.num_steps = 200
+    config.train.batch_size = 64
     config.train.eval_every = 100
     config.train.checkpoint_every = 100
     config.model.tiger.update(d_model=64, num_heads=2, head_dim=32, mlp_dim=256,

@@ -50,6 +50,13 @@ def validate(config) -> None:
     raise ConfigError("run_dir", "must be set")
   _embed_spec(config)  # validates the embed section
   _sid_spec(config)
+  if int(config.train.num_steps) > 0:  # the retrieval stage runs: check it before the others
+    from lrm.retrieval import model_hyper
+    from lrm.train.optimizer import optimizer_from_config
+    from lrm.train.trainer import LoopSpec
+    model_hyper(config, config.model.name)
+    LoopSpec.from_config(config.train)
+    optimizer_from_config(config.train)
 
 
 def _sid_spec(config):
@@ -165,8 +172,7 @@ def evaluate_stage(config, run_dir: pathlib.Path, dataset, *, prep=None,
   prep = prep or retrieval.prepare(config, dataset, run_dir / "sid")
   ks = tuple(int(k) for k in config.eval.ks)
   if models is None:
-    models = tuple(m for m in retrieval.MODELS
-                   if (retrieval.model_dir(run_dir, m) / "checkpoints").exists())
+    models = tuple(m for m in retrieval.MODELS if retrieval.has_checkpoints(run_dir, m))
   if not models:
     raise FileNotFoundError(f"no trained model under {run_dir / 'retrieval'}: run `lrm train`")
   records = {"popularity": retrieval.popularity(prep, ks)}

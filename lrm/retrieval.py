@@ -189,6 +189,12 @@ def model_dir(run_dir: pathlib.Path, name: str) -> pathlib.Path:
   return pathlib.Path(run_dir) / "retrieval" / name
 
 
+def has_checkpoints(run_dir: pathlib.Path, name: str) -> bool:
+  """Whether the model has at least one saved step (an empty checkpoints/ folder is not one)."""
+  folder = model_dir(run_dir, name) / "checkpoints"
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
 def _train_spec(config, prep: Prepared, name: str) -> dict[str, Any]:
   return {"model": name, "hyper": model_hyper(config, name), "task": config.task.to_dict(),
           "sid": prep.sid_id, "num_items": len(prep.dataset.catalog)}
@@ -255,10 +261,10 @@ def load_trained(config, run_dir: pathlib.Path, prep: Prepared, name: str):
   out = model_dir(run_dir, name)
   seed = int(config.seed)
   model, _ = build_model(config, prep, name, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  if not has_checkpoints(run_dir, name):
+    raise FileNotFoundError(f"no checkpoints of {name} in {out / 'checkpoints'}: "
+                            f"run `lrm train` first")
   with Checkpointer(out / "checkpoints") as ckpt:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoints of {name} in {out / 'checkpoints'}: "
-                              f"run `lrm train` first")
     from lrm.train.optimizer import optimizer_from_config
     opt = nnx.Optimizer(model, optimizer_from_config(config.train), wrt=nnx.Param)
     state = nnx.state((model, opt), nnx.Not(nnx.RngState))

@@ -83,12 +83,17 @@ def test_main_job_runs_and_resumes(tmp_path):
   assert results["sid"]["unique_with_collision_level"] is True
   assert results["sid"]["level1_utilisation"] > 0.9
   assert (tmp_path / "sid" / "codes.npy").exists()
+  # The short retrieval run beats popularity on the synthetic world's test users.
+  evaluated = results["retrieval"]["evaluated"]
+  assert evaluated["tiger"]["test"]["recall@10"] > 2 * evaluated["popularity"]["test"]["recall@10"]
+  assert "| tiger" in first.stdout and "recall@10" in first.stdout
   emb_mtime = (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns
   second = lrm(*args)
   assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns == emb_mtime
   assert "embed: reusing" in second.stderr and "sid: reusing" in second.stderr
+  assert "retrieval/tiger: reusing" in second.stderr
   # Another world (same size, same stage configs downstream): embed and sid must be redone.
-  third = lrm(*args, "--config.world.seed=1")
+  third = lrm(*args, "--config.world.seed=1", "--config.train.num_steps=0")
   assert "embed: reusing" not in third.stderr and "sid: reusing" not in third.stderr
   assert (tmp_path / "embed" / "embeddings.npy").stat().st_mtime_ns != emb_mtime
 
@@ -105,7 +110,7 @@ def _isolated_env(tmp_path, **extra):
 def _run_auto(tmp_path, env):
   out = subprocess.run([sys.executable, "-m", "lrm.cli.main", "run",
                         "--config=configs/base.py:runlocal", f"--config.run_dir={tmp_path / 'r'}",
-                        "--config.embed.modalities=('text',)"],
+                        "--config.embed.modalities=('text',)", "--config.train.num_steps=0"],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   return out, json.loads((tmp_path / "r" / "embed" / "manifest.json").read_text())
@@ -142,3 +147,31 @@ def test_sid_command(tmp_path):
   bad = lrm("sid", f"--embeddings={tmp_path / 'e' / 'embeddings.npy'}", f"--out={tmp_path / 'b'}",
             "--config.sid.metrc=l2", check=False)
   assert bad.returncode == 2 and "metrc" in bad.stderr
+
+
+def test_train_then_evaluate(tmp_path):
+  args = ("--config=configs/base.py:runlocal", f"--workdir={tmp_path}",
+          "--config.embed.encoder=hashing", "--config.model.name=sasrec",
+          "--config.train.num_steps=60", "--config.train.eval_every=30",
+          "--config.train.warmup_steps=10")
+  lrm("train", *args)
+  model_dir = tmp_path / "retrieval" / "sasrec"
+  assert (model_dir / "checkpoints").is_dir() and (model_dir / "metrics.jsonl").exists()
+  assert list((model_dir / "tensorboard").iterdir())
+  out = lrm("evaluate", f"--workdir={tmp_path}", "--config.eval.batch_size=32")
+  assert "| sasrec" in out.stdout and "| popularity" in out.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  test = results["retrieval"]["evaluated"]["sasrec"]["test"]
+  assert set(test) >= {"recall@5", "ndcg@10", "recall@20", "users"}
+  lines = (model_dir / "predictions_test.jsonl").read_text().splitlines()
+  assert len(lines) == test["users"] and len(json.loads(lines[0])["items"]) == 20
+
+
+def test_evaluate_errors_are_one_line(tmp_path):
+  out = lrm("evaluate", check=False)
+  assert out.returncode == 2 and "workdir" in out.stderr and "Traceback" not in out.stderr
+  out = lrm("evaluate", f"--workdir={tmp_path}", check=False)
+  assert out.returncode == 2 and "config.json" in out.stderr
+  out = lrm("train", "--config=configs/base.py:runlocal", f"--workdir={tmp_path}",
+            "--config.model.name=bert4rec", "--config.embed.encoder=hashing", check=False)
+  assert out.returncode == 2 and "model.name" in out.stderr
