@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Prepares what a GPU benchmark run carries (the device machine has no network and does not see
 # ../shared): run here from the project root, then name `.gpu` in the run's carry.
-#   .gpu/amazon_beauty/      items.jsonl + sequences.txt (research-use data: ignored by git)
+#   .gpu/{amazon_beauty,amazon_sports,movielens_100k}/  items.jsonl + sequences.txt
+#                            (research-use data: ignored by git; ~15 MB together)
 #   .gpu/all-MiniLM-L6-v2-fp16/  the encoder with fp16 weights (45 MB; fp32 does not fit the
 #                            64 MiB carry limit); the loader upcasts to float32 parameters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # .gpu/ is listed in .gitignore.
-mkdir -p .gpu/amazon_beauty
-cp ../shared/data/amazon_beauty/{items.jsonl,sequences.txt} .gpu/amazon_beauty/
+for name in amazon_beauty amazon_sports movielens_100k; do
+  mkdir -p .gpu/$name
+  cp ../shared/data/$name/{items.jsonl,sequences.txt} .gpu/$name/
+done
 src=$(../shared/tools/get-minilm)
 python3 - "$src" .gpu/all-MiniLM-L6-v2-fp16 <<'PY'
 import pathlib, shutil, sys

@@ -66,10 +66,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Which model to train (tiger | sasrec), and each model's hyperparameters.
   config.model = ml_collections.ConfigDict()
   config.model.name = "tiger"         # tiger | decoder | sasrec
-  # TIGER's size (lrm/models/tiger.py Seq2SeqConfig documents each field).
+  # The encoder-decoder (lrm/models/tiger.py Seq2SeqConfig documents each field). The main
+  # job's short CPU run uses a small one; dataset configs set TIGER's size
+  # (lrm/models/tiger.py TIGER_SIZE).
   config.model.tiger = ml_collections.ConfigDict(dict(
-      d_model=128, num_heads=6, head_dim=64, mlp_dim=1024, encoder_layers=4, decoder_layers=4,
-      dropout=0.1, activation="relu", dtype="float32", attention_impl=None))
+      d_model=64, num_heads=2, head_dim=32, mlp_dim=256, encoder_layers=2, decoder_layers=2,
+      dropout=0.1, activation="relu", dtype="float32"))
   config.model.tiger.attention_impl = ml_collections.FieldReference(None, field_type=str)
   # The decoder-only variant: one prefix-LM stack (lrm/models/decoder_only.py).
   config.model.decoder = ml_collections.ConfigDict(dict(
@@ -85,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The training loop (lrm/train/trainer.py LoopSpec) and optimizer (lrm/train/optimizer.py).
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 256
-  config.train.num_steps = 1500       # the main job's short run; dataset configs set more
+  config.train.num_steps = 800        # the main job's short run; dataset configs set more
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 100
   config.train.decay = "cosine"       # constant | cosine | inverse_sqrt | linear
@@ -94,9 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.b1 = 0.9
   config.train.b2 = 0.98
   config.train.clip_norm = 1.0
-  config.train.eval_every = 500       # validation (and a checkpoint) every this many steps
+  config.train.eval_every = 200       # validation (and a checkpoint) every this many steps
   config.train.log_every = 50
-  config.train.checkpoint_every = 500
+  config.train.checkpoint_every = 200
   config.train.patience = 0           # validations without improvement before stopping; 0 never
   config.train.best_metric = "valid/ndcg@10"
   config.train.best_mode = "max"
@@ -123,6 +125,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.batch_size = 64
     config.train.eval_every = 100
     config.train.checkpoint_every = 100
-    config.model.tiger.update(d_model=64, num_heads=2, head_dim=32, mlp_dim=256,
-                              encoder_layers=2, decoder_layers=2)
+    config.model.tiger.update(d_model=32, head_dim=16, mlp_dim=128, encoder_layers=1,
+                              decoder_layers=1)
   return config

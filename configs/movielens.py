@@ -12,6 +12,7 @@ from __future__ import annotations
 import pathlib
 
 from lrm.core.config import load_config, parse_arg
+from lrm.models.tiger import TIGER_SIZE
 
 
 def get_config(arg: str | None = None):
@@ -25,6 +26,7 @@ def get_config(arg: str | None = None):
   config.embed.modalities = ("text",)
   config.embed.fields = ("title", "release_year", "genres")
   config.sid.codebook_size = 64
+  config.model.tiger.update(TIGER_SIZE)
   config.task.max_history = 50
   config.train.num_steps = 10000
   config.train.learning_rate = 1e-3

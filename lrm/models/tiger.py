@@ -33,6 +33,10 @@ from lrm.tokens.sid_vocab import BOS, PAD, SIDVocab
 
 _DTYPES = ("float32", "bfloat16")
 
+# TIGER's published size (Rajput et al. 2023), also Seq2SeqConfig's defaults.
+TIGER_SIZE = dict(d_model=128, num_heads=6, head_dim=64, mlp_dim=1024, encoder_layers=4,
+                  decoder_layers=4, dropout=0.1)
+
 
 @dataclasses.dataclass(frozen=True)
 class Seq2SeqConfig:
