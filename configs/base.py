@@ -104,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.best_mode = "max"
   config.train.keep_last = 2          # checkpoints kept besides the best
   config.train.seed = 0
+  config.train.worker_count = 0       # Grain worker processes (batches here are array slices)
 
   # Evaluation: Recall/NDCG@K over all items, constrained beam search for generative models.
   config.eval = ml_collections.ConfigDict()

@@ -52,6 +52,7 @@ class LoopSpec:
   best_mode: str = "max"
   keep_last: int = 2
   seed: int = 0
+  worker_count: int = 0        # Grain worker processes building batches (0: in process)
 
   @classmethod
   def from_config(cls, section: Mapping[str, Any], where: str = "train") -> "LoopSpec":
@@ -61,6 +62,8 @@ class LoopSpec:
                  "keep_last"):
       if int(getattr(spec, name)) < 1:
         raise ConfigError(f"{where}.{name}", f"must be >= 1, got {getattr(spec, name)}")
+    if spec.worker_count < 0:
+      raise ConfigError(f"{where}.worker_count", f"must be >= 0, got {spec.worker_count}")
     if spec.patience < 0:
       raise ConfigError(f"{where}.patience", f"must be >= 0, got {spec.patience}")
     if spec.best_mode not in ("max", "min"):
@@ -157,7 +160,8 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   with sharding_context(mesh):  # optimizer state inherits the parameters' sharding annotations
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
-  iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed)
+  iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed,
+                            worker_count=spec.worker_count)
 
   ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
                       best_metric=spec.best_metric, best_mode=spec.best_mode)
