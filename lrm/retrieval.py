@@ -258,6 +258,7 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
   summary = {"steps": result.step, "best_step": result.best_step,
              "best_valid": result.best_metrics, "stopped_early": result.stopped_early,
              "steps_per_s": round(result.steps_per_s, 3), "train_wall_s": round(result.wall_s, 1),
+             "validation_s": round(result.eval_s, 1),
              "num_params": count_params(model), "num_examples": len(next(iter(arrays.values())))}
   artifacts.write_manifest(out, stage=f"retrieval/{name}", config=stage_config, inputs=inputs,
                            summary=summary)

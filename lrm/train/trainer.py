@@ -73,7 +73,11 @@ class LoopSpec:
 
 @dataclasses.dataclass
 class TrainResult:
-  """What the loop did: the last step, the best step and its metrics, the time it took."""
+  """What the loop did: the last step, the best step and its metrics, the time it took.
+
+  Times add up over resumed runs (checkpoints carry them): `wall_s` includes validation,
+  `eval_s` is validation alone, `steps_per_s` counts training time only.
+  """
   step: int
   best_step: int | None
   best_metrics: dict[str, float]
@@ -81,6 +85,7 @@ class TrainResult:
   stopped_early: bool
   steps_per_s: float
   wall_s: float
+  eval_s: float = 0.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -190,16 +195,22 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
     return {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
 
   def evaluate() -> dict[str, float]:
+    eval_start = time.perf_counter()
     current, _ = nnx.merge(graphdef, state)   # a view of the current weights
     current.eval()
-    return {k: float(v) for k, v in evaluate_fn(current).items()}
+    metrics = {k: float(v) for k, v in evaluate_fn(current).items()}
+    loop["eval_s"] = loop.get("eval_s", 0.0) + time.perf_counter() - eval_start
+    return metrics
+
+  # Time across resumed runs: what the checkpoints recorded plus this process's share.
+  start = time.perf_counter()
+  wall_before = float(loop.get("wall_s", 0.0))
 
   def save(at_step: int, metrics: dict[str, float] | None, force: bool = False):
+    loop["wall_s"] = wall_before + time.perf_counter() - start
     ckpt.save(at_step, _checkpointed(state), data_iterator=iterator, metrics=metrics,
               extra={**(extra or {}), "loop": _json_loop(loop)}, force=force)
 
-  start = time.perf_counter()
-  run_start_step = step
   window_start, window_steps, sums = time.perf_counter(), 0, {}
   stopped_early = False
   bar = None
@@ -268,10 +279,11 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   final, _ = nnx.merge(graphdef, state)
   nnx.update(model, nnx.state(final))
   ckpt.close()
-  wall = time.perf_counter() - start
+  wall = wall_before + time.perf_counter() - start
+  train_s = max(wall - loop.get("eval_s", 0.0), 1e-9)
   return TrainResult(step=step, best_step=loop["best_step"], best_metrics=loop["best_metrics"],
                      history=loop["history"], stopped_early=stopped_early,
-                     steps_per_s=(step - run_start_step) / max(wall, 1e-9), wall_s=wall)
+                     steps_per_s=step / train_s, wall_s=wall, eval_s=loop.get("eval_s", 0.0))
 
 
 def _json_loop(loop: dict) -> dict:
