@@ -161,7 +161,7 @@ def retrieval_stage(config, run_dir: pathlib.Path, dataset, *,
   summary = retrieval.train_model(config, run_dir, prep, name, mesh=mesh)
   out: dict[str, Any] = {"model": name, "train": summary}
   if evaluate:
-    out.update(evaluate_stage(config, run_dir, dataset, prep=prep))
+    out.update(evaluate_stage(config, run_dir, dataset, prep=prep, models=(name,)))
   return out
 
 

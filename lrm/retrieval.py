@@ -241,7 +241,9 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
   spec = _train_spec(config, prep, name)
   out.mkdir(parents=True, exist_ok=True)
   _check_spec(out, spec)
-  stage_config = {**spec, "train": config.train.to_dict()}
+  # worker_count changes only speed (Grain's batches are the same with any number of workers).
+  train_cfg = {k: v for k, v in config.train.to_dict().items() if k != "worker_count"}
+  stage_config = {**spec, "train": train_cfg}
   inputs = {"sid": prep.sid_id}
   if config.resume and artifacts.is_complete(out, stage_config, inputs):
     logging.info("retrieval/%s: reusing %s", name, out)
