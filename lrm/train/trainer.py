@@ -209,7 +209,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   def save(at_step: int, metrics: dict[str, float] | None, force: bool = False):
     loop["wall_s"] = wall_before + time.perf_counter() - start
     ckpt.save(at_step, _checkpointed(state), data_iterator=iterator, metrics=metrics,
-              extra={**(extra or {}), "loop": _json_loop(loop)}, force=force)
+              extra={**(extra or {}), "loop": dict(loop)}, force=force)
 
   window_start, window_steps, sums = time.perf_counter(), 0, {}
   stopped_early = False
@@ -284,10 +284,6 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   return TrainResult(step=step, best_step=loop["best_step"], best_metrics=loop["best_metrics"],
                      history=loop["history"], stopped_early=stopped_early,
                      steps_per_s=step / train_s, wall_s=wall, eval_s=loop.get("eval_s", 0.0))
-
-
-def _json_loop(loop: dict) -> dict:
-  return {k: v for k, v in loop.items()}
 
 
 def _current_lr(config: Any, step: int) -> float:
