@@ -86,8 +86,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # The training loop (lrm/train/trainer.py LoopSpec) and optimizer (lrm/train/optimizer.py).
   config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 256
-  config.train.num_steps = 800        # the main job's short run; dataset configs set more
+  config.train.batch_size = 128       # the main job's; dataset configs use TIGER's 256
+  config.train.num_steps = 600        # the main job's short run (minutes on a CPU)
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 100
   config.train.decay = "cosine"       # constant | cosine | inverse_sqrt | linear

@@ -32,6 +32,7 @@ def get_config(arg: str | None = None):
 def apply_training_recipe(config, *, cpu: bool) -> None:
   """The Amazon recipe (shared by Beauty and Sports): ~130-300k examples, batch 256."""
   config.model.tiger.update(TIGER_SIZE)
+  config.train.batch_size = 256
   config.train.num_steps = 30000
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 1000

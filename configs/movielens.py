@@ -29,6 +29,7 @@ def get_config(arg: str | None = None):
   config.model.tiger.update(TIGER_SIZE)
   config.task.max_history = 50
   config.train.num_steps = 10000
+  config.train.batch_size = 256
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 500
   config.train.eval_every = 500

@@ -34,7 +34,8 @@ import optax
 from flax import nnx
 
 from lrm.core.errors import ConfigError
-from lrm.models.layers import Block, embedding, level_logits, rms_norm, sharding_scope
+from lrm.models.layers import (Block, embedding, level_logits, padded_rows, rms_norm,
+                               sharding_scope)
 from lrm.tokens.sid_vocab import BOS, PAD, SIDVocab
 
 _DTYPES = ("float32", "bfloat16")
@@ -166,7 +167,7 @@ class DecoderOnly(nnx.Module):
     dtype = jnp.dtype(cfg.dtype)
     d, L = cfg.d_model, cfg.num_levels
     with sharding_scope():
-      self.token_embedding = embedding(cfg.vocab_size, d, dtype=dtype, rngs=rngs)
+      self.token_embedding = embedding(padded_rows(cfg.vocab_size), d, dtype=dtype, rngs=rngs)
       self.position = embedding(cfg.prompt_length + L, d, names=(None, "embed"), dtype=dtype,
                                 rngs=rngs)
       self.layers = nnx.List([

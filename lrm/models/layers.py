@@ -22,6 +22,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 DEFAULT_INIT = nnx.initializers.normal(0.02)
+# Vocabulary tables get a multiple of this many rows, so the `vocab` axis divides any tensor
+# or fsdp mesh size (a 2,787-token SID vocabulary cannot be split in 2); extra rows are
+# never looked up or scored.
+VOCAB_ROW_MULTIPLE = 128
+
+
+def padded_rows(n: int) -> int:
+  """`n` rounded up to a multiple of VOCAB_ROW_MULTIPLE."""
+  return -(-int(n) // VOCAB_ROW_MULTIPLE) * VOCAB_ROW_MULTIPLE
 
 
 def param(init: Callable, names: tuple[str | None, ...]) -> Callable:

@@ -28,7 +28,8 @@ import optax
 from flax import nnx
 
 from lrm.core.errors import ConfigError
-from lrm.models.layers import Block, embedding, key_mask, level_logits, rms_norm, sharding_scope
+from lrm.models.layers import (Block, embedding, key_mask, level_logits, padded_rows, rms_norm,
+                               sharding_scope)
 from lrm.tokens.sid_vocab import BOS, PAD, SIDVocab
 
 _DTYPES = ("float32", "bfloat16")
@@ -110,7 +111,7 @@ class Seq2Seq(nnx.Module):
                                 activation=cfg.activation, dropout=cfg.dropout, dtype=dtype,
                                 attention_impl=cfg.attention_impl, rngs=rngs)
     with sharding_scope():
-      self.token_embedding = embedding(cfg.vocab_size, d, dtype=dtype, rngs=rngs)
+      self.token_embedding = embedding(padded_rows(cfg.vocab_size), d, dtype=dtype, rngs=rngs)
       self.encoder_position = embedding(cfg.encoder_length, d, names=(None, "embed"),
                                         dtype=dtype, rngs=rngs)
       self.decoder_position = embedding(L, d, names=(None, "embed"), dtype=dtype, rngs=rngs)
