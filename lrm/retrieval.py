@@ -96,7 +96,7 @@ def sasrec_loss_for(prep: Prepared, batch_size: int):
 
   The full [b, l, items] logits are mostly padding on short-history data (Beauty: ~12% of
   positions have a target) and dominate the step. The cap is the mean targets per batch plus
-  10 standard deviations of a random batch's sum (Beauty: 2,816 of 12,800 positions), so a
+  10 standard deviations of a random batch's sum (Beauty: 2,688 of 12,800 positions), so a
   batch over it is practically impossible; the loss logs `dropped_targets` if one ever is.
   """
   import functools
