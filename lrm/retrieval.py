@@ -161,6 +161,7 @@ def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: 
 
 def _rank_sasrec(model, prep: Prepared, inputs: np.ndarray, *, k: int,
                  batch_size: int) -> tuple[np.ndarray, dict[str, float]]:
+  from lrm.decode.generative import pad_rows
   from lrm.models.sasrec import score_items
   model.eval()
   graphdef, params = nnx.split(model)
@@ -175,8 +176,7 @@ def _rank_sasrec(model, prep: Prepared, inputs: np.ndarray, *, k: int,
   for lo in range(0, len(inputs), batch_size):
     x = inputs[lo:lo + batch_size]
     m = len(x)
-    if m < batch_size:
-      x = np.concatenate([x, np.repeat(x[-1:], batch_size - m, 0)])
+    x = pad_rows(x, batch_size)
     out.append(np.asarray(top(params, jnp.asarray(x)))[:m])
   # Full ranking over all items is the top-k of all scores, taken on device per batch.
   rows = np.concatenate(out) if out else np.zeros((0, k), np.int64)

@@ -41,6 +41,14 @@ class Recommendations(NamedTuple):
   users_per_s: float
 
 
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """A short last batch padded to `rows` by repeating its last row (static shapes: one
+  compile); callers drop the padded outputs. Shape: [m, ...] -> [max(m, rows), ...]."""
+  if len(x) >= rows:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], rows - len(x), 0)])
+
+
 @functools.lru_cache(maxsize=16)
 def _step_fn(graphdef: Any):
   """One step function object per architecture, so the jitted search is reused."""
@@ -90,9 +98,7 @@ def recommend(model: nnx.Module, encoder_tokens: np.ndarray, encoder_mask: np.nd
     tok = np.asarray(encoder_tokens[lo:lo + batch_size])
     msk = np.asarray(encoder_mask[lo:lo + batch_size])
     m = len(tok)
-    if m < batch_size:  # pad the last batch: static shapes, one compile
-      tok = np.concatenate([tok, np.repeat(tok[-1:], batch_size - m, 0)])
-      msk = np.concatenate([msk, np.repeat(msk[-1:], batch_size - m, 0)])
+    tok, msk = pad_rows(tok, batch_size), pad_rows(msk, batch_size)
     res = _decode_batch(graphdef, params, jnp.asarray(tok), jnp.asarray(msk), arrays,
                         beam_size=beam_size, top_k=top_k, constrained=constrained)
     res = jax.device_get(res)

@@ -30,15 +30,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
-from lrm.core.errors import ConfigError
 from lrm.models.layers import (Block, embedding, level_logits, padded_rows, rms_norm,
                                sharding_scope)
+from lrm.models.sid_output import check_config, hyperparameters, sid_loss
 from lrm.tokens.sid_vocab import BOS, PAD, SIDVocab
-
-_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,25 +61,8 @@ class DecoderOnlyConfig:
   attention_impl: str | None = None  # None: XLA's choice; "cudnn" for the fused GPU kernel
 
   def __post_init__(self):
-    for name in ("vocab_size", "prompt_length", "d_model", "num_heads", "head_dim", "mlp_dim",
-                 "num_layers"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"model.{name}", f"must be a positive integer, got {value!r}")
-    object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
-    object.__setattr__(self, "level_offsets", tuple(int(k) for k in self.level_offsets))
-    if len(self.codebook_sizes) != len(self.level_offsets) or not self.codebook_sizes:
-      raise ConfigError("model.codebook_sizes", "need one size and one offset per level")
-    if min(self.codebook_sizes) < 1:
-      raise ConfigError("model.codebook_sizes", f"need positive sizes, got {self.codebook_sizes}")
-    if max(o + k for o, k in zip(self.level_offsets, self.codebook_sizes)) > self.vocab_size:
-      raise ConfigError("model.vocab_size", f"{self.vocab_size} is too small for the levels")
-    if not 0.0 <= self.dropout < 1.0:
-      raise ConfigError("model.dropout", f"must lie in [0, 1), got {self.dropout}")
-    if self.activation not in ("relu", "gelu"):
-      raise ConfigError("model.activation", f"'{self.activation}' is not relu or gelu")
-    if self.dtype not in _DTYPES:
-      raise ConfigError("model.dtype", f"'{self.dtype}' is not one of {_DTYPES}")
+    check_config(self, ("vocab_size", "prompt_length", "d_model", "num_heads", "head_dim",
+                        "mlp_dim", "num_layers"))
 
   @property
   def num_levels(self) -> int:
@@ -93,13 +73,8 @@ class DecoderOnlyConfig:
                  hyper: Mapping[str, Any] | None = None,
                  where: str = "model") -> DecoderOnlyConfig:
     """The data-dependent fields from the vocabulary, the rest from `hyper` (a config section)."""
-    hyper = dict(hyper or {})
-    data_fields = ("vocab_size", "codebook_sizes", "level_offsets", "prompt_length")
-    known = {f.name for f in dataclasses.fields(cls)} - set(data_fields)
-    unknown = sorted(set(hyper) - known)
-    if unknown:
-      raise ConfigError(f"{where}.{unknown[0]}", f"is not a field of the model "
-                        f"(known: {', '.join(sorted(known))})")
+    hyper = hyperparameters(cls, hyper, ("vocab_size", "codebook_sizes", "level_offsets",
+                                         "prompt_length"), where)
     return cls(vocab_size=vocab.size, codebook_sizes=vocab.codebook_sizes,
                level_offsets=vocab.level_offsets,
                prompt_length=1 + max_history * vocab.num_levels, **hyper)
@@ -263,23 +238,5 @@ class DecoderOnly(nnx.Module):
     return jax.nn.log_softmax(self.level_logits(hidden, level)), tokens
 
 
-def decoder_only_loss(model: DecoderOnly,
-                      batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict]:
-  """Mean cross-entropy over SID levels (every target is a real item, so no padding mask).
-
-  Reports what `seq2seq_loss` reports: per-level accuracy and the share of examples whose whole
-  SID is predicted greedily right (teacher-forced).
-  """
-  targets = batch["targets"]
-  logits = model(batch["encoder_tokens"], batch["encoder_mask"], targets)
-  cfg = model.config
-  losses, hits = [], []
-  for c, level in enumerate(logits):
-    codes = targets[:, c] - cfg.level_offsets[c]
-    losses.append(optax.softmax_cross_entropy_with_integer_labels(level, codes))
-    hits.append(jnp.argmax(level, axis=-1) == codes)
-  loss = jnp.mean(jnp.stack(losses))
-  aux = {"loss": loss, "sid_accuracy": jnp.mean(jnp.all(jnp.stack(hits), axis=0))}
-  for c, h in enumerate(hits):
-    aux[f"accuracy_level{c}"] = jnp.mean(h)
-  return loss, aux
+# Cross-entropy per SID level, exactly the encoder-decoder's (lrm/models/sid_output.py).
+decoder_only_loss = sid_loss

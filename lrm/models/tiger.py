@@ -24,15 +24,12 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
-from lrm.core.errors import ConfigError
 from lrm.models.layers import (Block, embedding, key_mask, level_logits, padded_rows, rms_norm,
                                sharding_scope)
+from lrm.models.sid_output import check_config, hyperparameters, sid_loss
 from lrm.tokens.sid_vocab import BOS, PAD, SIDVocab
-
-_DTYPES = ("float32", "bfloat16")
 
 # TIGER's published size (Rajput et al. 2023), also Seq2SeqConfig's defaults.
 TIGER_SIZE = dict(d_model=128, num_heads=6, head_dim=64, mlp_dim=1024, encoder_layers=4,
@@ -62,23 +59,8 @@ class Seq2SeqConfig:
   attention_impl: str | None = None  # None: XLA's choice; "cudnn" for the fused GPU kernel
 
   def __post_init__(self):
-    for name in ("vocab_size", "encoder_length", "d_model", "num_heads", "head_dim",
-                 "mlp_dim", "encoder_layers", "decoder_layers"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"model.{name}", f"must be a positive integer, got {value!r}")
-    object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
-    object.__setattr__(self, "level_offsets", tuple(int(k) for k in self.level_offsets))
-    if len(self.codebook_sizes) != len(self.level_offsets) or not self.codebook_sizes:
-      raise ConfigError("model.codebook_sizes", "need one size and one offset per level")
-    if max(o + k for o, k in zip(self.level_offsets, self.codebook_sizes)) > self.vocab_size:
-      raise ConfigError("model.vocab_size", f"{self.vocab_size} is too small for the levels")
-    if not 0.0 <= self.dropout < 1.0:
-      raise ConfigError("model.dropout", f"must lie in [0, 1), got {self.dropout}")
-    if self.activation not in ("relu", "gelu"):
-      raise ConfigError("model.activation", f"'{self.activation}' is not relu or gelu")
-    if self.dtype not in _DTYPES:
-      raise ConfigError("model.dtype", f"'{self.dtype}' is not one of {_DTYPES}")
+    check_config(self, ("vocab_size", "encoder_length", "d_model", "num_heads", "head_dim",
+                        "mlp_dim", "encoder_layers", "decoder_layers"))
 
   @property
   def num_levels(self) -> int:
@@ -88,13 +70,8 @@ class Seq2SeqConfig:
   def from_vocab(cls, vocab: SIDVocab, *, max_history: int,
                  hyper: Mapping[str, Any] | None = None, where: str = "model") -> "Seq2SeqConfig":
     """The data-dependent fields from the vocabulary, the rest from `hyper` (a config section)."""
-    hyper = dict(hyper or {})
-    data_fields = ("vocab_size", "codebook_sizes", "level_offsets", "encoder_length")
-    known = {f.name for f in dataclasses.fields(cls)} - set(data_fields)
-    unknown = sorted(set(hyper) - known)
-    if unknown:
-      raise ConfigError(f"{where}.{unknown[0]}", f"is not a field of the model "
-                        f"(known: {', '.join(sorted(known))})")
+    hyper = hyperparameters(cls, hyper, ("vocab_size", "codebook_sizes", "level_offsets",
+                                         "encoder_length"), where)
     return cls(vocab_size=vocab.size, codebook_sizes=vocab.codebook_sizes,
                level_offsets=vocab.level_offsets,
                encoder_length=1 + max_history * vocab.num_levels, **hyper)
@@ -193,22 +170,5 @@ class Seq2Seq(nnx.Module):
     return jax.nn.log_softmax(self.level_logits(hidden[:, level], level)), tokens
 
 
-def seq2seq_loss(model: Seq2Seq, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict]:
-  """Mean cross-entropy over SID levels (every target is a real item, so no padding mask).
-
-  Also reports per-level accuracy and the share of examples whose whole SID is predicted
-  greedily right (teacher-forced).
-  """
-  targets = batch["targets"]
-  logits = model(batch["encoder_tokens"], batch["encoder_mask"], targets)
-  cfg = model.config
-  losses, hits = [], []
-  for c, level in enumerate(logits):
-    codes = targets[:, c] - cfg.level_offsets[c]
-    losses.append(optax.softmax_cross_entropy_with_integer_labels(level, codes))
-    hits.append(jnp.argmax(level, axis=-1) == codes)
-  loss = jnp.mean(jnp.stack(losses))
-  aux = {"loss": loss, "sid_accuracy": jnp.mean(jnp.all(jnp.stack(hits), axis=0))}
-  for c, h in enumerate(hits):
-    aux[f"accuracy_level{c}"] = jnp.mean(h)
-  return loss, aux
+# The encoder-decoder's loss: cross-entropy per SID level (shared with the decoder-only model).
+seq2seq_loss = sid_loss

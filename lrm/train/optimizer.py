@@ -89,12 +89,8 @@ _OPTIONAL = {"weight_decay": 0.01, "b1": 0.9, "b2": 0.98, "eps": 1e-9, "clip_nor
 _REQUIRED = ("learning_rate", "warmup_steps", "decay", "num_steps")
 
 
-def optimizer_from_config(train_cfg: Any) -> optax.GradientTransformation:
-  """`make_optimizer` from the `train` section of a config (ConfigDict or dict).
-
-  Reads learning_rate, warmup_steps, decay, num_steps (required) and weight_decay, b1, b2, eps,
-  clip_norm, end_fraction (optional, defaults as in make_optimizer).
-  """
+def _config_kwargs(train_cfg: Any) -> dict[str, Any]:
+  """make_optimizer's keyword arguments from the `train` section (ConfigDict or dict)."""
   def get(name, default=None):
     if name in train_cfg and train_cfg[name] is not None:
       return train_cfg[name]
@@ -105,7 +101,24 @@ def optimizer_from_config(train_cfg: Any) -> optax.GradientTransformation:
   kw = {name: get(name) for name in _REQUIRED}
   kw["total_steps"] = kw.pop("num_steps")
   kw.update({name: get(name, default) for name, default in _OPTIONAL.items()})
-  return make_optimizer(**kw)
+  return kw
+
+
+def optimizer_from_config(train_cfg: Any) -> optax.GradientTransformation:
+  """`make_optimizer` from the `train` section of a config (ConfigDict or dict).
+
+  Reads learning_rate, warmup_steps, decay, num_steps (required) and weight_decay, b1, b2, eps,
+  clip_norm, end_fraction (optional, defaults as in make_optimizer).
+  """
+  return make_optimizer(**_config_kwargs(train_cfg))
+
+
+def schedule_from_config(train_cfg: Any) -> optax.Schedule:
+  """The learning-rate schedule `optimizer_from_config` uses (for logging the rate)."""
+  kw = _config_kwargs(train_cfg)
+  return make_schedule(learning_rate=kw["learning_rate"], warmup_steps=kw["warmup_steps"],
+                       decay=kw["decay"], total_steps=kw["total_steps"],
+                       end_fraction=kw["end_fraction"])
 
 
 def _is_int(x: Any) -> bool:

@@ -33,7 +33,7 @@ from lrm.parallel.mesh import batch_sharding, replicated
 from lrm.parallel.rules import sharding_context
 from lrm.train.checkpoint import Checkpointer
 from lrm.train.metric_writers import MetricWriter
-from lrm.train.optimizer import optimizer_from_config
+from lrm.train.optimizer import optimizer_from_config, schedule_from_config
 
 LossFn = Callable[[nnx.Module, Mapping[str, jax.Array]], tuple[jax.Array, dict]]
 EvaluateFn = Callable[[nnx.Module], dict[str, float]]
@@ -161,6 +161,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
     raise ConfigError("train.batch_size", f"{spec.batch_size} is larger than the "
                       f"{n} training examples")
   tx = optimizer_from_config(config)
+  schedule = schedule_from_config(config)   # the same schedule, for logging the rate
   model.train()
   with sharding_context(mesh):  # optimizer state inherits the parameters' sharding annotations
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -235,7 +236,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
                                    f"checkpoint is step {ckpt.latest_step()} in {workdir}")
         rate = window_steps / (time.perf_counter() - window_start)
         means["steps_per_s"] = rate
-        means["learning_rate"] = float(_current_lr(config, step))
+        means["learning_rate"] = float(schedule(step))
         writer.write(step, means, prefix="train/")
         if bar is not None:
           bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
@@ -284,11 +285,3 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   return TrainResult(step=step, best_step=loop["best_step"], best_metrics=loop["best_metrics"],
                      history=loop["history"], stopped_early=stopped_early,
                      steps_per_s=step / train_s, wall_s=wall, eval_s=loop.get("eval_s", 0.0))
-
-
-def _current_lr(config: Any, step: int) -> float:
-  from lrm.train.optimizer import make_schedule
-  schedule = make_schedule(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
-                           decay=config.decay, total_steps=config.num_steps,
-                           end_fraction=config.get("end_fraction", 0.0))
-  return float(schedule(step))
