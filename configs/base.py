@@ -113,9 +113,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 256
   config.eval.valid_users = 2000      # users in periodic validation (0 = all); final eval: all
 
-  # Devices: (data, fsdp, tensor); -1 takes the rest.
+  # Devices: (data, fsdp, tensor) within a slice (-1 takes the rest), times dcn_shape across
+  # slices (TPU slices, or processes elsewhere): axis i spans shape[i] * dcn_shape[i] devices.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1, 1)
+  config.mesh.dcn_shape = (1, 1, 1)
 
   if arg.runlocal:
     config.run_dir = "runs/synthetic_local"

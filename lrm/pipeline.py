@@ -154,10 +154,10 @@ def retrieval_stage(config, run_dir: pathlib.Path, dataset, *,
                     evaluate: bool = True) -> dict[str, Any]:
   """Trains `model.name` on the SIDs (resuming), then ranks every validation and test user."""
   from lrm import retrieval
-  from lrm.parallel.mesh import make_mesh
+  from lrm.parallel.mesh import mesh_from_config
   prep = retrieval.prepare(config, dataset, run_dir / "sid")
   name = config.model.name
-  mesh = make_mesh(config.mesh.shape)
+  mesh = mesh_from_config(config.mesh)
   summary = retrieval.train_model(config, run_dir, prep, name, mesh=mesh)
   out: dict[str, Any] = {"model": name, "train": summary}
   if evaluate:

@@ -46,6 +46,44 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] |
               axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+def make_hybrid_mesh(shape: Sequence[int], dcn_shape: Sequence[int],
+                     devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh whose axes are `shape` within a slice times `dcn_shape` across slices.
+
+  Axis i has size shape[i] * dcn_shape[i]; devices of one slice (a TPU slice, or one
+  process's GPUs elsewhere) are kept together so the fast links carry the inner axes and only
+  the `dcn` part crosses the slow network (maxtext's ici / dcn split). `-1` in `shape` means
+  the rest of one slice's devices.
+  """
+  from jax.experimental import mesh_utils
+  devices = list(jax.devices() if devices is None else devices)
+  dcn = tuple(int(s) for s in dcn_shape)
+  if len(dcn) != len(MESH_AXES) or any(s < 1 for s in dcn):
+    raise ConfigError("mesh.dcn_shape", f"needs {len(MESH_AXES)} positive sizes {MESH_AXES}, "
+                      f"got {tuple(dcn_shape)}")
+  slices = math.prod(dcn)
+  if len(devices) % slices:
+    raise ConfigError("mesh.dcn_shape", f"{dcn} ({slices} slices) does not divide "
+                      f"{len(devices)} devices")
+  ici = resolve_mesh_shape(shape, len(devices) // slices)
+  if slices == 1:
+    return make_mesh(ici, devices)
+  # TPU devices know their slice; elsewhere each process is one "slice" (granule).
+  by_process = not hasattr(devices[0], "slice_index")
+  try:
+    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
+                                                process_is_granule=by_process)
+  except ValueError as e:  # e.g. 2 slices asked for on a single-process job
+    raise ConfigError("mesh.dcn_shape", str(e)) from e
+  return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def mesh_from_config(section, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """The `mesh` config section: `shape` per slice, optional `dcn_shape` across slices."""
+  dcn = tuple(section.get("dcn_shape", (1,) * len(MESH_AXES)) or (1,) * len(MESH_AXES))
+  return make_hybrid_mesh(section.get("shape", (-1, 1, 1)), dcn, devices)
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
   """Shards the leading (batch) dimension over data and fsdp, replicates the rest."""
   return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))

@@ -114,19 +114,50 @@ class ArraySource:
     return {k: v[index] for k, v in self._arrays.items()}
 
 
+class _ProcessRows:
+  """Row j of process p's stream: row p * b + (j mod b) of global batch j // b (b = B / P).
+
+  Every process draws from the same shuffled stream, so the global batch (the processes' rows
+  side by side) is exactly the batch one process would draw alone, at any process count.
+  """
+
+  def __init__(self, rows: Any, batch_size: int, process_index: int, process_count: int):
+    self.rows = rows
+    self.batch_size = batch_size
+    self.local = batch_size // process_count
+    self.offset = process_index * self.local
+
+  def __call__(self, j: int) -> dict[str, np.ndarray]:
+    batch, row = divmod(int(j), self.local)
+    return self.rows[batch * self.batch_size + self.offset + row]
+
+
 def train_iterator(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
-                   num_epochs: int | None = None, worker_count: int = 0) -> Any:
+                   num_epochs: int | None = None, worker_count: int = 0,
+                   process_index: int = 0, process_count: int = 1) -> Any:
   """A deterministic, resumable Grain iterator of shuffled full batches.
 
   Each epoch is reshuffled from `seed`; `num_epochs=None` repeats forever. The iterator's
-  `get_state()` / `set_state()` resume exactly (Orbax saves it with the model).
+  `get_state()` / `set_state()` resume exactly (Orbax saves it with the model). In a
+  multi-process job each process gets its `batch_size / process_count` rows of every global
+  batch (`jax.make_array_from_process_local_data` puts them together), the same global
+  batches as a single process.
   """
   import grain
   if batch_size < 1:
     raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
-  ds = (grain.MapDataset.source(ArraySource(arrays)).shuffle(seed=seed)
-        .repeat(num_epochs).batch(batch_size, drop_remainder=True))
-  it = ds.to_iter_dataset()
+  if process_count < 1 or batch_size % process_count:
+    raise ConfigError("train.batch_size", f"{batch_size} does not split evenly over "
+                      f"{process_count} processes")
+  if not 0 <= process_index < process_count:
+    raise ConfigError("process_index", f"must be in [0, {process_count}), got {process_index}")
+  rows = grain.MapDataset.source(ArraySource(arrays)).shuffle(seed=seed).repeat(num_epochs)
+  if process_count > 1:
+    local = batch_size // process_count
+    rows = (grain.MapDataset.range(len(rows) // batch_size * local)
+            .map(_ProcessRows(rows, batch_size, process_index, process_count)))
+    batch_size = local
+  it = rows.batch(batch_size, drop_remainder=True).to_iter_dataset()
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return iter(it)

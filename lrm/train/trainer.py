@@ -10,6 +10,17 @@ state is saved with the model) as an uninterrupted one.
 What a model brings is a `loss_fn(model, batch) -> (loss, aux dict)`; what it is judged by is
 an `evaluate_fn(model) -> dict of metrics` (called in eval mode), both from the caller, so this
 stage knows nothing of decoding or metrics (which come later in the data flow).
+
+Multi-process jobs (`lrm.parallel.distributed`): every process runs this same loop. Each
+reads only its rows of every global batch (the same global batches as one process would see)
+and `jax.make_array_from_process_local_data` assembles them; checkpoints are written by all
+processes together (Orbax coordinates), metrics and progress by process 0 alone; validation
+runs on every process over a gathered copy of the weights, so all take the same decisions.
+
+Preemption: SIGTERM (what SLURM, Kubernetes and TPU maintenance send) makes the loop save a
+checkpoint at the step it has reached and raise `Preempted`; the same command then resumes.
+After a hard kill (`kill -9`) it resumes from the last periodic checkpoint instead, with the
+same batches and the same losses.
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ import dataclasses
 import functools
 import math
 import pathlib
+import signal
+import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -29,7 +42,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from lrm.core.errors import ConfigError
-from lrm.parallel.mesh import batch_sharding, replicated
+from lrm.parallel.mesh import batch_sharding, make_mesh, replicated
 from lrm.parallel.rules import sharding_context
 from lrm.train.checkpoint import Checkpointer
 from lrm.train.metric_writers import MetricWriter
@@ -92,6 +105,46 @@ class NonFiniteLossError(RuntimeError):
   """The loss became NaN or inf: training stops instead of writing garbage checkpoints."""
 
 
+class Preempted(RuntimeError):
+  """SIGTERM arrived: a checkpoint of `step` was saved; the same command resumes from it."""
+
+  def __init__(self, step: int, directory: pathlib.Path):
+    super().__init__(f"preempted (SIGTERM) at step {step}: checkpoint saved in {directory}; "
+                     f"run the same command again to resume")
+    self.step = step
+    self.directory = directory
+
+
+class _TermSignal:
+  """Records SIGTERM while installed (main thread only) instead of dying on it."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def install(self) -> None:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("train: SIGTERM received; saving a checkpoint at the next step")
+    self.received = True
+
+  def uninstall(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def any_process(self) -> bool:
+    """Whether any process got SIGTERM (all processes must stop at the same step)."""
+    if jax.process_count() == 1:
+      return self.received
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.asarray(self.received, np.int32))
+    return bool(np.any(flags))
+
+
 def _better(a: float, b: float | None, mode: str) -> bool:
   if b is None or not math.isfinite(b):
     return math.isfinite(a)
@@ -136,6 +189,23 @@ def _global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
 
 
+def _host_copy(state):
+  """`state` with every array whole on this process, from arrays spread over processes.
+
+  Replicated leaves (RNG keys among them) take this process's own copy; sharded ones are
+  gathered (a collective, in the same leaf order on every process).
+  """
+  from jax.experimental import multihost_utils
+
+  def local(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return x
+    if x.is_fully_replicated:
+      return x.addressable_data(0)
+    return multihost_utils.process_allgather(x, tiled=True)
+  return jax.tree_util.tree_map(local, state)
+
+
 def _checkpointed(state):
   """What a checkpoint holds: parameters and optimizer state, not RNG streams."""
   return nnx.filter_state(state, nnx.Not(nnx.RngState))
@@ -156,6 +226,9 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   spec = LoopSpec.from_config(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  primary = jax.process_index() == 0
+  if jax.process_count() > 1 and mesh is None:
+    mesh = make_mesh()   # arrays spanning processes need a mesh over all devices
   n = len(next(iter(train_arrays.values())))
   if n < spec.batch_size:
     raise ConfigError("train.batch_size", f"{spec.batch_size} is larger than the "
@@ -167,11 +240,12 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed,
-                            worker_count=spec.worker_count)
+                            worker_count=spec.worker_count, process_index=jax.process_index(),
+                            process_count=jax.process_count())
 
   ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
                       best_metric=spec.best_metric, best_mode=spec.best_mode)
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir) if primary else None
   loop = {"best_value": None, "best_step": None, "best_metrics": {}, "evals_since_best": 0,
           "history": []}
   step = 0
@@ -193,11 +267,16 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
     batch = {k: np.asarray(v) for k, v in batch.items()}
     if mesh is None:
       return {k: jnp.asarray(v) for k, v in batch.items()}
+    if jax.process_count() > 1:   # this process's rows of the global batch
+      return {k: jax.make_array_from_process_local_data(
+          batch_sharding(mesh, v.ndim), v, (spec.batch_size, *v.shape[1:]))
+              for k, v in batch.items()}
     return {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
 
   def evaluate() -> dict[str, float]:
     eval_start = time.perf_counter()
-    current, _ = nnx.merge(graphdef, state)   # a view of the current weights
+    weights = state if jax.process_count() == 1 else _host_copy(state)
+    current, _ = nnx.merge(graphdef, weights)   # a view of the current weights
     current.eval()
     metrics = {k: float(v) for k, v in evaluate_fn(current).items()}
     loop["eval_s"] = loop.get("eval_s", 0.0) + time.perf_counter() - eval_start
@@ -215,7 +294,9 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   window_start, window_steps, sums = time.perf_counter(), 0, {}
   stopped_early = False
   bar = None
-  if progress:
+  term = _TermSignal()
+  term.install()
+  if progress and primary:
     from tqdm import tqdm
     bar = tqdm(total=spec.num_steps, initial=step, desc="train", unit="step", mininterval=5,
                dynamic_ncols=True)
@@ -237,14 +318,16 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
         rate = window_steps / (time.perf_counter() - window_start)
         means["steps_per_s"] = rate
         means["learning_rate"] = float(schedule(step))
-        writer.write(step, means, prefix="train/")
+        if writer is not None:
+          writer.write(step, means, prefix="train/")
         if bar is not None:
           bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
         window_start, window_steps, sums = time.perf_counter(), 0, {}
       evaluated = None
       if evaluate_fn is not None and (step % spec.eval_every == 0 or step == spec.num_steps):
         evaluated = evaluate()
-        writer.write(step, evaluated)
+        if writer is not None:
+          writer.write(step, evaluated)
         loop["history"].append({"step": step, **evaluated})
         value = evaluated.get(spec.best_metric)
         if value is None:
@@ -262,16 +345,25 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
           stopped_early = True
       if evaluated is not None or step % spec.checkpoint_every == 0 or stopped_early:
         save(step, evaluated)
+      # Checked every step on one process (a flag); across processes at log steps only, as
+      # agreeing needs a collective (the grace period outlasts a log window).
+      if (term.received if jax.process_count() == 1 else
+          (step % spec.log_every == 0 and term.any_process())):
+        save(step, None, force=True)
+        ckpt.close()
+        raise Preempted(step, workdir / "checkpoints")
       if stopped_early:
         logging.info("train: early stop at step %d, best %s=%.4f at step %d", step,
                      spec.best_metric, loop["best_value"], loop["best_step"])
         break
     save(step, None, force=True)
   finally:
+    term.uninstall()
     if bar is not None:
       bar.close()
     ckpt.wait()
-    writer.close()
+    if writer is not None:
+      writer.close()
 
   # End holding the best weights (what evaluation and export should see).
   if loop["best_step"] is not None and ckpt.best_step() is not None:
