@@ -1,0 +1,352 @@
+import collections
+
+import numpy as np
+import pytest
+
+from lrm.core.errors import ConfigError
+from lrm.data.splits import leave_one_out
+from lrm.data.types import Catalog, Sequences
+from lrm.sid.table import SIDTable, with_collision_level
+from lrm.tasks import lm_tasks as T
+from lrm.tokens.joint_vocab import TASKS, make_joint_vocab
+
+# Items 1..8 appear in training; 101..106 only as the last two events of a user, i.e. as
+# leave-one-out's validation and test targets, so any leak shows up as their SIDs.
+TRAIN_ITEMS = list(range(1, 9))
+HELD = list(range(101, 107))
+
+
+@pytest.fixture(scope="module")
+def world():
+  ids = TRAIN_ITEMS + HELD
+  n = len(ids)
+  catalog = Catalog(item_ids=np.array(ids), fields={
+      "title": [f"Item {i} crème 😀" for i in ids],
+      "brand": [None if i % 3 == 0 else f"Brand{i % 2}" for i in ids],
+      "categories": [["Makeup", "Lips"] if i % 2 else [] for i in ids]})
+  codes = np.stack([np.arange(n) % 4, np.arange(n) // 4 % 4], axis=1)
+  table = with_collision_level(SIDTable(item_ids=catalog.item_ids, codes=codes,
+                                        codebook_sizes=(4, 4)))
+  vocab = make_joint_vocab(catalog, table.full_codebook_sizes, bpe_vocab_size=300,
+                           bpe_min_frequency=1, num_sentinels=4)
+  seqs = Sequences.from_lists([1, 2, 3], [[1, 2, 3, 4, 5, 101, 102], [6, 7, 8, 1, 103, 104],
+                                          [2, 4, 6, 8, 3, 105, 106]])
+  return catalog, table, vocab, leave_one_out(seqs)
+
+
+def _sid(table, vocab, item_id):
+  return tuple(vocab.sid_tokens(table.full_codes[table.row_of([item_id])[0]]).tolist())
+
+
+def _single_row(examples, i, length=128):
+  rows, _ = T.pack(examples.take([i]), row_length=length)
+  return {k: v[0] for k, v in rows.items()}
+
+
+def _check_loss_is_completion(examples, i, eos):
+  """The scored targets are exactly the completion (eos included), in order."""
+  row = _single_row(examples, i)
+  tokens = examples.example(i)
+  completion = tokens[examples.num_prompt[i]:]
+  scored = row["targets"][row["loss_mask"] > 0]
+  np.testing.assert_array_equal(scored, completion)
+  assert scored[-1] == eos
+  # Positions scored: those whose next token is generated; the last token is never scored.
+  n = len(tokens)
+  expected = np.zeros(128, np.float32)
+  expected[examples.num_prompt[i] - 1:n - 1] = 1
+  np.testing.assert_array_equal(row["loss_mask"], expected)
+
+
+@pytest.fixture(scope="module")
+def examples(world):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(max_history=4, mask_fraction=0.5)
+  return T.build_examples(catalog, table, vocab, split, cfg)
+
+
+def test_sid2text(world, examples):
+  catalog, table, vocab, _ = world
+  ex = examples["sid2text"]
+  assert len(ex) == len(catalog)
+  first = vocab.decode(ex.example(0))
+  assert first[:4] == ["<bos>", "<task:sid2text>", tuple(table.full_codes[0].tolist()), "<sep>"]
+  assert first[4:] == ["<field:title>", "Item 1 crème 😀", "<field:brand>", "Brand1",
+                       "<field:categories>", "Makeup > Lips", "<eos>"]
+  # Item 6: no brand, no categories -> only the title.
+  assert vocab.decode(ex.example(5))[4:] == ["<field:title>", "Item 6 crème 😀", "<eos>"]
+  assert not ex.bidirectional.any()
+  for i in range(len(ex)):
+    _check_loss_is_completion(ex, i, vocab.eos)
+
+
+def test_text2sid(world, examples):
+  catalog, table, vocab, _ = world
+  ex = examples["text2sid"]
+  # One example per present field: titles (all), brands (not i % 3 == 0), categories (odd ids).
+  ids = catalog.item_ids
+  expected = len(ids) + int((ids % 3 != 0).sum()) + int((ids % 2 == 1).sum())
+  assert len(ex) == expected
+  assert vocab.decode(ex.example(0)) == ["<bos>", "<task:text2sid>", "<field:title>",
+                                        "Item 1 crème 😀", "<sep>",
+                                        tuple(table.full_codes[0].tolist()), "<eos>"]
+  assert vocab.decode(ex.example(1))[2:4] == ["<field:brand>", "Brand1"]
+  for i in range(len(ex)):
+    _check_loss_is_completion(ex, i, vocab.eos)
+    assert len(ex.example(i)) - ex.num_prompt[i] == vocab.num_levels + 1
+
+
+def test_next_item_uses_the_training_part_only(world, examples):
+  catalog, table, vocab, split = world
+  ex = examples["next"]
+  assert len(ex) == int((split.train.lengths - 1).sum()) == 4 + 3 + 4
+  held_sids = {_sid(table, vocab, i) for i in HELD}
+  L = vocab.num_levels
+  for i in range(len(ex)):
+    tokens = ex.example(i).tolist()
+    windows = {tuple(tokens[j:j + L]) for j in range(len(tokens) - L + 1)}
+    assert not windows & held_sids
+    _check_loss_is_completion(ex, i, vocab.eos)
+  # User 1's last training example: history 1..4 truncated to max_history=4 -> [1, 2, 3, 4] -> 5.
+  last = vocab.decode(ex.example(3))
+  codes = lambda i: tuple(table.full_codes[table.row_of([i])[0]].tolist())
+  assert last == ["<bos>", "<task:next>", codes(1), codes(2), codes(3), codes(4), "<sep>",
+                  codes(5), "<eos>"]
+
+
+def test_next_item_prompt_budget_keeps_the_most_recent(world):
+  catalog, table, vocab, split = world
+  L = vocab.num_levels
+  cfg = T.LMTaskConfig(weights={"next": 1.0}, max_history=10, max_prompt_tokens=3 + 2 * L,
+                       history_titles=False)
+  ex = T.build_examples(catalog, table, vocab, split, cfg)["next"]
+  codes = lambda i: tuple(table.full_codes[table.row_of([i])[0]].tolist())
+  assert vocab.decode(ex.example(3)) == ["<bos>", "<task:next>", codes(3), codes(4), "<sep>",
+                                         codes(5), "<eos>"]
+  assert (ex.num_prompt <= 3 + 2 * L).all()
+  with_titles = T.LMTaskConfig(weights={"next": 1.0}, history_titles=True,
+                               history_title_tokens=2)
+  ex = T.build_examples(catalog, table, vocab, split, with_titles)["next"]
+  seg = vocab.decode(ex.example(0))
+  assert seg[2] == codes(1) and seg[3] == "<field:title>" and isinstance(seg[4], str)
+  assert len(vocab.encode_text(seg[4])) == 2
+
+
+def test_masked_items(world, examples):
+  catalog, table, vocab, split = world
+  ex = examples["masked"]
+  L = vocab.num_levels
+  codes_of_item = {i: tuple(table.full_codes[r].tolist()) for r, i in enumerate(catalog.item_ids)}
+  sentinels = {vocab.sentinel(j): j for j in range(vocab.num_sentinels)}
+  assert ex.bidirectional.all() and len(ex) >= len(split.train)
+  windows = T._windows(split.train, 4)
+  rows = catalog.rows(split.train.items)
+  for i in range(len(ex)):
+    tokens = ex.example(i)
+    p = ex.num_prompt[i]
+    prompt, completion = tokens[:p], tokens[p:]
+    # Rebuild the window: unmasked items as they are, sentinels spelled out by the targets.
+    assert completion[-1] == vocab.eos
+    answers = {}
+    k = 0
+    while k < len(completion) - 1:
+      j = sentinels[int(completion[k])]
+      assert j == len(answers)                        # sentinels in order, 0, 1, ...
+      answers[j] = tuple(vocab.codes_of(completion[k + 1:k + 1 + L]).tolist())
+      k += 1 + L
+    restored, masked, k = [], 0, 2
+    while prompt[k] != vocab.sep:
+      if int(prompt[k]) in sentinels:
+        assert sentinels[int(prompt[k])] == masked
+        restored.append(answers[masked])
+        masked += 1
+        k += 1
+      else:
+        restored.append(tuple(vocab.codes_of(prompt[k:k + L]).tolist()))
+        k += L
+    assert masked == len(answers) >= 1 and masked < len(restored)   # whole SIDs, not all
+    start, end = windows[i]
+    assert restored == [codes_of_item[int(catalog.item_ids[r])] for r in rows[start:end]]
+    _check_loss_is_completion(ex, i, vocab.eos)
+    row = _single_row(ex, i)
+    np.testing.assert_array_equal(row["prefix"][:len(tokens)], np.arange(len(tokens)) < p)
+
+
+def _random_examples(rng, m, max_len):
+  lens = rng.integers(2, max_len + 1, m)
+  prompts = [rng.integers(1, 50, n - 1 - rng.integers(0, n - 1)).astype(np.int32) for n in lens]
+  completions = [rng.integers(1, 50, n - len(pr)).astype(np.int32) for pr, n in zip(prompts, lens)]
+  parts = [T._from_pieces(prompts[i::2], completions[i::2], i, bool(i)) for i in (0, 1)]
+  return T.LMExamples.concat(parts)
+
+
+def _reference_mask(segment_ids, positions, prefix):
+  """Built here independently: q sees k iff same segment and (k <= q or both in prefix)."""
+  l = len(segment_ids)
+  allowed = np.zeros((l, l), bool)
+  for q in range(l):
+    for k in range(l):
+      allowed[q, k] = segment_ids[q] == segment_ids[k] and (
+          positions[k] <= positions[q] or (prefix[q] and prefix[k]))
+  return allowed
+
+
+def test_packing():
+  rng = np.random.default_rng(0)
+  ex = _random_examples(rng, 300, 40)
+  rows, stats = T.pack(ex, row_length=48, open_rows=8)
+  assert set(rows) == set(T.BATCH_KEYS) and stats.num_truncated == 0
+  assert {k: v.dtype for k, v in rows.items()} == {
+      "tokens": np.int32, "targets": np.int32, "loss_mask": np.float32,
+      "segment_ids": np.int32, "positions": np.int32, "prefix": np.bool_}
+  assert stats.num_tokens == ex.lengths.sum() and stats.fill > 0.8
+  found = collections.Counter()
+  for r in range(stats.num_rows):
+    seg, pos = rows["segment_ids"][r], rows["positions"][r]
+    n_seg = seg.max()
+    assert set(np.unique(seg[seg > 0])) == set(range(1, n_seg + 1))
+    for s in range(1, n_seg + 1):
+      where = np.flatnonzero(seg == s)
+      assert (np.diff(where) == 1).all()                 # contiguous
+      np.testing.assert_array_equal(pos[where], np.arange(len(where)))
+      tok = rows["tokens"][r, where]
+      np.testing.assert_array_equal(rows["targets"][r, where[:-1]], tok[1:])
+      assert rows["loss_mask"][r, where[-1]] == 0 and rows["targets"][r, where[-1]] == 0
+      found[tuple(tok.tolist())] += 1
+    assert (rows["tokens"][r, seg == 0] == 0).all() and (rows["loss_mask"][r, seg == 0] == 0).all()
+  expected = collections.Counter(tuple(ex.example(i).tolist()) for i in range(len(ex)))
+  assert found == expected                             # nothing lost, nothing duplicated
+  # Loss counts: sum over examples of their completion lengths.
+  assert rows["loss_mask"].sum() == (ex.lengths - ex.num_prompt).sum()
+  for r in range(min(stats.num_rows, 12)):
+    seg, pos, pre = rows["segment_ids"][r], rows["positions"][r], rows["prefix"][r]
+    allowed = _reference_mask(seg, pos, pre)
+    np.testing.assert_array_equal(T.attention_mask(seg, pos, pre), allowed)
+    real = seg > 0
+    q, k = np.nonzero(allowed & real[:, None])
+    assert (seg[q] == seg[k]).all()                    # never another segment nor padding
+    # Prefix tokens never see a generated token; a scored position never sees its target.
+    assert not (pre[q] & ~pre[k] & (pos[k] > pos[q])).any()
+    assert not ((pos[k] > pos[q]) & ~pre[q]).any()
+
+
+def test_packing_overflow():
+  rng = np.random.default_rng(1)
+  ex = _random_examples(rng, 20, 30)
+  long = int((ex.lengths > 16).sum())
+  assert long > 0
+  with pytest.raises(ConfigError, match="row_length"):
+    T.pack(ex, row_length=16, overflow="error")
+  rows, stats = T.pack(ex, row_length=16)
+  assert stats.num_truncated == long and stats.num_examples == 20
+  assert (rows["segment_ids"].max(axis=1) >= 1).all()
+  with pytest.raises(ConfigError, match="overflow"):
+    T.pack(ex, row_length=16, overflow="drop")
+
+
+def test_mix_weights(world, examples):
+  mixed = T.mix(examples, {"sid2text": 1.0, "next": 3.0, "masked": 0.0}, seed=0,
+                num_examples=40)
+  counts = np.bincount(mixed.task, minlength=len(TASKS))
+  assert counts[TASKS.index("sid2text")] == 10 and counts[TASKS.index("next")] == 30
+  assert counts[TASKS.index("masked")] == 0 and counts[TASKS.index("text2sid")] == 0
+  # 30 draws from 11 next-item examples: each twice, then 8 more distinct ones.
+  nxt = collections.Counter(tuple(mixed.example(i).tolist()) for i in np.flatnonzero(
+      mixed.task == TASKS.index("next")))
+  assert sorted(collections.Counter(nxt.values()).items()) == [(2, 3), (3, 8)]
+  again = T.mix(examples, {"sid2text": 1.0, "next": 3.0}, seed=0, num_examples=40)
+  np.testing.assert_array_equal(again.tokens, mixed.tokens)
+  with pytest.raises(ConfigError, match="weights"):
+    T.mix({"next": examples["next"].take([])}, {"next": 1.0}, seed=0)
+
+
+def test_config_validation(world):
+  *_, vocab, _ = world
+  bad = [(dict(weights={"nope": 1.0}), "weights.nope"),
+         (dict(weights={"next": -1}), "weights.next"),
+         (dict(weights={"next": 0.0}), "weights"), (dict(mask_fraction=0.0), "mask_fraction"),
+         (dict(row_length=0), "row_length"), (dict(overflow="x"), "overflow"),
+         (dict(text_fields=("color",)), "text_fields"), (dict(max_prompt_tokens=3), "max_prompt")]
+  for kwargs, field in bad:
+    with pytest.raises(ConfigError, match=field):
+      T.LMTaskConfig(**kwargs).validate(vocab)
+
+
+def test_train_iterator_resumes(world, examples):
+  mixed = T.mix(examples, {n: 1.0 for n in TASKS}, seed=0)
+  rows, stats = T.pack(mixed, row_length=64)
+  a = T.train_iterator(rows, batch_size=4, seed=5)
+  for _ in range(3):
+    next(a)
+  state = a.get_state()
+  expected = [next(a) for _ in range(4)]
+  b = T.train_iterator(rows, batch_size=4, seed=5)
+  b.set_state(state)
+  for want in expected:
+    got = next(b)
+    assert set(got) == set(T.BATCH_KEYS)
+    for key in T.BATCH_KEYS:
+      assert got[key].shape == (4, 64)
+      np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_eval_prompts_match_training_prompts(world, examples):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(max_history=4, mask_fraction=0.5)
+  p = T.text2sid_prompts(catalog, table, vocab, [1, 101], cfg)
+  assert p.item_ids.tolist() == [1, 101] and p.tokens.shape[0] == 2
+  train_prompt = examples["text2sid"].example(0)[:examples["text2sid"].num_prompt[0]]
+  np.testing.assert_array_equal(p.tokens[0][p.segment_ids[0] > 0], train_prompt)
+  assert (p.tokens[:, -1] == vocab.sep).all() and not p.prefix.any()
+  s = T.sid2text_prompts(catalog, table, vocab, [3], cfg)
+  assert vocab.decode(s.tokens[0]) == ["<bos>", "<task:sid2text>",
+                                       tuple(table.full_codes[2].tolist()), "<sep>"]
+  n = T.next_prompts(split.test, catalog, table, vocab, cfg)
+  np.testing.assert_array_equal(n.item_ids, split.test.targets)
+  np.testing.assert_array_equal(n.user_ids, split.test.user_ids)
+  codes = lambda i: tuple(table.full_codes[table.row_of([i])[0]].tolist())
+  # User 1's test history: 1 2 3 4 5 101, the last 4 kept; 102 (the target) is absent.
+  real = n.tokens[0][n.segment_ids[0] > 0]
+  assert vocab.decode(real) == ["<bos>", "<task:next>", codes(3), codes(4), codes(5),
+                                codes(101), "<sep>"]
+  np.testing.assert_array_equal(n.positions[0][n.segment_ids[0] > 0], np.arange(len(real)))
+  # Holding items out of the linking tasks.
+  held = T.build_examples(catalog, table, vocab, split, cfg, holdout_items=HELD)
+  assert len(held["sid2text"]) == len(TRAIN_ITEMS)
+
+
+def test_amazon_beauty(shared_data):
+  from lrm.data.layout import read_dataset
+  ds = read_dataset(shared_data / "amazon_beauty")
+  seqs = ds.sequences.take_users(np.arange(400))
+  catalog = ds.catalog
+  rng = np.random.default_rng(0)
+  table = with_collision_level(SIDTable(item_ids=catalog.item_ids,
+                                        codes=rng.integers(0, 32, (len(catalog), 3)),
+                                        codebook_sizes=(32, 32, 32)))
+  vocab = make_joint_vocab(catalog, table.full_codebook_sizes, bpe_vocab_size=4096)
+  split = leave_one_out(seqs)
+  cfg = T.LMTaskConfig(history_titles=True, max_history=10, max_prompt_tokens=200,
+                       row_length=256, num_examples=3000)
+  examples = T.build_examples(catalog, table, vocab, split, cfg,
+                              holdout_items=catalog.item_ids[1000:])
+  assert len(examples["sid2text"]) == 1000
+  assert len(examples["next"]) == int((split.train.lengths - 1).sum())
+  # No validation or test target is a next-item target in training.
+  nxt = examples["next"]
+  targets = np.stack([nxt.example(i)[nxt.num_prompt[i]:nxt.num_prompt[i] + vocab.num_levels]
+                      for i in range(len(nxt))])
+  target_items = table.lookup(vocab.codes_of(targets))
+  train_pairs = collections.Counter()
+  for u in range(len(split.train)):
+    for item in split.train.user(u)[1:]:
+      train_pairs[int(item)] += 1
+  assert collections.Counter(target_items.tolist()) == train_pairs
+  rows, stats = T.training_rows(catalog, table, vocab, split, cfg)
+  assert stats.num_examples == 3000 and stats.num_truncated == 0 and stats.fill > 0.9
+  seg = rows["segment_ids"]
+  last = np.concatenate([seg[:, 1:] != seg[:, :-1], np.ones((len(seg), 1), bool)], axis=1)
+  assert (rows["loss_mask"][last] == 0).all()
+  prompts = T.next_prompts(split.test, catalog, table, vocab, cfg)
+  assert len(prompts) == len(split.test) and (prompts.tokens[:, -1] == vocab.sep).all()
+  assert (prompts.segment_ids.sum(axis=1) <= cfg.max_prompt_tokens).all()
