@@ -20,6 +20,7 @@ import pathlib
 import time
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -188,7 +189,8 @@ def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
   validate(config)
   run_dir = pathlib.Path(config.run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
-  artifacts.atomic_write_json(run_dir / "config.json", config.to_dict())
+  if jax.process_index() == 0:
+    artifacts.atomic_write_json(run_dir / "config.json", config.to_dict())
   start = time.perf_counter()
 
   data_dir = data_stage(config, run_dir)
@@ -235,10 +237,28 @@ def write_results(run_dir: pathlib.Path, update: dict[str, Any]) -> dict[str, An
 
 
 def run_pipeline(config, *, train: bool = True, evaluate: bool = True) -> dict[str, Any]:
-  """Runs every stage; returns (and writes to run_dir/results.json) the results."""
+  """Runs every stage; returns (and writes to run_dir/results.json) the results.
+
+  In a multi-process job, process 0 builds the data, embedding and SID artifacts while the
+  others wait, then every process reads them and trains together; evaluation (one process's
+  work) is left to `lrm evaluate`.
+  """
   start = time.perf_counter()
+  validate(config)   # on every process, before any of them waits for another
+  multi = jax.process_count() > 1
+  if multi:
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      prepare_stages(config)
+    multihost_utils.sync_global_devices("lrm: artifacts prepared")
   run_dir, dataset, results = prepare_stages(config)
   if train and int(config.train.num_steps) > 0:
-    results["retrieval"] = retrieval_stage(config, run_dir, dataset, evaluate=evaluate)
+    if multi and evaluate:
+      logging.info("multi-process job: training only; evaluate with `lrm evaluate --workdir=%s`",
+                   run_dir)
+    results["retrieval"] = retrieval_stage(config, run_dir, dataset,
+                                           evaluate=evaluate and not multi)
   results["wall_s"] = round(time.perf_counter() - start, 3)
+  if jax.process_index() != 0:
+    return results
   return write_results(run_dir, results)

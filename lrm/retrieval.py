@@ -228,7 +228,7 @@ def _check_spec(out: pathlib.Path, spec: dict[str, Any]) -> None:
       raise ConfigError(diff[0] if diff[0] != "hyper" else f"model.{spec['model']}",
                         f"differs from the checkpoints in {out} (trained with {saved.get(diff[0])}"
                         f"); use another run_dir or delete {out}")
-  else:
+  elif jax.process_index() == 0:
     artifacts.atomic_write_json(path, spec)
 
 
@@ -261,8 +261,9 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
              "steps_per_s": round(result.steps_per_s, 3), "train_wall_s": round(result.wall_s, 1),
              "validation_s": round(result.eval_s, 1),
              "num_params": count_params(model), "num_examples": len(next(iter(arrays.values())))}
-  artifacts.write_manifest(out, stage=f"retrieval/{name}", config=stage_config, inputs=inputs,
-                           summary=summary)
+  if jax.process_index() == 0:
+    artifacts.write_manifest(out, stage=f"retrieval/{name}", config=stage_config,
+                             inputs=inputs, summary=summary)
   return summary
 
 

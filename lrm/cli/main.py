@@ -42,7 +42,7 @@ def run(argv: list[str] | None = None) -> None:
   _configure_jax()
   _quiet_library_logs()
   from absl import app
-  from lrm.core.errors import ConfigError, DataError
+  from lrm.core.errors import PREEMPTED_EXIT_STATUS, ConfigError, DataError, Preempted
 
   prog = f"lrm {name}"
   # config_flags reads overrides from sys.argv when the module defines its flag.
@@ -57,6 +57,9 @@ def run(argv: list[str] | None = None) -> None:
       return module.main(args)
     except (ConfigError, DataError, FileNotFoundError) as e:
       _fail(prog, str(e))
+    except Preempted as e:
+      print(f"{prog}: {e}", file=sys.stderr)
+      sys.exit(PREEMPTED_EXIT_STATUS)
 
   app.run(guarded_main, argv=sys.argv)
 

@@ -4,6 +4,11 @@ Trains the retrieval model `model.name` (tiger | sasrec) on the configured data:
 embedding and SID stages run first (reused from W when complete), then training resumes from
 W/retrieval/<model>/checkpoints if there are any. Validation every `train.eval_every` steps,
 early stopping on `train.best_metric`. Evaluate with `lrm evaluate --workdir=W`.
+
+Multi-process (one process per host or GPU): `python launch/local.py --num_processes=N -- lrm
+train ...`, the SLURM / TPU launchers in launch/, or `--coordinator --num_processes
+--process_id`. On SIGTERM it saves a checkpoint and exits with status 143; the same command
+resumes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import pathlib
 from absl import flags
 from ml_collections import config_flags
 
+from lrm.cli.job_flags import join_job
+
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
                                           lock_config=True)
@@ -21,6 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (overrides config
 
 def main(argv):
   del argv
+  join_job()
   from lrm.pipeline import run_pipeline
   config = _CONFIG.value
   if _WORKDIR.value:

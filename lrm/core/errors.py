@@ -1,8 +1,10 @@
-"""Errors for bad input: each names the file and line, or the config field, at fault."""
+"""Errors for bad input (each names the file and line, or the config field, at fault), and the
+one clean stop a run can make (preemption)."""
 
 from __future__ import annotations
 
 import os
+import pathlib
 
 
 class DataError(ValueError):
@@ -28,3 +30,20 @@ class ConfigError(ValueError):
   def __init__(self, field: str, message: str):
     self.field = field
     super().__init__(f"config field '{field}': {message}")
+
+
+class Preempted(RuntimeError):
+  """SIGTERM arrived: a checkpoint of `step` was saved; the same command resumes from it.
+
+  Commands exit with PREEMPTED_EXIT_STATUS (128 + SIGTERM, what a shell reports for a
+  process ended by SIGTERM) so schedulers and scripts can tell it from success and failure.
+  """
+
+  def __init__(self, step: int, directory: str | os.PathLike):
+    self.step = int(step)
+    self.directory = pathlib.Path(directory)
+    super().__init__(f"preempted (SIGTERM) at step {step}: checkpoint saved in {directory}; "
+                     f"run the same command again to resume")
+
+
+PREEMPTED_EXIT_STATUS = 143

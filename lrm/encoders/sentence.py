@@ -189,7 +189,7 @@ class SentenceEncoder:
     tokens_per_batch: padded tokens per batch (rows = min(batch_size, tokens // length));
       default 2048 on CPU, 65536 on accelerators.
     dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
-    mesh: device mesh for data parallelism; default `make_mesh()` over all devices.
+    mesh: device mesh for data parallelism; default: over this process's devices.
     buckets: fixed pad lengths; default: chosen per `encode` call from BUCKET_GRID by
       `choose_buckets` (least padding + compiles for the call's length mix).
     shape_cost_batches: what one more compiled shape costs, in batches' worth of compute
@@ -229,7 +229,8 @@ class SentenceEncoder:
     self.bucket_grid = _cap_buckets(BUCKET_GRID, self.max_seq_length)
 
     self.tokenizer = self._load_tokenizer()
-    self.mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+    # This process's devices: encoding is per process work, also in a multi-process job.
+    self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(devices=jax.local_devices())
     self.data_parallel = mesh_lib.data_parallel_size(self.mesh)
     platform = self.mesh.devices.flat[0].platform
     if tokens_per_batch is None:

@@ -41,7 +41,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from lrm.core.errors import ConfigError
+from lrm.core.errors import ConfigError, Preempted
 from lrm.parallel.mesh import batch_sharding, make_mesh, replicated
 from lrm.parallel.rules import sharding_context
 from lrm.train.checkpoint import Checkpointer
@@ -103,16 +103,6 @@ class TrainResult:
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or inf: training stops instead of writing garbage checkpoints."""
-
-
-class Preempted(RuntimeError):
-  """SIGTERM arrived: a checkpoint of `step` was saved; the same command resumes from it."""
-
-  def __init__(self, step: int, directory: pathlib.Path):
-    super().__init__(f"preempted (SIGTERM) at step {step}: checkpoint saved in {directory}; "
-                     f"run the same command again to resume")
-    self.step = step
-    self.directory = directory
 
 
 class _TermSignal:

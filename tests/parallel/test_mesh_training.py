@@ -66,3 +66,26 @@ def test_same_losses_under_every_mesh(shape, kind):
   if len(jax.devices()) < 8:
     pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
   np.testing.assert_allclose(losses_under(shape, kind), losses_under(None, kind), rtol=2e-5)
+
+
+def test_resume_under_another_mesh_continues_the_same_run(tmp_path):
+  """A checkpoint saved under (8,1,1) restores under (1,4,2) (Orbax reshards on restore)
+  and training goes on with the same batches and losses as the run that saved it."""
+  import shutil
+
+  from lrm.train.metric_writers import read_metrics
+  from tests.train import training_job
+  if len(jax.devices()) < 8:
+    pytest.skip("needs 8 devices")
+  args = [f"--workdir={tmp_path}", "--steps=16", "--eval_every=8", "--checkpoint_every=8"]
+  assert training_job.main([*args, "--mesh=8,1,1"]) == 0
+  first = {r["step"]: r for r in read_metrics(tmp_path) if "train/loss" in r}
+  shutil.rmtree(tmp_path / "checkpoints" / "16")    # as if stopped after step 8
+  assert training_job.main([*args, "--mesh=1,4,2"]) == 0
+  records = [r for r in read_metrics(tmp_path) if "train/loss" in r]
+  resumed = {r["step"]: r for r in records[16:]}
+  assert sorted(resumed) == list(range(9, 17))
+  for s in resumed:
+    assert resumed[s]["train/batch_fingerprint"] == first[s]["train/batch_fingerprint"]
+  np.testing.assert_allclose([resumed[s]["train/loss"] for s in resumed],
+                             [first[s]["train/loss"] for s in resumed], rtol=2e-5)

@@ -46,6 +46,7 @@ def main(argv=None) -> int:
   import numpy as np
   from flax import nnx
 
+  from lrm.core.errors import PREEMPTED_EXIT_STATUS, Preempted
   from lrm.models.tiger import Seq2Seq, Seq2SeqConfig, seq2seq_loss
   from lrm.parallel.mesh import make_mesh
   from lrm.parallel.rules import sharding_context
@@ -93,9 +94,9 @@ def main(argv=None) -> int:
   try:
     result = trainer.train(model, loss_fn, arrays, config=config, workdir=workdir,
                            evaluate_fn=evaluate_fn, mesh=mesh, progress=False)
-  except trainer.Preempted as e:
+  except Preempted as e:
     print(e, file=sys.stderr)
-    return 143
+    return PREEMPTED_EXIT_STATUS
   params = nnx.state(model, nnx.Param)
   checksum = float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree_util.tree_leaves(
       trainer._host_copy(params))))
