@@ -6,8 +6,9 @@ coordinator's address, the number of processes and its own index; they come from
 1. explicit arguments (the `--coordinator`, `--num_processes`, `--process_id` flags);
 2. the `LRM_COORDINATOR`, `LRM_NUM_PROCESSES`, `LRM_PROCESS_ID` variables (what
    `launch/local.py` sets for each process it starts);
-3. jax's own cluster detection (TPU pods, SLURM, Open MPI), used when neither of the above is
-   set but such an environment is, by calling `initialize()` with no arguments.
+3. jax's own cluster detection (TPU pods, SLURM, Open MPI), by calling `initialize()` with no
+   arguments, when `LRM_AUTO_DISTRIBUTED=1` (what launch/slurm.py and launch/tpu_pod.py set)
+   or a SLURM / Open MPI job of several tasks is detected.
 
 Nothing happens for a single process: a laptop or one GPU never needs a coordinator.
 
@@ -26,8 +27,9 @@ from lrm.core.errors import ConfigError
 ENV_COORDINATOR = "LRM_COORDINATOR"
 ENV_NUM_PROCESSES = "LRM_NUM_PROCESSES"
 ENV_PROCESS_ID = "LRM_PROCESS_ID"
-# Variables that mean "a cluster jax can detect by itself".
-_CLUSTER_MARKERS = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE")
+ENV_AUTO = "LRM_AUTO_DISTRIBUTED"
+# Task counts of schedulers jax detects by itself (a single-task allocation is one process).
+_TASK_COUNTS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +62,8 @@ def process_spec(coordinator: str | None = None, num_processes: int | None = Non
     process_id = env.get(ENV_PROCESS_ID) or None
     where = "environment"
   if coordinator is None and num_processes is None and process_id is None:
-    if any(marker in env for marker in _CLUSTER_MARKERS):
+    several = any(env.get(k, "1").isdigit() and int(env.get(k, "1")) > 1 for k in _TASK_COUNTS)
+    if env.get(ENV_AUTO) == "1" or several:
       return ProcessSpec()
     return None
   names = ({"coordinator": "--coordinator", "num_processes": "--num_processes",
