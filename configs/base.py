@@ -119,8 +119,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh.shape = (-1, 1, 1)
   config.mesh.dcn_shape = (1, 1, 1)
 
+  # Continuous pretraining (`lrm rounds`): snapshots at these fractions of the events' time
+  # span, each trained this many more steps, starting from the previous round's checkpoint.
+  config.rounds = ml_collections.ConfigDict()
+  config.rounds.fractions = (0.6, 0.8, 1.0)
+  config.rounds.steps = (600, 300, 300)
+  config.rounds.refit = "warm"       # warm-started RQ-KMeans refit | "assign" (codebooks kept)
+  config.rounds.model = "tiger"
+
   if arg.runlocal:
     config.run_dir = "runs/synthetic_local"
+    config.rounds.steps = (200, 150, 150)
     config.world.num_items = 500
     config.world.num_users = 200
     config.sid.codebook_size = 16

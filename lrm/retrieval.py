@@ -233,8 +233,12 @@ def _check_spec(out: pathlib.Path, spec: dict[str, Any]) -> None:
 
 
 def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
-                mesh=None) -> dict[str, Any]:
-  """Trains (or resumes) one model; returns its training summary."""
+                mesh=None, warm_start=None) -> dict[str, Any]:
+  """Trains (or resumes) one model; returns its training summary.
+
+  `warm_start(model, optimizer)` loads a starting point before the first step of a fresh run
+  (continued pretraining); a run with checkpoints resumes from them instead.
+  """
   from lrm.train.trainer import train
   out = model_dir(run_dir, name)
   spec = _train_spec(config, prep, name)
@@ -255,7 +259,7 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
                len(next(iter(arrays.values()))), count_params(model))
   result = train(model, loss_fn, arrays, config=config.train, workdir=out,
                  evaluate_fn=make_evaluate_fn(config, prep, name), mesh=mesh,
-                 extra={"train_spec": spec})
+                 extra={"train_spec": spec}, warm_start=warm_start)
   summary = {"steps": result.step, "best_step": result.best_step,
              "best_valid": result.best_metrics, "stopped_early": result.stopped_early,
              "steps_per_s": round(result.steps_per_s, 3), "train_wall_s": round(result.wall_s, 1),
@@ -280,7 +284,15 @@ def count_params(model) -> int:
 
 def load_trained(config, run_dir: pathlib.Path, prep: Prepared, name: str):
   """The model with its best (else latest) checkpoint's weights."""
+  return load_training_state(config, run_dir, prep, name, step="best_else_latest")[0]
+
+
+def load_training_state(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
+                        step: str | int = "latest"):
+  """(model, optimizer) as a checkpoint saved them; `step`: latest, best, best_else_latest
+  or a number."""
   from lrm.train.checkpoint import Checkpointer
+  from lrm.train.optimizer import optimizer_from_config
   out = model_dir(run_dir, name)
   seed = int(config.seed)
   model, _ = build_model(config, prep, name, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
@@ -288,13 +300,13 @@ def load_trained(config, run_dir: pathlib.Path, prep: Prepared, name: str):
     raise FileNotFoundError(f"no checkpoints of {name} in {out / 'checkpoints'}: "
                             f"run `lrm train` first")
   with Checkpointer(out / "checkpoints") as ckpt:
-    from lrm.train.optimizer import optimizer_from_config
     opt = nnx.Optimizer(model, optimizer_from_config(config.train), wrt=nnx.Param)
     state = nnx.state((model, opt), nnx.Not(nnx.RngState))
-    step = "best" if ckpt.best_step() is not None else "latest"
+    if step == "best_else_latest":
+      step = "best" if ckpt.best_step() is not None else "latest"
     restored, _ = ckpt.restore(state, step=step)
     nnx.update((model, opt), restored)
-  return model
+  return model, opt
 
 
 def evaluate_model(config, run_dir: pathlib.Path, prep: Prepared, name: str,

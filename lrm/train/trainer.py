@@ -204,6 +204,7 @@ def _checkpointed(state):
 def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndarray], *,
           config: Any, workdir: str | pathlib.Path, evaluate_fn: EvaluateFn | None = None,
           mesh: jax.sharding.Mesh | None = None, extra: dict | None = None,
+          warm_start: Callable[[nnx.Module, nnx.Optimizer], None] | None = None,
           progress: bool = True) -> TrainResult:
   """Trains `model` in place (it ends holding the best checkpoint's weights when there is one).
 
@@ -211,6 +212,9 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   (lrm/train/optimizer.py). `train_arrays` are equally long arrays, one row per example.
   Checkpoints go to workdir/checkpoints (resumed from automatically), metrics to
   workdir/metrics.jsonl and workdir/tensorboard/.
+
+  `warm_start(model, optimizer)`, called only when workdir holds no checkpoint yet, loads a
+  starting point in place (e.g. the previous round of continued pretraining).
   """
   from lrm.tasks.next_item import train_iterator
   spec = LoopSpec.from_config(config)
@@ -228,13 +232,15 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   model.train()
   with sharding_context(mesh):  # optimizer state inherits the parameters' sharding annotations
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
+                      best_metric=spec.best_metric, best_mode=spec.best_mode)
+  if warm_start is not None and ckpt.latest_step() is None:
+    warm_start(model, optimizer)
   graphdef, state = nnx.split((model, optimizer))
   iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed,
                             worker_count=spec.worker_count, process_index=jax.process_index(),
                             process_count=jax.process_count())
 
-  ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
-                      best_metric=spec.best_metric, best_mode=spec.best_mode)
   writer = MetricWriter(workdir) if primary else None
   loop = {"best_value": None, "best_step": None, "best_metrics": {}, "evals_since_best": 0,
           "history": []}
