@@ -259,7 +259,8 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
                len(next(iter(arrays.values()))), count_params(model))
   result = train(model, loss_fn, arrays, config=config.train, workdir=out,
                  evaluate_fn=make_evaluate_fn(config, prep, name), mesh=mesh,
-                 extra={"train_spec": spec}, warm_start=warm_start)
+                 extra={"train_spec": spec, "config": config.to_dict()},
+                 warm_start=warm_start)
   summary = {"steps": result.step, "best_step": result.best_step,
              "best_valid": result.best_metrics, "stopped_early": result.stopped_early,
              "steps_per_s": round(result.steps_per_s, 3), "train_wall_s": round(result.wall_s, 1),

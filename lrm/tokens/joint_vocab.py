@@ -3,11 +3,13 @@
 One decoder reads and writes both natural language and Semantic IDs (YouTube's LRM / PLUM), so
 one id space holds three kinds of token:
 
-  [0, text_size)                          the text tokenizer's ids, unchanged (id 0 = its padding
-                                          token, which is our pad: a pretrained tokenizer's
-                                          embedding rows then map one to one)
-  [special_offset, sid_offset)            bos, eos, sep, mask, sentinels <extra_i>, task prompts
-                                          <task:...>, field markers <field:...>
+  [0, text_size)                          the text tokenizer's ids, unchanged, so a pretrained
+                                          tokenizer's embedding rows map one to one (with
+                                          `text_rows`, rows a checkpoint has beyond its
+                                          tokenizer's ids stay reserved here)
+  [special_offset, sid_offset)            [<pad> when the tokenizer has none,] bos, eos, sep,
+                                          mask, sentinels <extra_i>, task prompts <task:...>,
+                                          field markers <field:...>
   [sid_offset + level_offsets[l] + code]  one token per (SID level, code), level by level
   [size, padded_size)                     unused rows: the total is rounded up to a multiple of
                                           128 so that the vocab axis of the embedding and the
@@ -16,6 +18,12 @@ one id space holds three kinds of token:
                                           the model should mask these rows out of its softmax.
                                           (lrm.models.layers has a padding helper, but tokens
                                           may not import models, so the rounding lives here.)
+
+The pad id: the tokenizer's own padding token when it has one (id 0 for our BPE and for
+BERT's WordPiece; detected by name, PAD_TOKEN_NAMES), else a new "<pad>" special (Llama's id 0
+is "<unk>", Qwen's is "!": real text tokens that must stay text), or an explicit `pad_id`.
+Packed rows and left-padded prompts may hold id 0 on their padding slots whatever the pad id:
+those slots are masked (segment id 0, loss mask 0), so their token is never read.
 
 Text tokenizers (the `tokenizers` library):
 - a byte-level BPE trained on the catalog's text (`train_bpe`): every byte is a token, there is
@@ -154,17 +162,22 @@ class JointVocab:
   """Text ids, then special tokens, then one token per (SID level, code); see the module doc.
 
   Args:
-    tokenizer: a `tokenizers.Tokenizer` whose id 0 is its padding token.
+    tokenizer: a `tokenizers.Tokenizer`.
     codebook_sizes: one codebook size per SID level (the collision level included).
     text_kind: "bpe" (exact round trip) or "pretrained" (round trip up to normalisation).
     num_sentinels: how many <extra_i> tokens (the masked-item task uses one per masked item).
     tasks, fields: names of the task prompt tokens and the field markers.
     multiple: the total is padded up to a multiple of this (128).
+    pad_id: None = detect (the tokenizer's padding token by name, else a new "<pad>"
+      special); an int = that text id is the pad (it then no longer decodes as text).
+    text_rows: reserve at least this many text rows (a checkpoint's embedding often has
+      more rows than its tokenizer has ids); None = the tokenizer's size.
   """
 
   def __init__(self, tokenizer: Any, codebook_sizes: Sequence[int], *, text_kind: str = "bpe",
                num_sentinels: int = 32, tasks: Sequence[str] = TASKS,
-               fields: Sequence[str] = FIELDS, multiple: int = VOCAB_MULTIPLE):
+               fields: Sequence[str] = FIELDS, multiple: int = VOCAB_MULTIPLE,
+               pad_id: int | None = None, text_rows: int | None = None):
     sizes = tuple(int(k) for k in codebook_sizes)
     if not sizes or min(sizes) < 1:
       raise ConfigError("codebook_sizes", f"need one positive size per level, got {sizes}")
@@ -174,10 +187,6 @@ class JointVocab:
       raise ConfigError("num_sentinels", f"must be >= 0, got {num_sentinels}")
     if multiple < 1:
       raise ConfigError("multiple", f"must be >= 1, got {multiple}")
-    pad_name = tokenizer.id_to_token(PAD_ID)
-    if pad_name not in PAD_TOKEN_NAMES:
-      raise ConfigError("text_tokenizer", f"id 0 must be the padding token (one of "
-                        f"{list(PAD_TOKEN_NAMES)}), this tokenizer's is {pad_name!r}")
     self.tokenizer = _prepare(tokenizer)
     self.text_kind = text_kind
     self.codebook_sizes = sizes
@@ -185,18 +194,42 @@ class JointVocab:
     self.tasks = tuple(tasks)
     self.fields = tuple(fields)
     self.multiple = int(multiple)
-    self.text_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
-    names = (BASE_SPECIALS + tuple(sentinel_token(i) for i in range(self.num_sentinels))
+    self.tokenizer_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+    if text_rows is not None and (isinstance(text_rows, bool) or int(text_rows) < 1):
+      raise ConfigError("text_rows", f"must be a positive integer or None, got {text_rows!r}")
+    self.text_rows = None if text_rows is None else int(text_rows)
+    self.text_size = max(self.tokenizer_size, self.text_rows or 0)
+    self.pad_id_arg = None if pad_id is None else int(pad_id)
+    if pad_id is None:
+      found = [tokenizer.token_to_id(n) for n in PAD_TOKEN_NAMES]
+      found = [i for i in found if i is not None]
+      pad = PAD_ID if tokenizer.id_to_token(PAD_ID) in PAD_TOKEN_NAMES else (
+          min(found) if found else None)
+    else:
+      pad = int(pad_id)
+      if isinstance(pad_id, bool) or not 0 <= pad < self.tokenizer_size:
+        raise ConfigError("pad_id", f"must be a text id in [0, {self.tokenizer_size}) or None "
+                          f"(detect), got {pad_id!r}")
+    self.pad_added = pad is None
+    names = (((PAD_NAME,) if self.pad_added else ()) + BASE_SPECIALS
+             + tuple(sentinel_token(i) for i in range(self.num_sentinels))
              + tuple(task_token(t) for t in self.tasks)
              + tuple(field_token(f) for f in self.fields))
     if len(set(names)) != len(names):
       raise ConfigError("tasks", f"task or field names repeat: {list(self.tasks)}, "
                         f"{list(self.fields)}")
     self.special_names = names
-    self._id_of = {PAD_NAME: PAD_ID, **{n: self.text_size + i for i, n in enumerate(names)}}
+    self._id_of = {n: self.text_size + i for i, n in enumerate(names)}
+    if not self.pad_added:
+      self._id_of = {PAD_NAME: pad, **self._id_of}
     self._name_of = {i: n for n, i in self._id_of.items()}
     self.pad, self.bos, self.eos, self.sep, self.mask = (
-        PAD_ID, *(self._id_of[n] for n in BASE_SPECIALS))
+        self._id_of[PAD_NAME], *(self._id_of[n] for n in BASE_SPECIALS))
+
+  def is_text(self, ids: Any) -> np.ndarray:
+    """Whether each id is a text token (a tokenizer id other than the pad). bool [...]."""
+    ids = np.asarray(ids, np.int64)
+    return (ids >= 0) & (ids < self.tokenizer_size) & (ids != self.pad)
 
   # --- layout
 
@@ -271,10 +304,10 @@ class JointVocab:
   def decode_text(self, ids: Any) -> str:
     """Text ids -> text; any id that is not a text token (pad included) is an error."""
     ids = np.asarray(ids, np.int64).reshape(-1)
-    bad = (ids <= PAD_ID) | (ids >= self.text_size)
+    bad = ~self.is_text(ids)
     if bad.any():
       raise DataError(f"ids {ids[bad][:5].tolist()} are not text tokens "
-                      f"(text ids are 1..{self.text_size - 1})")
+                      f"(text ids are 0..{self.tokenizer_size - 1} except the pad {self.pad})")
     return self.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
 
   # --- SID tokens
@@ -353,12 +386,13 @@ class JointVocab:
     ids = np.asarray(ids, np.int64).reshape(-1)
     out: list[Any] = []
     levels = self.level_of(ids)
+    text = self.is_text(ids)
     i, n = 0, len(ids)
     while i < n:
       t = int(ids[i])
-      if 0 < t < self.text_size:
+      if text[i]:
         j = i
-        while j < n and 0 < ids[j] < self.text_size:
+        while j < n and text[j]:
           j += 1
         out.append(Text(self.decode_text(ids[i:j])))
         i = j
@@ -394,7 +428,7 @@ class JointVocab:
                         f"{list(old)} -> {list(new)}")
     grown = JointVocab(self.tokenizer, new, text_kind=self.text_kind,
                        num_sentinels=self.num_sentinels, tasks=self.tasks, fields=self.fields,
-                       multiple=self.multiple)
+                       multiple=self.multiple, pad_id=self.pad_id_arg, text_rows=self.text_rows)
     old_to_new = np.full(self.padded_size, -1, np.int64)
     old_to_new[:self.sid_offset] = np.arange(self.sid_offset)
     for level in range(self.num_levels):
@@ -410,7 +444,10 @@ class JointVocab:
             "text_size": self.text_size, "codebook_sizes": list(self.codebook_sizes),
             "num_sentinels": self.num_sentinels, "tasks": list(self.tasks),
             "fields": list(self.fields), "multiple": self.multiple,
-            "special_names": [PAD_NAME, *self.special_names], "special_offset": self.special_offset,
+            "special_names": list(self.special_names) if self.pad_added
+                             else [PAD_NAME, *self.special_names],
+            "pad": self.pad, "pad_id": self.pad_id_arg, "text_rows": self.text_rows,
+            "special_offset": self.special_offset,
             "sid_offset": self.sid_offset, "size": self.size, "padded_size": self.padded_size,
             "tokenizer_sha256": hashlib.sha256(tok.encode("utf-8")).hexdigest()}
 
@@ -432,8 +469,11 @@ class JointVocab:
                       path=path)
     vocab = cls(load_tokenizer(directory / TOKENIZER_JSON), meta["codebook_sizes"],
                 text_kind=meta["text_kind"], num_sentinels=meta["num_sentinels"],
-                tasks=meta["tasks"], fields=meta["fields"], multiple=meta["multiple"])
-    for key in ("text_size", "sid_offset", "size", "padded_size"):
+                tasks=meta["tasks"], fields=meta["fields"], multiple=meta["multiple"],
+                pad_id=meta.get("pad_id"), text_rows=meta.get("text_rows"))
+    for key in ("text_size", "sid_offset", "size", "padded_size", "pad"):
+      if key not in meta:   # files written before the pad was configurable lack "pad"
+        continue
       if getattr(vocab, key) != meta[key]:
         raise DataError(f"{key} is {meta[key]} in the file but {getattr(vocab, key)} with this "
                         f"tokenizer.json (was it replaced?)", path=path)
@@ -443,12 +483,14 @@ class JointVocab:
 def make_joint_vocab(catalog: Catalog | None, codebook_sizes: Sequence[int], *,
                      text_tokenizer: str = "bpe", bpe_vocab_size: int = 8192,
                      bpe_min_frequency: int = 2, num_sentinels: int = 32,
-                     fields: Sequence[str] = FIELDS) -> JointVocab:
+                     fields: Sequence[str] = FIELDS, pad_id: int | None = None,
+                     text_rows: int | None = None) -> JointVocab:
   """A JointVocab from config values.
 
   Args:
     text_tokenizer: "bpe" trains a byte-level BPE on the catalog's `fields`; anything else is
       the path of a tokenizer.json (or a folder holding one, e.g. MiniLM's).
+    pad_id, text_rows: see JointVocab.
   """
   if text_tokenizer == "bpe":
     if catalog is None:
@@ -461,4 +503,4 @@ def make_joint_vocab(catalog: Catalog | None, codebook_sizes: Sequence[int], *,
   else:
     tokenizer, kind = load_tokenizer(text_tokenizer), "pretrained"
   return JointVocab(tokenizer, codebook_sizes, text_kind=kind, num_sentinels=num_sentinels,
-                    fields=fields)
+                    fields=fields, pad_id=pad_id, text_rows=text_rows)

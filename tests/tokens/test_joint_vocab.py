@@ -139,11 +139,41 @@ def test_extend_keeps_old_ids_meaning(vocab):
     vocab.extend_sid_levels((8, 4))
 
 
+def _word_level(words):
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  return tokenizer
+
+
+def test_pad_detected_or_added_for_llama_and_qwen_style_tokenizers(tmp_path):
+  # Llama: id 0 is "<unk>", no pad token -> a "<pad>" special is added after the text ids.
+  llama = JointVocab(_word_level(["<unk>", "<s>", "lip", "balm"]), (4, 2))
+  assert llama.pad_added and llama.pad == llama.text_size == 4
+  assert llama.special_names[0] == "<pad>" and llama.bos == 5
+  assert llama.is_text([0, 1, 2, 3]).all() and not llama.is_text([llama.pad]).any()
+  segments = ["<bos>", "<unk> lip", (3, 1), "<eos>"]
+  ids = llama.encode(segments)
+  assert ids[1] == 0                                  # id 0 is text here, not padding
+  assert llama.decode(ids) == segments
+  # Qwen: id 0 is "!", a pad token further up is found by name.
+  qwen = JointVocab(_word_level(["!", "lip", "<|pad|>", "balm"]), (4,))
+  assert not qwen.pad_added and qwen.pad == 2 and qwen.decode_text([0, 1]) == "! lip"
+  with pytest.raises(DataError, match="not text tokens"):
+    qwen.decode_text([2])
+  # An explicit pad id, and reserved rows for a checkpoint bigger than its tokenizer.
+  explicit = JointVocab(_word_level(["!", "lip", "balm"]), (4,), pad_id=2, text_rows=10)
+  assert explicit.pad == 2 and explicit.text_size == 10 and explicit.bos == 10
+  explicit.save(tmp_path / "v")
+  loaded = JointVocab.load(tmp_path / "v")
+  assert (loaded.pad, loaded.text_size, loaded.sid_offset) == (2, 10, explicit.sid_offset)
+  grown, old_to_new = llama.extend_sid_levels((5, 2))
+  assert grown.pad == llama.pad and old_to_new[llama.pad] == grown.pad
+  with pytest.raises(ConfigError, match="pad_id"):
+    JointVocab(_word_level(["!", "lip"]), (4,), pad_id=7)
+
+
 def test_bad_config():
-  from tokenizers import Tokenizer, models
-  no_pad = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
-  with pytest.raises(ConfigError, match="text_tokenizer"):
-    JointVocab(no_pad, (4,))
   good = train_bpe(["abc"], vocab_size=300, min_frequency=1)
   with pytest.raises(ConfigError, match="codebook_sizes"):
     JointVocab(good, (4, 0))

@@ -1,0 +1,109 @@
+"""The bilingual SID LM on a dataset config: trains and evaluates the main run (every task),
+the next-item-only ablation, and with `--cold_start` the cold-start pair (all tasks / next
+only, a share of items held out of every interaction); records one JSON.
+
+  python benchmarks/lm_beauty.py --config=configs/lm_beauty.py:cpu             # 2-core CPU
+  python benchmarks/lm_beauty.py --config=configs/lm_beauty.py --cold_start=0.05   # GPU
+
+Variants train in run_dir/lm/<variant> and share the vocabulary and the SIDs; a finished
+variant is reused. Writes benchmarks/results/lm_<dataset>_<device>_<timestamp>.json with
+text->SID acc@1/@10, SID->text title F1, next-item R/N@5/10 (valid, test, cold test), the
+popularity baseline and any retrieval model's numbers from the same run directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Sibling benchmark scripts must not shadow modules (benchmarks/compression.py vs a library's
+# `import compression`, which then defines a second --out flag).
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != REPO / "benchmarks"]
+sys.path.insert(0, str(REPO))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs" / "lm_beauty.py"),
+                                          "experiment config", lock_config=False)
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
+_ABLATION = flags.DEFINE_bool("ablation", True, "also train the next-item-only variant")
+_COLD = flags.DEFINE_float("cold_start", 0.0, "cold-start item share (0: no cold-start rows)")
+
+LINKING = ("sid2text", "text2sid", "masked")
+
+
+def variants(config, cold: float):
+  """(name, config) of every run: main, next_only, and the cold-start pair."""
+  import copy
+  out = []
+  for name, linking, frac in (("", True, 0.0), ("next_only", False, 0.0),
+                              ("cold_all", True, cold), ("cold_next_only", False, cold)):
+    if (name == "next_only" and not _ABLATION.value) or (name.startswith("cold") and not cold):
+      continue
+    c = copy.deepcopy(config)
+    c.lm.variant = name or config.lm.variant
+    c.lm.cold_start.fraction = frac
+    if not linking:
+      for task in LINKING:
+        c.lm.tasks.weights[task] = 0.0
+      c.lm.train.best_metric = f"valid/ndcg@{max(c.lm.eval.ks)}"
+    out.append((name or "main", c))
+  return out
+
+
+def row(name, result) -> dict:
+  ev = result.get("evaluated", {})
+  pick = lambda d: {k: v for k, v in (d or {}).items() if k not in ("examples",)}
+  return {"variant": name, "weights": result.get("weights"), "train": result.get("train"),
+          **{k: pick(ev.get(k)) for k in ("text2sid_heldout", "text2sid_trained",
+                                           "sid2text_heldout", "sid2text_trained",
+                                           "valid", "test", "cold_test") if k in ev}}
+
+
+def main(argv):
+  del argv
+  import jax
+  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.eval.report import TIGER_REFERENCE
+  from lrm.lm import run
+  config = _CONFIG.value
+  start = time.perf_counter()
+  rows, results = [], {}
+  for name, c in variants(config, float(_COLD.value)):
+    t0 = time.perf_counter()
+    results = run(c)
+    key = f"lm/{c.lm.variant}" if c.lm.variant else "lm"
+    rows.append({**row(name, results[key]), "wall_s": round(time.perf_counter() - t0, 1)})
+  dataset = pathlib.Path(config.data.path).name if config.data.source == "layout" \
+      else config.data.source
+  device, slug = device_description()
+  main_row = rows[0]
+  evaluated = results.get("lm", {}).get("evaluated", {}) if rows[0]["variant"] == "main" else {}
+  record = {
+      "benchmark": "lm", "dataset": dataset, "split": "test", "model": "bilingual_sid_lm",
+      "lm_config": config.lm.to_dict(), "sid": results.get("sid"),
+      "metrics": {**{k: v for k, v in (main_row.get("test") or {}).items()
+                     if k not in ("popularity",)},
+                  "text2sid_acc@1": (main_row.get("text2sid_heldout") or {}).get("text2sid_acc@1"),
+                  "text2sid_acc@10": (main_row.get("text2sid_heldout") or {}).get(
+                      "text2sid_acc@10"),
+                  "sid2text_f1": (main_row.get("sid2text_heldout") or {}).get("sid2text_f1")},
+      "rows": rows, "retrieval_models": evaluated.get("retrieval_models"),
+      "device": device, "jax_devices": len(jax.devices()),
+      "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
+      "command": " ".join(["python", *sys.argv]),
+      "reference": TIGER_REFERENCE.get(dataset, {}),
+  }
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  out = pathlib.Path(_OUT.value) / f"lm_{dataset}_{slug}_{stamp}.json"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  atomic_write_json(out, record)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,34 @@
+"""lrm lm --config=configs/lm_beauty.py --workdir=W [--notrain] [--noevaluate] [--config.lm.FIELD=V]
+
+The bilingual SID language model: the data, embedding and SID stages run first (reused from W
+when complete, lrm.pipeline.prepare_stages), then the LM stage (lrm/lm.py): the joint
+vocabulary, packed task rows, training (resumed from W/lm[/<variant>]/checkpoints), then
+text->SID, SID->text, next-item and cold-start numbers and the after-item table. Results go to
+W/lm[/<variant>]/results.json and W/results.json.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+
+from lrm.cli.job_flags import join_job
+
+_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "lm_beauty.py"
+_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (overrides config.run_dir)")
+_TRAIN = flags.DEFINE_bool("train", True, "train (or resume) the LM")
+_EVALUATE = flags.DEFINE_bool("evaluate", True, "evaluate the trained LM")
+
+
+def main(argv):
+  del argv
+  join_job()
+  from lrm.lm import run
+  config = _CONFIG.value
+  if _WORKDIR.value:
+    config.run_dir = _WORKDIR.value
+  run(config, train=_TRAIN.value, evaluate=_EVALUATE.value)
