@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from lrm.models.decoder_only import DecoderOnly, DecoderOnlyConfig, decoder_only_loss
+from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss
 from lrm.models.tiger import Seq2Seq, Seq2SeqConfig, seq2seq_loss
 from lrm.parallel.mesh import batch_sharding, make_mesh
 from lrm.parallel.rules import sharding_context
@@ -31,7 +32,22 @@ def batches(vocab, n=3, b=16, seed=0):
   return out
 
 
+def sasrec_batches(n=3, b=16, length=8, num_items=60, seed=0):
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(n):
+    rows = rng.integers(1, num_items + 1, size=(b, length + 1)).astype(np.int32)
+    rows[: b // 2, :3] = 0   # left padding
+    targets = np.where(rows[:, :-1] > 0, rows[:, 1:], 0)
+    out.append({"inputs": rows[:, :-1], "targets": targets})
+  return out
+
+
 def build(kind, vocab):
+  if kind == "sasrec":
+    cfg = SASRecConfig(num_items=60, max_length=8, d_model=32, num_heads=4, head_dim=8,
+                       mlp_dim=64, num_layers=1, dropout=0.1)
+    return SASRec(cfg, rngs=nnx.Rngs(params=0, dropout=1)), sasrec_loss
   if kind == "tiger":
     cfg = Seq2SeqConfig.from_vocab(vocab, max_history=5, hyper=HYPER)
     return Seq2Seq(cfg, rngs=nnx.Rngs(params=0, dropout=1)), seq2seq_loss
@@ -52,7 +68,8 @@ def losses_under(shape, kind):
     state = jax.device_put(state, shardings)
   step = make_train_step(graphdef, loss_fn, seed=0, shardings=shardings)
   out = []
-  for i, batch in enumerate(batches(vocab)):
+  data = sasrec_batches() if kind == "sasrec" else batches(vocab)
+  for i, batch in enumerate(data):
     if mesh:
       batch = {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
     state, aux = step(state, batch, np.int32(i))
@@ -60,7 +77,7 @@ def losses_under(shape, kind):
   return out
 
 
-@pytest.mark.parametrize("kind", ["tiger", "decoder"])
+@pytest.mark.parametrize("kind", ["tiger", "decoder", "sasrec"])
 @pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2), (1, 4, 2)])
 def test_same_losses_under_every_mesh(shape, kind):
   if len(jax.devices()) < 8:
