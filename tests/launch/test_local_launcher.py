@@ -85,3 +85,21 @@ def test_two_processes_train_like_one(tmp_path):
   np.testing.assert_allclose([b[s]["train/loss"] for s in b], [a[s]["train/loss"] for s in a],
                              rtol=1e-5)
   np.testing.assert_allclose(views[0]["weights_checksum"], alone["weights_checksum"], rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_lrm_train_runs_as_two_processes(tmp_path):
+  """The real command: process 0 builds the artifacts, both train, process 0 writes."""
+  done = subprocess.run(
+      [sys.executable, str(LAUNCHER), "--num_processes=2", "--devices_per_process=1",
+       f"--log_dir={tmp_path / 'logs'}", "--", sys.executable, "-m", "lrm.cli.main", "train",
+       "--config", str(REPO / "configs" / "base.py") + ":runlocal", "--workdir",
+       str(tmp_path / "w"), "--config.train.num_steps=40", "--config.train.eval_every=20",
+       "--config.train.warmup_steps=5", "--config.embed.encoder=hashing"],
+      env=child_env(), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = tmp_path / "w" / "retrieval" / "tiger"
+  assert json.loads((out / "manifest.json").read_text())["summary"]["steps"] == 40
+  steps = [r["step"] for r in read_metrics(out) if "valid/ndcg@10" in r]
+  assert steps == [20, 40]
