@@ -19,9 +19,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Sibling benchmark scripts must not shadow modules (benchmarks/compression.py vs a library's
-# `import compression`, which then defines a second --out flag).
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != REPO / "benchmarks"]
 sys.path.insert(0, str(REPO))
 
 from absl import app, flags  # noqa: E402
