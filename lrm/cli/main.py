@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "world": "generate the built-in synthetic world (catalog, sequences, planted truth)",
     "data": "convert raw datasets (Amazon 2014 dumps, MovieLens, RecBole) to the standard layout; print stats",
     "embed": "encode item text (MiniLM port or hashing fallback), bring-your-own .npy, fuse modalities",
+    "finetune": "contrastive fine-tuning of the sentence encoder (FLUID: InfoNCE, false-negative masking, projection then joint)",
     "sid": "fit a SID tokenizer (RQ-KMeans, RQ-VAE, k-means) on embeddings; codes, trie input, quality report",
     "train": "train a retrieval model (TIGER seq2seq over SIDs, or the SASRec baseline), resumable",
     "evaluate": "rank all validation and test users with trained models; Recall/NDCG@K table",

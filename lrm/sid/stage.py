@@ -3,7 +3,7 @@
   DIR/codes.npy        int32 [items, levels (+1 collision level)], catalog order
   DIR/item_ids.npy     int64 [items]
   DIR/table.json       levels, codebook sizes, collision settings
-  DIR/tokenizer/       the fitted RQ-KMeans codebooks or RQ-VAE parameters (for `assign`)
+  DIR/tokenizer/       the fitted RQ-KMeans codebooks or RQ-VAE / SID-v2 parameters (for `assign`)
   DIR/report.json      the quality report
   DIR/manifest.json    written last
 
@@ -26,14 +26,16 @@ from lrm.core.errors import ConfigError, DataError
 from lrm.sid import quality as quality_lib
 from lrm.sid.table import SIDTable, with_collision_level
 
-METHODS = ("rq_kmeans", "rq_vae", "kmeans")
+METHODS = ("rq_kmeans", "rq_vae", "kmeans", "sid_v2")
+# Options of `sid.sid_v2` the stage reads itself (the others are SIDv2Config fields).
+SID_V2_STAGE_OPTIONS = ("pairs_data", "pair_window")
 TOKENIZER_DIR = "tokenizer"
 
 
 @dataclasses.dataclass(frozen=True)
 class SIDSpec:
   """How to build SIDs (the `sid` section of a config)."""
-  method: str = "rq_kmeans"       # rq_kmeans | rq_vae | kmeans (one level of cluster ids)
+  method: str = "rq_kmeans"       # rq_kmeans | rq_vae | kmeans (one level of cluster ids) | sid_v2
   levels: int = 3                 # semantic levels (ignored by kmeans: one level)
   codebook_size: int = 256        # codes per level
   codebook_sizes: tuple[int, ...] = ()  # per-level sizes (multi-resolution); overrides the two above
@@ -44,6 +46,11 @@ class SIDSpec:
   balanced: bool = False          # capacity-constrained k-means assignment
   seed: int = 0                   # root of every random choice
   rqvae: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # RQVAEConfig overrides
+  # SIDv2Config overrides (lrm/sid/sid_v2.py; the embeddings are its modality blocks
+  # concatenated, `modality_dims` says how to split them), plus `pairs_data` (a dataset folder
+  # whose leave-one-out training part gives the co-occurrence pairs when none are passed) and
+  # `pair_window` (positions apart that still count as co-consumed, default 3).
+  sid_v2: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -59,6 +66,7 @@ class SIDSpec:
       raise ConfigError("sid.batch_size", f"must be >= 0, got {self.batch_size}")
     object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
     object.__setattr__(self, "rqvae", dict(self.rqvae))
+    object.__setattr__(self, "sid_v2", dict(self.sid_v2))
 
   @property
   def sizes(self) -> tuple[int, ...]:
@@ -80,7 +88,7 @@ class SIDSpec:
 @dataclasses.dataclass(frozen=True, eq=False)
 class SIDResult:
   table: SIDTable
-  tokenizer: Any                  # RQKMeansModel or (RQVAE, RQVAEConfig)
+  tokenizer: Any                  # RQKMeansModel or (RQVAE, RQVAEConfig) or (SIDv2, SIDv2Config)
   report: dict[str, Any]
   fit_s: float
 
@@ -96,11 +104,48 @@ def _rqvae_config(spec: SIDSpec, dim: int):
     raise ConfigError(f"sid.rqvae.{e.field}", str(e).split(": ", 1)[-1]) from None
 
 
+def _sid_v2_config(spec: SIDSpec, dim: int):
+  from lrm.sid.sid_v2 import SIDv2Config
+  options = {k: v for k, v in spec.sid_v2.items() if k not in SID_V2_STAGE_OPTIONS}
+  options.setdefault("modality_dims", (dim,))
+  if sum(options["modality_dims"]) != dim:
+    raise ConfigError("sid.sid_v2.modality_dims", f"{tuple(options['modality_dims'])} sum to "
+                      f"{sum(options['modality_dims'])}, but the embeddings have {dim} columns")
+  try:
+    return SIDv2Config(**{**options, "input_dim": dim, "codebook_sizes": spec.sizes,
+                          "seed": spec.seed})
+  except TypeError as e:
+    raise ConfigError("sid.sid_v2", str(e)) from None
+  except ConfigError as e:
+    raise ConfigError(f"sid.sid_v2.{e.field}", str(e).split(": ", 1)[-1]) from None
+
+
+def cooccurrence_rows(spec: SIDSpec, item_ids: np.ndarray, cooccurrence: Any) -> np.ndarray | None:
+  """Co-occurrence pairs (int [p, 2] rows of item_ids) for sid_v2: `cooccurrence` as given
+  (pairs of rows, or training Sequences), else from `sid.sid_v2.pairs_data`'s leave-one-out
+  training part; None when neither is there."""
+  from lrm.data.types import Catalog, Sequences
+  from lrm.encoders.pairs import co_consumption_rows
+  window = int(spec.sid_v2.get("pair_window", 3))
+  catalog = Catalog(item_ids=np.asarray(item_ids))
+  if cooccurrence is None and spec.sid_v2.get("pairs_data"):
+    from lrm.data import read_dataset
+    from lrm.data.splits import leave_one_out
+    cooccurrence = leave_one_out(read_dataset(spec.sid_v2["pairs_data"]).sequences).train
+  if cooccurrence is None:
+    return None
+  if isinstance(cooccurrence, Sequences):
+    return co_consumption_rows(cooccurrence, catalog, window=window)
+  return np.asarray(cooccurrence, np.int64)
+
+
 def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
              categories: np.ndarray | None = None, mesh=None,
-             show_progress: bool = True) -> SIDResult:
+             show_progress: bool = True, cooccurrence: Any = None) -> SIDResult:
   """Fits the tokenizer, codes every item, builds the table and its quality report.
 
+  `cooccurrence` (sid_v2 only): training-part Sequences, or int [p, 2] rows of co-consumed
+  items; without it, `sid.sid_v2.pairs_data` is read when set.
   Shape: embeddings [n, d]; item_ids int [n]; categories int [n] (-1 unknown) or None.
   """
   x = np.asarray(embeddings, np.float32)
@@ -116,6 +161,18 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
                                  show_progress=show_progress)
     codes = rqvae.rqvae_assign(model, x)
     tokenizer = (model, _rqvae_config(spec, x.shape[1]))
+    target, recon = x, rqvae.rqvae_reconstruct(model, codes)
+  elif spec.method == "sid_v2":
+    from lrm.sid import rqvae, sid_v2
+    cfg = _sid_v2_config(spec, x.shape[1])
+    pairs = cooccurrence_rows(spec, item_ids, cooccurrence) if cfg.cooccurrence_weight else None
+    if cfg.cooccurrence_weight and pairs is None:
+      raise ConfigError("sid.sid_v2.cooccurrence_weight", f"is {cfg.cooccurrence_weight} but no "
+                        "co-occurrence pairs were given: set sid.sid_v2.pairs_data to the dataset "
+                        "folder, pass the training sequences, or set it to 0")
+    model, _ = sid_v2.train_sid_v2(x, cfg, pairs=pairs, mesh=mesh, show_progress=show_progress)
+    codes = rqvae.rqvae_assign(model, x)
+    tokenizer = (model, cfg)
     target, recon = x, rqvae.rqvae_reconstruct(model, codes)
   else:
     from lrm.sid import rq_kmeans
@@ -147,7 +204,7 @@ def assign_codes(tokenizer: Any, embeddings: np.ndarray) -> np.ndarray:
   from lrm.sid import rq_kmeans, rqvae
   if isinstance(tokenizer, rq_kmeans.RQKMeansModel):
     return rq_kmeans.rq_assign(tokenizer, embeddings)
-  model, _ = tokenizer
+  model, _ = tokenizer  # RQVAE or SIDv2 (an RQVAE)
   return rqvae.rqvae_assign(model, np.asarray(embeddings, np.float32))
 
 
@@ -155,13 +212,15 @@ def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
                embeddings_path: str | None = None, inputs: Any = None) -> dict[str, Any]:
   """Writes the tokenizer, report.json, then the table with the manifest last."""
   from lrm.core import artifacts
-  from lrm.sid import rq_kmeans, rqvae
+  from lrm.sid import rq_kmeans, rqvae, sid_v2
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / artifacts.MANIFEST).unlink(missing_ok=True)
   if spec.method == "rq_vae":
     model, cfg = result.tokenizer
     rqvae.save(model, cfg, out_dir / TOKENIZER_DIR)
+  elif spec.method == "sid_v2":
+    sid_v2.save(result.tokenizer[0], out_dir / TOKENIZER_DIR)
   else:
     rq_kmeans.save(result.tokenizer, out_dir / TOKENIZER_DIR, config=spec.to_dict())
   quality_lib.write_report(out_dir, result.report)
@@ -171,13 +230,16 @@ def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
 
 
 def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:
-  """The fitted tokenizer of a `sid` artifact (RQKMeansModel or (RQVAE, RQVAEConfig))."""
+  """The fitted tokenizer of a `sid` artifact (RQKMeansModel, (RQVAE, RQVAEConfig) or
+  (SIDv2, SIDv2Config))."""
   from lrm.core import artifacts
-  from lrm.sid import rq_kmeans, rqvae
+  from lrm.sid import rq_kmeans, rqvae, sid_v2
   sid_dir = pathlib.Path(sid_dir)
   method = artifacts.read_manifest(sid_dir).get("method")
   if method == "rq_vae":
     return rqvae.load(sid_dir / TOKENIZER_DIR)
+  if method == "sid_v2":
+    return sid_v2.load(sid_dir / TOKENIZER_DIR)
   return rq_kmeans.load(sid_dir / TOKENIZER_DIR)
 
 

@@ -72,3 +72,35 @@ def test_spec_errors_name_the_field(world):
   x[3, 0] = np.nan
   with pytest.raises(DataError, match="NaN"):
     stage.fit_sids(x, stage.SIDSpec(), item_ids=world.catalog.item_ids)
+
+
+def test_sid_v2_method_fits_writes_and_reloads(world, tmp_path):
+  from lrm.data import write_dataset
+  from lrm.data.splits import leave_one_out
+  x = np.concatenate([world.catalog.embeddings["visual"], world.catalog.embeddings["audio"]], 1)
+  options = {"modality_dims": (64, 32), "modality_hidden": (32,), "modality_out": 16,
+             "hidden_dims": (32,), "latent_dim": 16, "steps": 30, "batch_size": 200,
+             "cooccurrence_batch_size": 64}
+  spec = stage.SIDSpec(method="sid_v2", codebook_sizes=(16, 8), sid_v2=options)
+  train = leave_one_out(world.sequences).train
+  result = stage.fit_sids(x, spec, item_ids=world.catalog.item_ids, cooccurrence=train,
+                          categories=world.catalog.leaf_category(), show_progress=False)
+  assert result.table.codes.shape == (600, 2) and result.table.has_collision
+  assert result.report["method"] == "sid_v2"
+  manifest = stage.write_sids(tmp_path / "a", result, spec)
+  assert manifest["method"] == "sid_v2"
+  tok = stage.load_tokenizer(tmp_path / "a")
+  np.testing.assert_array_equal(stage.assign_codes(tok, x), result.table.codes)
+  # `pairs_data` reads the same pairs from a dataset folder's training part.
+  write_dataset(tmp_path / "data", world.dataset)
+  spec_path = stage.SIDSpec(method="sid_v2", sid_v2={"pairs_data": str(tmp_path / "data")})
+  from_folder = stage.cooccurrence_rows(spec_path, world.catalog.item_ids, None)
+  np.testing.assert_array_equal(
+      from_folder, stage.cooccurrence_rows(spec, world.catalog.item_ids, train))
+  assert len(from_folder) > 100
+  with pytest.raises(ConfigError, match="sid.sid_v2.modality_dims"):
+    stage.fit_sids(x, stage.SIDSpec(method="sid_v2", sid_v2={"modality_dims": (64,)}),
+                   item_ids=world.catalog.item_ids)
+  with pytest.raises(ConfigError, match="sid.sid_v2.cooccurrence_weight"):
+    stage.fit_sids(x, stage.SIDSpec(method="sid_v2", codebook_sizes=(16, 8), sid_v2=options),
+                   item_ids=world.catalog.item_ids, show_progress=False)

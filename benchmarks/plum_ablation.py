@@ -1,0 +1,277 @@
+"""PLUM's SID ablation (arXiv 2510.07784, its table of SID-v1 vs SID-v2) on Amazon Beauty / Sports.
+
+Rows (each fitted with `--seeds` seeds):
+  v1            plain RQ-VAE on the fused MiniLM embedding (title; brand; categories), 3 x 256
+  v2            SID-v2: title and brand + categories embeddings as two modalities, each its own
+                encoder and reconstruction; multi-resolution codebooks; progressive masking;
+                co-occurrence InfoNCE on items co-consumed in the leave-one-out training part
+  v2_no_multires       v2 with uniform 3 x 256 codebooks
+  v2_no_multi_input    v2 on the one fused embedding
+  v2_no_cooccurrence   v2 with cooccurrence_weight = 0
+  v1_ft, v2_ft  the same two on the contrastively fine-tuned encoder's embeddings (FLUID;
+                `--finetuned=W/encoder` from `lrm finetune`; skipped without it)
+
+Multi-resolution sizes for a 12k-item catalog: (512, 256, 128). PLUM halves the sizes with
+depth from 2048 for a corpus of many millions; here the product stays 2^24, the same capacity as
+v1's 256^3, so a difference in uniqueness comes from how codes are spread over levels, not from
+more capacity, and the first level (512 codes, ~24 items per code) is about as fine as
+TIGER's 256 on Beauty's 12,101 items is coarse.
+
+Per row and seed: uniqueness of the 3-level code before the collision level (distinct codes /
+items), fit seconds; with `--retrieval_steps` > 0 also generative retrieval (TIGER seq2seq,
+configs/<dataset>.py, the same budget for every row) Recall/NDCG@5/10 on the test split, and
+Recall@10 on test targets rare in training (<= 5 training interactions). Means and spreads
+(max - min over seeds); a difference to v1 smaller than the larger of the two spreads is
+reported as "none".
+
+  # CPU (2 cores): SID part for all rows, tiny retrieval for two rows
+  python benchmarks/plum_ablation.py --dataset=beauty --sid_steps=300 --seeds=0,1,2
+  python benchmarks/plum_ablation.py --dataset=beauty --sid_steps=300 --seeds=0 \
+      --rows=v1,v2 --retrieval_steps=100 --config_arg=cpu
+  # GPU (full)
+  python benchmarks/plum_ablation.py --dataset=beauty --finetuned=runs/finetune_beauty/encoder \
+      --sid_steps=20000 --retrieval_steps=30000 --seeds=0,1,2
+
+Writes benchmarks/results/plum_ablation_<dataset>_<device>_<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ROWS = ("v1", "v2", "v2_no_multires", "v2_no_multi_input", "v2_no_cooccurrence", "v1_ft",
+        "v2_ft")
+MULTIRES = (512, 256, 128)
+UNIFORM = (256, 256, 256)
+PLUM_REFERENCE = {  # PLUM's table (900M model, YouTube video Recall@10); theirs, not ours.
+    "v1": {"uniqueness": 0.940, "recall@10": 0.123},
+    "v2": {"uniqueness": 0.967, "recall@10": 0.144},
+    "v2_no_multires": {"uniqueness": 0.948, "recall@10": 0.132},
+    "v2_no_multi_input": {"uniqueness": 0.969, "recall@10": 0.128},
+    "v2_no_cooccurrence": {"uniqueness": 0.918, "recall@10": 0.126},
+}
+
+_DATASET = flags.DEFINE_enum("dataset", "beauty", ["beauty", "sports"], "Amazon dataset")
+_DATA_ROOT = flags.DEFINE_string("data_root", str(REPO.parent / "shared" / "data"),
+                                 "folder holding amazon_beauty / amazon_sports")
+_ENCODER = flags.DEFINE_string("encoder", "all-MiniLM-L6-v2", "base sentence encoder")
+_FINETUNED = flags.DEFINE_string("finetuned", None, "fine-tuned encoder folder (lrm finetune's "
+                                 "W/encoder); rows *_ft need it")
+_ROWS = flags.DEFINE_list("rows", list(ROWS), "rows to run")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds")
+_SID_STEPS = flags.DEFINE_integer("sid_steps", 20000, "tokenizer training steps per fit")
+_SID_BATCH = flags.DEFINE_integer("sid_batch", 1024, "tokenizer batch size")
+_COOC_WEIGHT = flags.DEFINE_float("cooccurrence_weight", 0.1, "SID-v2 co-occurrence weight")
+_WINDOW = flags.DEFINE_integer("pair_window", 3, "co-consumption window (positions)")
+_RETRIEVAL_STEPS = flags.DEFINE_integer("retrieval_steps", 0, "TIGER training steps per row "
+                                        "and seed (0: SID part only)")
+_CONFIG_ARG = flags.DEFINE_string("config_arg", "", "argument of configs/<dataset>.py (cpu)")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/plum_ablation", "embeddings cache, SID tables, "
+                               "retrieval runs")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
+
+
+def _embeddings(workdir: pathlib.Path, catalog, encoder, name: str, fields) -> np.ndarray:
+  """Encodes `fields` of every item once (cached as workdir/<name>.npy)."""
+  path = workdir / f"{name}.npy"
+  if path.exists():
+    return np.load(path)
+  x = encoder.encode(catalog.text(fields), show_progress=True).astype(np.float32)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.save(path, x)
+  return x
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
+  """(SIDSpec, input matrix) of one ablation row."""
+  from lrm.sid.stage import SIDSpec
+  ft = row.endswith("_ft")
+  fused = modalities["ft_fused" if ft else "fused"]
+  split = [modalities["ft_title" if ft else "title"], modalities["ft_brand_cat" if ft
+                                                                 else "brand_cat"]]
+  rq = {"steps": _SID_STEPS.value, "batch_size": _SID_BATCH.value}
+  if row.startswith("v1"):
+    return SIDSpec(method="rq_vae", codebook_sizes=UNIFORM, seed=seed, rqvae=rq), fused
+  v2 = {**rq, "cooccurrence_weight": _COOC_WEIGHT.value, "pair_window": _WINDOW.value}
+  sizes, x = MULTIRES, np.concatenate(split, 1)
+  if row == "v2_no_multires":
+    sizes = UNIFORM
+  if row == "v2_no_multi_input":
+    x = fused
+  if row == "v2_no_cooccurrence":
+    v2["cooccurrence_weight"] = 0.0
+  v2["modality_dims"] = (x.shape[1],) if x is fused else tuple(m.shape[1] for m in split)
+  return SIDSpec(method="sid_v2", codebook_sizes=sizes, seed=seed, sid_v2=v2), x
+
+
+def _rare_recall(predictions: pathlib.Path, split, train_counts: dict[int, int],
+                 k: int = 10) -> dict[str, float]:
+  ranked = {}
+  with open(predictions) as f:
+    for line in f:
+      rec = json.loads(line)
+      ranked[int(rec["user"])] = rec["items"][:k]
+  hits, total = 0, 0
+  for user, target in zip(split.test.user_ids, split.test.targets):
+    if train_counts.get(int(target), 0) <= 5:
+      total += 1
+      hits += int(int(target) in ranked.get(int(user), []))
+  return {f"rare_recall@{k}": hits / total if total else float("nan"), "rare_users": total}
+
+
+def _retrieval(config, run_dir: pathlib.Path, dataset, sid_dir: pathlib.Path,
+               split) -> dict[str, Any]:
+  from lrm import retrieval
+  from lrm.parallel.mesh import mesh_from_config
+  prep = retrieval.prepare(config, dataset, sid_dir)
+  mesh = mesh_from_config(config.mesh)
+  train = retrieval.train_model(config, run_dir, prep, "tiger", mesh=mesh)
+  record = retrieval.evaluate_model(config, run_dir, prep, "tiger")
+  counts = dict(zip(*np.unique(split.train.items, return_counts=True)))
+  rare = _rare_recall(retrieval.model_dir(run_dir, "tiger") / "predictions_test.jsonl", split,
+                      {int(k): int(v) for k, v in counts.items()})
+  return {"test": record["test"], **rare, "train_steps": train.get("steps"),
+          "train_wall_s": train.get("train_wall_s")}
+
+
+def _summarise(per_seed: dict[str, list[dict]]) -> dict[str, Any]:
+  """Mean and spread (max - min) per metric, and differences to v1 beyond the spread."""
+  summary: dict[str, Any] = {}
+  for row, runs in per_seed.items():
+    metrics: dict[str, list[float]] = {}
+    for run in runs:
+      flat = {"uniqueness": run["uniqueness"], "fit_s": run["fit_s"]}
+      if "retrieval" in run:
+        flat.update({k: v for k, v in run["retrieval"]["test"].items()
+                     if k.startswith(("recall@", "ndcg@"))})
+        flat["rare_recall@10"] = run["retrieval"]["rare_recall@10"]
+      for k, v in flat.items():
+        metrics.setdefault(k, []).append(float(v))
+    summary[row] = {k: {"mean": float(np.mean(v)), "spread": float(np.max(v) - np.min(v)),
+                        "n": len(v)} for k, v in metrics.items()}
+  base = summary.get("v1")
+  for row, s in summary.items():
+    if base is None or row == "v1":
+      continue
+    for k, m in s.items():
+      if k in base and k != "fit_s":
+        diff = m["mean"] - base[k]["mean"]
+        noise = max(m["spread"], base[k]["spread"])
+        m["vs_v1"] = "none" if abs(diff) <= noise or m["n"] < 2 else round(diff, 4)
+  return summary
+
+
+def main(argv):
+  del argv
+  import jax
+
+  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.config import load_config
+  from lrm.core.errors import ConfigError
+  from lrm.data import read_dataset
+  from lrm.data.splits import leave_one_out
+  from lrm.encoders import load_encoder
+  from lrm.sid import stage
+
+  start = time.perf_counter()
+  rows = [r for r in _ROWS.value if r]
+  for r in rows:
+    if r not in ROWS:
+      raise ConfigError("rows", f"unknown row {r!r}; known: {ROWS}")
+  if any(r.endswith("_ft") for r in rows) and not _FINETUNED.value:
+    print("no --finetuned encoder: skipping rows", [r for r in rows if r.endswith("_ft")])
+    rows = [r for r in rows if not r.endswith("_ft")]
+  name = f"amazon_{_DATASET.value}"
+  data_dir = pathlib.Path(_DATA_ROOT.value) / name
+  workdir = pathlib.Path(_WORKDIR.value) / name
+  dataset = read_dataset(data_dir)
+  catalog = dataset.catalog
+  split = leave_one_out(dataset.sequences)
+  train_rows = stage.cooccurrence_rows(stage.SIDSpec(sid_v2={"pair_window": _WINDOW.value}),
+                                       catalog.item_ids, split.train)
+
+  base = load_encoder(_ENCODER.value)
+  modalities = {"fused": _embeddings(workdir, catalog, base, "fused",
+                                     ("title", "brand", "categories")),
+                "title": _embeddings(workdir, catalog, base, "title", ("title",)),
+                "brand_cat": _embeddings(workdir, catalog, base, "brand_cat",
+                                         ("brand", "categories"))}
+  if _FINETUNED.value:
+    from lrm.encoders.contrastive import load_finetuned
+    ft = load_finetuned(_FINETUNED.value)
+    modalities.update(
+        ft_fused=_embeddings(workdir, catalog, ft, "ft_fused", ("title", "brand", "categories")),
+        ft_title=_embeddings(workdir, catalog, ft, "ft_title", ("title",)),
+        ft_brand_cat=_embeddings(workdir, catalog, ft, "ft_brand_cat", ("brand", "categories")))
+  modalities = {k: _normalise(v) for k, v in modalities.items()}
+  categories = catalog.leaf_category("categories")
+
+  config = None
+  if _RETRIEVAL_STEPS.value > 0:
+    config = load_config(REPO / "configs" / f"{_DATASET.value}.py", _CONFIG_ARG.value or None)
+    config.data.path = str(data_dir)
+    config.train.num_steps = _RETRIEVAL_STEPS.value
+    config.train.eval_every = _RETRIEVAL_STEPS.value
+    config.train.checkpoint_every = _RETRIEVAL_STEPS.value
+    config.train.warmup_steps = min(int(config.train.warmup_steps), _RETRIEVAL_STEPS.value // 10)
+
+  per_seed: dict[str, list[dict]] = {}
+  for row in rows:
+    for seed in (int(s) for s in _SEEDS.value):
+      spec, x = _row_spec(row, seed, modalities)
+      result = stage.fit_sids(x, spec, item_ids=catalog.item_ids, categories=categories,
+                              cooccurrence=train_rows if spec.method == "sid_v2" else None,
+                              show_progress=False)
+      codes = result.table.codes
+      run = {"seed": seed, "fit_s": round(result.fit_s, 2),
+             "uniqueness": len(np.unique(codes, axis=0)) / len(codes),
+             "codebook_sizes": list(spec.sizes),
+             "quality": stage.summary(result.report)}
+      sid_dir = workdir / row / f"seed{seed}" / "sid"
+      stage.write_sids(sid_dir, result, spec)
+      if config is not None:
+        config.seed = seed
+        run["retrieval"] = _retrieval(config, workdir / row / f"seed{seed}", dataset, sid_dir,
+                                      split)
+      per_seed.setdefault(row, []).append(run)
+      print(row, seed, {k: v for k, v in run.items() if k in ("uniqueness", "fit_s")},
+            run.get("retrieval", {}).get("test", {}).get("recall@10"), flush=True)
+
+  device, slug = device_description()
+  record = {
+      "benchmark": "plum_ablation", "dataset": name, "split": "test",
+      "rows": rows, "seeds": [int(s) for s in _SEEDS.value],
+      "sid_steps": _SID_STEPS.value, "sid_batch": _SID_BATCH.value,
+      "multires_sizes": list(MULTIRES), "uniform_sizes": list(UNIFORM),
+      "cooccurrence_weight": _COOC_WEIGHT.value, "pair_window": _WINDOW.value,
+      "cooccurrence_pairs": int(len(train_rows)),
+      "retrieval_steps": _RETRIEVAL_STEPS.value, "config_arg": _CONFIG_ARG.value,
+      "finetuned": _FINETUNED.value,
+      "per_seed": per_seed, "summary": _summarise(per_seed),
+      "device": device, "jax_version": jax.__version__, "jax_devices": len(jax.devices()),
+      "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
+      "command": " ".join(["python", *sys.argv]),
+      "reference": {"plum": PLUM_REFERENCE},
+  }
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  out = pathlib.Path(_OUT.value) / f"plum_ablation_{name}_{slug}_{stamp}.json"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  atomic_write_json(out, record)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
