@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sid": "fit a SID tokenizer (RQ-KMeans, RQ-VAE, k-means) on embeddings; codes, trie input, quality report",
     "train": "train a retrieval model (TIGER seq2seq over SIDs, or the SASRec baseline), resumable",
     "evaluate": "rank all validation and test users with trained models; Recall/NDCG@K table",
+    "rank": "ranking on a cold-start item split: ID / early / late-fusion SID rankers, multi-task AUC and GAUC on warm and cold items",
     "lm": "the bilingual SID language model: joint vocabulary, text<->SID + next/masked item tasks, train, evaluate, after-item table",
     "rounds": "continuous pretraining over dated snapshots of a growing catalog (SID refresh, churn, freshness)",
     "run": "the main job: every stage above, end to end, from one config (default: synthetic world)",

@@ -1,0 +1,183 @@
+"""ID-free ranking on the synthetic world's cold-start split (issue 8's targets), on CPU.
+
+  python benchmarks/ranking.py                    # ~10 min on 2 CPU cores
+  python benchmarks/ranking.py --train_steps=300        # a quick look
+
+Measures: ID / early-fusion / late-fusion rankers on warm and cold candidates (click AUC, GAUC);
+staged warmup from an ID-carrying checkpoint (loss and AUC through the transition); the
+two-tower with and without k-means cluster IDs (cold coverage, cold Recall@K); static vs
+static + dynamic SIDs on the live rooms' slice-dependent follow signal. Writes one JSON under
+benchmarks/results/ with device, commit and command.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from lrm.core import artifacts
+from lrm.data.synthetic import WorldConfig, make_world
+from lrm.models import two_tower as tt
+from lrm.models.ranker import Ranker, ranker_arrays, warmup_train
+from lrm.ranking import (evaluate_ranker, fit_codes, item_content, prepare, ranker_config,
+                         ranking_defaults, run_variants, train_ranker)
+from lrm.sid.rq_kmeans import cluster_ids_fit, rq_assign
+from lrm.sid.table import majority_vote
+from lrm.tasks.ranking import room_examples
+
+_STEPS = flags.DEFINE_integer("train_steps", 1500, "training steps per ranker")
+_SEED = flags.DEFINE_integer("seed", 0, "seed")
+_DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "beauty"],
+                             "synthetic world (every measurement) or Amazon Beauty (no rooms)")
+_BEAUTY = flags.DEFINE_string("beauty_path", "/work/shared/data/amazon_beauty",
+                              "Beauty in the standard layout")
+_OUT = flags.DEFINE_string("out", "", "results JSON (default benchmarks/results/ranking_...)")
+
+
+def _lift_kept(r) -> float:
+  warm, cold = r["warm"]["click/auc"], r["cold"]["click/auc"]
+  return (cold - 0.5) / max(warm - 0.5, 1e-9)
+
+
+def main(argv):
+  del argv
+  start = time.perf_counter()
+  seed, steps = _SEED.value, _STEPS.value
+  section = ranking_defaults()
+  section.num_steps = steps
+  if _DATASET.value == "synthetic":
+    world = make_world(WorldConfig(seed=seed, num_rooms=300, room_slices=48))
+    dataset = world.dataset
+  else:
+    from lrm.data.layout import read_dataset
+    world, dataset = None, read_dataset(_BEAUTY.value)
+    section.codebook_sizes = (32, 32, 32)
+    section.max_train_events = 100000
+  split, codes = prepare(section, dataset, seed)
+  results = {"variants": run_variants(section, split, codes, seed=seed)}
+  v = results["variants"]
+  best_warm = max(r["warm"]["click/auc"] for r in v.values())
+  early_cold = max(v[k]["cold"]["click/auc"] for k in ("replace", "concat", "gate"))
+  checks = {
+      "id_cold_auc_near_chance": abs(v["id"]["cold"]["click/auc"] - 0.5) < 0.03,
+      "late_keeps_80pct_lift": _lift_kept(v["late"]) >= 0.8,
+      "late_ge_early_on_cold": v["late"]["cold"]["click/auc"] >= early_cold,
+      "late_within_1pct_of_best_warm": v["late"]["warm"]["click/auc"] >= best_warm - 0.01}
+  results["late_lift_kept"] = _lift_kept(v["late"])
+
+  # Staged warmup: an ID-carrying late ranker, then the ID retired over `steps` steps.
+  tasks = split.train.tasks
+  arrays = ranker_arrays(split.train, codes, tasks)
+  model = Ranker(ranker_config(section, "late", split.num_items, tasks, candidate_id=True),
+                 rngs=nnx.Rngs(seed))
+  train_ranker(model, arrays, num_steps=steps, batch_size=256, learning_rate=2e-3, seed=seed)
+  evaluate = lambda m: {
+      "warm_auc_id": evaluate_ranker(m, split.warm, codes, id_keep=1.0)["click/auc"],
+      "warm_auc_no_id": evaluate_ranker(m, split.warm, codes, id_keep=0.0)["click/auc"],
+      "cold_auc_no_id": evaluate_ranker(m, split.cold, codes, id_keep=0.0)["click/auc"]}
+  before = evaluate(model)
+  curve = warmup_train(model, arrays, num_steps=steps, hold_steps=steps // 5,
+                       decay_steps=steps // 2, batch_size=256, learning_rate=1e-3, seed=seed,
+                       eval_every=max(steps // 6, 1), evaluate_fn=evaluate)
+  results["warmup"] = {"before": before, "curve": curve}
+
+  # Two-tower: ID only vs cluster IDs (+ content).
+  content = item_content(dataset.catalog)
+  clusters = cluster_ids_fit(content, 64, key=jax.random.key(seed), iters=20).codes[:, 0]
+  pos = split.train.labels["click"] > 0
+  hist, target = split.train.history[pos], split.train.candidate[pos]
+  known = np.isin(np.arange(split.num_items), np.r_[target, hist[hist >= 0]])
+  wpos, cpos = split.warm.labels["click"] > 0, split.cold.labels["click"] > 0
+  towers = {"id_only": dict(use_item_id=True, use_content=False),
+            "cluster_ids": dict(num_clusters=64, use_content=False),
+            "cluster_ids+content": dict(num_clusters=64),
+            "cluster_ids+content+id": dict(num_clusters=64, use_item_id=True)}
+  results["two_tower"] = {}
+  for name, kw in towers.items():
+    cfg = tt.TwoTowerConfig(num_items=split.num_items, content_dim=content.shape[1], **kw)
+    m = tt.TwoTower(cfg, content, clusters, id_known=known, rngs=nnx.Rngs(seed))
+    loss = tt.train_two_tower(m, hist, target, num_steps=steps, batch_size=256,
+                              learning_rate=3e-3, seed=seed)
+    top_warm = tt.top_k(m, split.warm.history[wpos], 20)
+    top_cold = tt.top_k(m, split.cold.history[cpos], 20)
+    results["two_tower"][name] = {
+        "loss": loss, "cold_coverage@20": tt.cold_coverage(top_warm, split.cold_rows),
+        "cold_recall@20": tt.recall_at_k(top_cold, split.cold.candidate[cpos]),
+        "warm_recall@20": tt.recall_at_k(top_warm, split.warm.candidate[wpos])}
+  checks["cluster_ids_raise_cold_coverage"] = (
+      results["two_tower"]["cluster_ids"]["cold_coverage@20"]
+      > results["two_tower"]["id_only"]["cold_coverage@20"])
+
+  results["dynamic"] = {}
+  if world is not None:
+    _dynamic(world, section, split, content, results, checks, steps, seed)
+  kind, device = artifacts.device_description()
+  record = {"benchmark": "ranking", "dataset": dataset.name, "split": "cold_start_items_10pct",
+            "metrics": results, "checks": checks, "steps": steps,
+            "counts": {"train": len(split.train), "warm": len(split.warm),
+                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+            "device": f"{kind}: {device}", "wall_s": time.perf_counter() - start,
+            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
+  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
+                     f"ranking_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+  artifacts.atomic_write_json(out, record)
+  print(json.dumps({"checks": checks, "variants": {k: {"warm": x["warm"]["click/auc"],
+                                                       "cold": x["cold"]["click/auc"]}
+                                                   for k, x in v.items()},
+                    "two_tower": results["two_tower"], "dynamic": results["dynamic"],
+                    "warmup_last": curve[-1]}, indent=1, default=float))
+  print("wrote", out)
+
+
+def _dynamic(world, section, split, content, results, checks, steps, seed) -> None:
+  """Static vs static + dynamic SIDs on the live rooms' slice-dependent signals."""
+  # Slice codes from the items' RQ-KMeans (one code space), room code by majority vote.
+  t = world.truth
+  rq = fit_codes(content, section.codebook_sizes, seed=seed, iters=20)
+  r, s = t.room_slice_topics.shape
+  slice_emb = np.concatenate([t.room_slice_embeddings[m] for m in sorted(t.room_slice_embeddings)],
+                             axis=2).reshape(r * s, -1)
+  slice_codes = rq_assign(rq, slice_emb).reshape(r, s, -1)
+  room_codes = majority_vote(slice_codes.reshape(r * s, -1), np.repeat(np.arange(r), s),
+                             num_parents=r)
+  last = world.sequences.offsets[1:] - 1
+  rooms = room_examples(world.sequences, world.catalog, leaf_path=t.leaf_path,
+                        user_interest=t.event_interest[last], room_slice_topics=t.room_slice_topics,
+                        num_examples=100000, seed=seed)
+  users = np.unique(rooms.user)
+  test_users = np.random.default_rng(seed).choice(users, len(users) // 5, replace=False)
+  is_test = np.isin(rooms.user, test_users)
+  train_rooms, test_rooms = rooms.take(np.flatnonzero(~is_test)), rooms.take(np.flatnonzero(is_test))
+  sizes = tuple(section.codebook_sizes)
+  for name, families, cand, shared in (
+      ("static", (("room", sizes),), {"room": room_codes}, True),
+      ("static+dynamic", (("room", sizes), ("slice", sizes)),
+       {"room": room_codes, "slice": slice_codes}, True),
+      ("static/own_tables", (("room", sizes),), {"room": room_codes}, False),
+      ("static+dynamic/own_tables", (("room", sizes), ("slice", sizes)),
+       {"room": room_codes, "slice": slice_codes}, False)):
+    cfg = ranker_config(section, "late", split.num_items, ("follow", "watch_time"),
+                        candidate_families=families, shared_tables=shared)
+    m = Ranker(cfg, rngs=nnx.Rngs(seed))
+    arr = ranker_arrays(train_rooms, rq.codes, cfg.tasks, candidate_codes=cand)
+    train_ranker(m, arr, num_steps=steps, batch_size=256, learning_rate=2e-3, seed=seed)
+    results["dynamic"][name] = evaluate_ranker(m, test_rooms, rq.codes, candidate_codes=cand)
+  checks["dynamic_sids_raise_follow_auc"] = (
+      results["dynamic"]["static+dynamic"]["follow/auc"]
+      > results["dynamic"]["static"]["follow/auc"])
+  checks["dynamic_sids_raise_follow_auc/own_tables"] = (
+      results["dynamic"]["static+dynamic/own_tables"]["follow/auc"]
+      > results["dynamic"]["static/own_tables"]["follow/auc"])
+
+  results["room_counts"] = {"train": len(train_rooms), "test": len(test_rooms)}
+
+
+if __name__ == "__main__":
+  app.run(main)

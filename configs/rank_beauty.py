@@ -1,0 +1,27 @@
+"""Ranking on Amazon Beauty's cold-start item split (lrm/ranking.py); item content from the
+hashing text encoder when the dataset has no embeddings.
+
+  lrm rank --config=configs/rank_beauty.py --workdir=runs/rank_beauty
+  lrm rank --config=configs/rank_beauty.py:runlocal           # a quick look
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from lrm.core.config import load_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+  from lrm.ranking import ranking_defaults
+  options = parse_arg(arg, runlocal=False)
+  here = pathlib.Path(__file__).resolve().parent
+  config = load_config(here / "beauty.py", "cpu")
+  config.run_dir = "runs/rank_beauty"
+  config.ranking = ranking_defaults()
+  config.ranking.codebook_sizes = (32, 32, 32)
+  config.ranking.max_train_events = 100000
+  if options.runlocal:
+    config.ranking.num_steps = 100
+    config.ranking.max_train_events = 5000
+  return config

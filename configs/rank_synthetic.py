@@ -1,0 +1,25 @@
+"""Ranking on the synthetic world's cold-start item split (lrm/ranking.py).
+
+  lrm rank --config=configs/rank_synthetic.py --workdir=runs/rank_synthetic
+  lrm rank --config=configs/rank_synthetic.py:runlocal       # a quick look
+  lrm rank --config=configs/rank_synthetic.py --config.ranking.variants="('id','late')"
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from lrm.core.config import load_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+  from lrm.ranking import ranking_defaults
+  options = parse_arg(arg, runlocal=False)
+  here = pathlib.Path(__file__).resolve().parent
+  config = load_config(here / "base.py", "runlocal" if options.runlocal else "")
+  config.run_dir = "runs/rank_synthetic"
+  config.ranking = ranking_defaults()
+  if options.runlocal:
+    config.ranking.num_steps = 100
+    config.ranking.eval_negatives = 5
+  return config

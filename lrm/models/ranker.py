@@ -1,0 +1,378 @@
+"""A multi-task transformer ranker over tokenized features: ID, early-fusion and late-fusion.
+
+The input is a short token sequence: the user's history items (one token each, with a position
+embedding), the candidate's tokens, and a learned readout token whose final state feeds one
+output per task (logits of binary tasks such as click / like / follow / order; values of
+regression tasks such as watch time or rating). Variants (`RankerConfig.variant`):
+
+- "id": item-ID embeddings for history and candidate (the classic ranker; a cold item's row
+  was never trained, so it scores cold candidates at about chance);
+- early fusion of ID and SID into one vector per item, history and candidate alike:
+  "replace" (the summed prefix n-gram SID embedding instead of the ID), "concat" ([id, sid]
+  projected to d), "gate" (a learned sigmoid gate between the two);
+- "late" (FLUID): no candidate ID; each (code family, level) prefix embedding of the candidate
+  is its own token (e.g. the room's majority-vote code and the current slice's code as separate
+  tokens, each marked by a learned token-type embedding), history through summed SID
+  embeddings. Families in the items' code space read the items' prefix tables by default
+  (`shared_tables`), or get their own tables (FLUID's separate slice and room tables). `candidate_id=True` adds the candidate ID as
+  one more token that the staged warmup (`warmup_train`) retires: its presence is drawn per
+  example with a probability that decays to 0.
+
+Loss (`ranker_loss`): per task a masked mean (binary cross-entropy or squared error) over the
+examples whose label is known, weighted by `task_weights`. Batches are dicts made by
+`ranker_arrays`: hist_id [b, h] (-1 pads), hist_sid [b, h, c], cand_id [b],
+cand_sid/<family> [b, c], label/<task> and mask/<task> [b], optionally id_keep [b].
+
+Shape letters: b batch, h history length, c SID level, n candidate tokens, d width, t tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from lrm.core.errors import ConfigError
+from lrm.models.layers import (DEFAULT_INIT, Block, embedding, key_mask, padded_rows, param,
+                               rms_norm, sharding_scope)
+from lrm.models.sid_features import CodeFamily, PrefixNGramEmbedding
+from lrm.tasks.ranking import BINARY_TASKS, TASKS, RankingData
+
+VARIANTS = ("id", "replace", "concat", "gate", "late")
+_USES_ID = ("id", "concat", "gate")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerConfig:
+  """Ranker options; validated on construction (ConfigError names the field)."""
+  variant: str
+  num_items: int                              # rows of the item-ID table
+  item_codebook_sizes: tuple[int, ...] = ()   # the items' SID family (history, early fusion)
+  # Candidate code families of the late variant: name -> codebook sizes ("item" for items;
+  # "room" and "slice" for live rooms). Empty: the item family.
+  candidate_families: tuple[tuple[str, tuple[int, ...]], ...] = ()
+  candidate_id: bool = False                  # late: also a candidate-ID token (warmup)
+  tasks: tuple[str, ...] = ("click",)
+  task_weights: tuple[float, ...] = ()        # empty = 1 per task
+  max_history: int = 20
+  d: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout: float = 0.1
+  max_rows: int = 1 << 16                     # prefix n-gram tables hash beyond this many rows
+  # late: candidate families whose codebooks equal the items' read the items' prefix tables
+  # (a candidate's code and a history item's code meet in one space); False = a table set per
+  # family (FLUID's separate slice and room tables).
+  shared_tables: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "item_codebook_sizes", tuple(self.item_codebook_sizes))
+    object.__setattr__(self, "candidate_families",
+                       tuple((str(n), tuple(s)) for n, s in self.candidate_families))
+    object.__setattr__(self, "tasks", tuple(self.tasks))
+    object.__setattr__(self, "task_weights", tuple(float(w) for w in self.task_weights))
+    if self.variant not in VARIANTS:
+      raise ConfigError("variant", f"must be one of {list(VARIANTS)}, got {self.variant!r}")
+    if self.variant != "id" and not self.item_codebook_sizes:
+      raise ConfigError("item_codebook_sizes", f"variant {self.variant!r} needs SID codebooks")
+    if self.candidate_id and self.variant != "late":
+      raise ConfigError("candidate_id", "only the late variant takes a separate ID token")
+    if self.num_items < 1:
+      raise ConfigError("num_items", f"must be >= 1, got {self.num_items}")
+    if not self.tasks or any(t not in TASKS for t in self.tasks):
+      raise ConfigError("tasks", f"must be a non-empty subset of {list(TASKS)}, got "
+                        f"{list(self.tasks)}")
+    if self.task_weights and (len(self.task_weights) != len(self.tasks)
+                              or min(self.task_weights) < 0):
+      raise ConfigError("task_weights", f"need {len(self.tasks)} non-negative weights, got "
+                        f"{list(self.task_weights)}")
+    for name in ("max_history", "d", "num_layers", "num_heads", "mlp_dim"):
+      if int(getattr(self, name)) < 1:
+        raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+    if self.d % self.num_heads:
+      raise ConfigError("num_heads", f"{self.num_heads} does not divide d={self.d}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+
+  @property
+  def weights(self) -> tuple[float, ...]:
+    return self.task_weights or (1.0,) * len(self.tasks)
+
+  @property
+  def families(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return self.candidate_families or (("item", self.item_codebook_sizes),)
+
+
+class Ranker(nnx.Module):
+  """The ranker (module docstring)."""
+
+  def __init__(self, cfg: RankerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d = cfg.d
+    with sharding_scope():
+      self.item_id = (embedding(padded_rows(cfg.num_items), d, dtype=jnp.float32, rngs=rngs)
+                      if cfg.variant in _USES_ID or cfg.candidate_id else None)
+      self.item_sid = (PrefixNGramEmbedding(
+          [CodeFamily("item", cfg.item_codebook_sizes, max_rows=cfg.max_rows)], d,
+          combine="tokens", rngs=rngs) if cfg.variant != "id" else None)
+      own = [(n, s) for n, s in cfg.families if not self._shares(s)]
+      self.candidate_sid = (PrefixNGramEmbedding(
+          [CodeFamily(n, s, max_rows=cfg.max_rows) for n, s in own], d,
+          combine="tokens", rngs=rngs) if cfg.variant == "late" and own else None)
+      num_tokens = sum(len(s) for _, s in cfg.families) + int(cfg.candidate_id)
+      # Which candidate token is which (family, level), since tables may be shared.
+      self.token_type = embedding(num_tokens, d, names=(None, "embed"), dtype=jnp.float32,
+                                  rngs=rngs)
+      self.fuse = (nnx.Linear(2 * d, d, use_bias=cfg.variant == "gate",
+                              kernel_init=param(DEFAULT_INIT, ("mlp", "embed")), rngs=rngs)
+                   if cfg.variant in ("concat", "gate") else None)
+      self.position = embedding(cfg.max_history, d, names=(None, "embed"), dtype=jnp.float32,
+                                rngs=rngs)
+      # Segment embeddings: 0 history, 1 candidate, 2 readout.
+      self.segment = embedding(3, d, names=(None, "embed"), dtype=jnp.float32, rngs=rngs)
+      self.blocks = nnx.List([
+          Block(d, cfg.num_heads, d // cfg.num_heads, cfg.mlp_dim, cross=False,
+                activation="gelu", dropout=cfg.dropout, dtype=jnp.float32,
+                attention_impl=None, rngs=rngs) for _ in range(cfg.num_layers)])
+      self.norm = rms_norm(d, dtype=jnp.float32, rngs=rngs)
+      self.heads = nnx.Linear(d, len(cfg.tasks),
+                              kernel_init=param(DEFAULT_INIT, ("embed", None)), rngs=rngs)
+
+  def _shares(self, sizes: tuple[int, ...]) -> bool:
+    return self.cfg.shared_tables and tuple(sizes) == self.cfg.item_codebook_sizes
+
+  def _item_vectors(self, ids: jax.Array, codes: jax.Array | None) -> jax.Array:
+    """One vector per item (history, or an early-fusion candidate). Shape: ids [...] -> [..., d]."""
+    v = self.cfg.variant
+    id_vec = self.item_id(jnp.maximum(ids, 0)) if self.item_id is not None and v in _USES_ID \
+        else None
+    sid_vec = self.item_sid(codes).sum(-2) if self.item_sid is not None else None
+    if v == "id":
+      return id_vec
+    if v in ("replace", "late"):
+      return sid_vec
+    both = jnp.concatenate([id_vec, sid_vec], axis=-1)
+    if v == "concat":
+      return self.fuse(both)
+    gate = jax.nn.sigmoid(self.fuse(both))
+    return gate * id_vec + (1 - gate) * sid_vec
+
+  def __call__(self, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Outputs per task: logits (binary tasks) or values (regression). Shape: -> [b, t]."""
+    cfg = self.cfg
+    hist_id = batch["hist_id"]
+    b, h = hist_id.shape
+    if h > cfg.max_history:
+      raise ConfigError("hist_id", f"history length {h} > max_history {cfg.max_history}")
+    hist_valid = hist_id >= 0
+    hist = self._item_vectors(hist_id, batch.get("hist_sid"))
+    hist = hist + self.position.embedding[...][cfg.max_history - h:][None] + \
+        self.segment(jnp.zeros((), jnp.int32))
+    hist = jnp.where(hist_valid[..., None], hist, 0.0)
+    if cfg.variant == "late":
+      own, parts = {}, []
+      for name, sizes in cfg.families:
+        key = f"cand_sid/{name}"
+        if key not in batch:
+          raise ConfigError("batch", f"missing '{key}' for the late variant")
+        if self._shares(sizes):
+          parts.append(self.item_sid(batch[key]))
+        else:
+          own[name] = batch[key]
+      if own:
+        parts.append(self.candidate_sid(own))
+      cand = jnp.concatenate(parts, axis=1)                            # [b, n, d]
+      cand_valid = jnp.ones(cand.shape[:2], bool)
+      if cfg.candidate_id:
+        id_tok = self.item_id(batch["cand_id"])[:, None]
+        keep = batch.get("id_keep")
+        keep = jnp.ones((b,), jnp.float32) if keep is None else keep.astype(jnp.float32)
+        cand = jnp.concatenate([cand, id_tok * keep[:, None, None]], axis=1)
+        cand_valid = jnp.concatenate([cand_valid, keep[:, None] > 0], axis=1)
+    else:
+      cand = self._item_vectors(batch["cand_id"], batch.get("cand_sid/item"))[:, None]
+      cand_valid = jnp.ones((b, 1), bool)
+    cand = cand + self.segment(jnp.ones((), jnp.int32))
+    if cfg.variant == "late":
+      cand = cand + self.token_type.embedding[...][None]
+    readout = jnp.broadcast_to(self.segment(jnp.full((), 2, jnp.int32)), (b, 1, cfg.d))
+    x = jnp.concatenate([hist, cand, readout], axis=1)
+    mask = key_mask(jnp.concatenate([hist_valid, cand_valid, jnp.ones((b, 1), bool)], axis=1))
+    for block in self.blocks:
+      x = block(x, mask=mask)
+    return self.heads(self.norm(x[:, -1])).astype(jnp.float32)
+
+
+def task_losses(outputs: jax.Array, batch: Mapping[str, jax.Array], tasks: Sequence[str]
+                ) -> dict[str, jax.Array]:
+  """Per task, the masked mean loss (BCE on logits, or squared error); 0 with no label.
+
+  Shape: outputs [b, t]; label/<task>, mask/<task> [b].
+  """
+  out = {}
+  for i, task in enumerate(tasks):
+    y = batch[f"label/{task}"].astype(jnp.float32)
+    m = batch[f"mask/{task}"].astype(jnp.float32)
+    if task in BINARY_TASKS:
+      per = optax.sigmoid_binary_cross_entropy(outputs[:, i], y)
+    else:
+      per = jnp.square(outputs[:, i] - y)
+    out[task] = jnp.sum(per * m) / jnp.maximum(jnp.sum(m), 1.0)
+  return out
+
+
+def ranker_loss(model: Ranker, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict]:
+  """The weighted multi-task loss (the trainer's `loss_fn`)."""
+  losses = task_losses(model(batch), batch, model.cfg.tasks)
+  loss = sum(w * losses[t] for t, w in zip(model.cfg.tasks, model.cfg.weights))
+  return loss, {"loss": loss, **{f"loss/{t}": v for t, v in losses.items()}}
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs and predictions
+
+
+def ranker_arrays(data: RankingData, item_codes: np.ndarray, tasks: Sequence[str], *,
+                  candidate_codes: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """The batch arrays of `data` for the ranker.
+
+  `item_codes`: int [items, c], the SID of each catalog row (history, and item candidates).
+  `candidate_codes`: family -> int [candidates, c] or, for per-slice families, [candidates,
+  slices, c] indexed by `data.slice`; default: {"item": item_codes}. Missing tasks in `data`
+  get a zero mask.
+  """
+  item_codes = np.asarray(item_codes, np.int32)
+  hist = data.history
+  hist_sid = np.where(hist[..., None] >= 0, item_codes[np.maximum(hist, 0)], -1)
+  out = {"hist_id": hist.astype(np.int32), "hist_sid": hist_sid.astype(np.int32),
+         "cand_id": data.candidate.astype(np.int32)}
+  for name, codes in (candidate_codes or {"item": item_codes}).items():
+    codes = np.asarray(codes, np.int32)
+    if codes.ndim == 3:
+      if (data.slice < 0).any():
+        raise ConfigError(f"candidate_codes.{name}", "per-slice codes need data.slice >= 0")
+      out[f"cand_sid/{name}"] = codes[data.candidate, data.slice]
+    else:
+      out[f"cand_sid/{name}"] = codes[data.candidate]
+  n = len(data)
+  for task in tasks:
+    out[f"label/{task}"] = data.labels.get(task, np.zeros(n, np.float32)).astype(np.float32)
+    out[f"mask/{task}"] = data.masks.get(task, np.zeros(n, np.float32)).astype(np.float32)
+  return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, batch):
+  return nnx.merge(graphdef, state)(batch)
+
+
+def predict(model: Ranker, arrays: Mapping[str, np.ndarray], *, batch_size: int = 1024,
+            id_keep: float | None = None) -> np.ndarray:
+  """Outputs for every row (eval mode; the last batch padded to a full one).
+
+  `id_keep`: for a model with a candidate-ID token, 1.0 keeps it, 0.0 removes it.
+  Shape: -> float32 [n, t].
+  """
+  model.eval()
+  graphdef, state = nnx.split(model)
+  keys = [k for k in arrays if not k.startswith(("label/", "mask/"))]
+  n = len(arrays["cand_id"])
+  out = []
+  for start in range(0, n, batch_size):
+    batch = {k: arrays[k][start:start + batch_size] for k in keys}
+    m = len(batch["cand_id"])
+    if m < batch_size and n > batch_size:
+      batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - m, axis=0)])
+               for k, v in batch.items()}
+    if id_keep is not None:
+      batch["id_keep"] = np.full(len(batch["cand_id"]), id_keep, np.float32)
+    out.append(np.asarray(_forward(graphdef, state, batch))[:m])
+  return np.concatenate(out)
+
+
+# ------------------------------------------------------------------------------------------
+# Staged warmup: retiring the candidate ID during incremental training
+
+
+def id_keep_probability(step: Any, *, hold_steps: int, decay_steps: int) -> Any:
+  """Probability that the candidate-ID token is present at `step`: 1 for `hold_steps`, then a
+  linear decay to 0 over `decay_steps` (0 from then on). Works on ints and jax arrays."""
+  if hold_steps < 0 or decay_steps < 1:
+    raise ConfigError("warmup", f"need hold_steps >= 0 and decay_steps >= 1, got "
+                      f"{hold_steps}, {decay_steps}")
+  frac = (step - hold_steps) / decay_steps
+  return jnp.clip(1.0 - frac, 0.0, 1.0) if isinstance(step, jax.Array) else \
+      float(min(max(1.0 - frac, 0.0), 1.0))
+
+
+def warmup_train(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
+                 hold_steps: int, decay_steps: int, batch_size: int, learning_rate: float,
+                 seed: int, eval_every: int = 0,
+                 evaluate_fn: Callable[[Ranker], dict[str, float]] | None = None
+                 ) -> list[dict[str, float]]:
+  """Incremental training of a model with a candidate-ID token, retiring the ID.
+
+  At step s each example keeps its ID token with probability `id_keep_probability(s)` (drawn
+  from (seed, s)); the loss and, every `eval_every` steps, `evaluate_fn(model)` are recorded,
+  giving the curves through the transition. Trains `model` in place (AdamW, constant rate).
+
+  Returns: one record per logged step: step, keep_prob, loss (mean since the last record) and
+  the evaluation's metrics.
+  """
+  if not model.cfg.candidate_id:
+    raise ConfigError("candidate_id", "warmup needs a late ranker with candidate_id=True")
+  n = len(arrays["cand_id"])
+  if n < batch_size:
+    raise ConfigError("batch_size", f"{batch_size} > {n} examples")
+  model.train()
+  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.01), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step_fn(state, batch, step):
+    m, opt = nnx.merge(graphdef, state)
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    nnx.reseed(m, dropout=jax.random.fold_in(key, 1))
+    keep = id_keep_probability(step, hold_steps=hold_steps, decay_steps=decay_steps)
+    batch = dict(batch, id_keep=jax.random.bernoulli(key, keep, (batch_size,)))
+    (loss, aux), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(m, batch)
+    opt.update(m, grads)
+    return nnx.state((m, opt)), loss
+
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(n)
+  cursor, records, total, count = 0, [], 0.0, 0
+  for step in range(num_steps):
+    if cursor + batch_size > n:
+      order, cursor = rng.permutation(n), 0
+    rows = order[cursor:cursor + batch_size]
+    cursor += batch_size
+    batch = {k: jnp.asarray(v[rows]) for k, v in arrays.items()}
+    state, loss = step_fn(state, batch, jnp.int32(step))
+    total, count = total + float(loss), count + 1
+    if (eval_every and (step + 1) % eval_every == 0) or step + 1 == num_steps:
+      record = {"step": step + 1, "loss": total / count,
+                "keep_prob": id_keep_probability(step + 1, hold_steps=hold_steps,
+                                                 decay_steps=decay_steps)}
+      total, count = 0.0, 0
+      if evaluate_fn is not None:
+        current, _ = nnx.merge(graphdef, state)
+        record.update(evaluate_fn(current))
+        current.train()
+      records.append(record)
+  trained, _ = nnx.merge(graphdef, state)
+  nnx.update(model, nnx.state(trained))
+  return records
+
+
+def count_params(model: nnx.Module) -> int:
+  return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(nnx.state(model,
+                                                                              nnx.Param))))

@@ -1,0 +1,210 @@
+"""The ranking stage: cold-start ranking data -> SIDs -> rankers (ID / early / late fusion) ->
+AUC and GAUC per task on warm and cold candidates; it may import every stage before it.
+
+Its config section (`ranking`, defaults in `ranking_defaults()`) is not part of
+configs/base.py, so `pipeline_config` strips it before `lrm.pipeline` validates the rest
+(as lrm/lm.py does). Results go to run_dir/ranking/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from lrm.core import artifacts
+from lrm.core.config import check_known
+from lrm.core.errors import ConfigError
+from lrm.data.types import Catalog
+from lrm.eval.ranking import task_metrics
+from lrm.models.ranker import Ranker, RankerConfig, predict, ranker_arrays, ranker_loss
+from lrm.sid.rq_kmeans import rq_kmeans_fit
+from lrm.tasks.ranking import BINARY_TASKS, ColdWarmSplit, RankingData, cold_warm_split
+
+
+def ranking_defaults() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variants = ("id", "replace", "concat", "gate", "late")   # rankers to train
+  c.cold_fraction = 0.1          # share of interacted items held out of training
+  c.max_history = 20
+  c.num_negatives = 4            # sampled negatives per training positive
+  c.eval_negatives = 20          # per evaluation positive (warm and cold pools)
+  c.max_train_events = 0         # 0 = every training event
+  c.codebook_sizes = (16, 16, 16)  # RQ-KMeans SIDs of the item content
+  c.kmeans_iters = 20
+  c.d = 32
+  c.num_layers = 1
+  c.num_heads = 2
+  c.mlp_dim = 64
+  c.dropout = 0.0
+  c.num_steps = 1500
+  c.batch_size = 256
+  c.learning_rate = 2e-3
+  return c
+
+
+def pipeline_config(config) -> ml_collections.ConfigDict:
+  """The config without its `ranking` section (what lrm.pipeline validates and runs)."""
+  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
+                                    if k != "ranking"})
+
+
+def ranking_section(config) -> ml_collections.ConfigDict:
+  """The `ranking` section merged over the defaults; unknown fields raise ConfigError."""
+  out = ranking_defaults()
+  given = config.get("ranking") if hasattr(config, "get") else None
+  if given is not None:
+    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+    check_known(given, out.to_dict(), prefix="ranking.")
+    out.update(given)
+  for name in ("num_steps", "batch_size", "max_history", "num_negatives", "eval_negatives", "d"):
+    if int(out[name]) < 1:
+      raise ConfigError(f"ranking.{name}", f"must be >= 1, got {out[name]}")
+  return out
+
+
+def item_content(catalog: Catalog) -> np.ndarray:
+  """The catalog's content embeddings (modalities concatenated in name order), or hashed text
+  embeddings when it has none (`lrm.encoders.hashing`)."""
+  if catalog.embeddings:
+    return np.concatenate([catalog.embeddings[m] for m in sorted(catalog.embeddings)], axis=1)
+  from lrm.encoders.hashing import HashingEncoder
+  return np.asarray(HashingEncoder(dim=128).encode(catalog.text()), np.float32)
+
+
+def fit_codes(content: np.ndarray, sizes, *, seed: int, iters: int):
+  """RQ-KMeans on the content; returns the fitted model (its `codes` are per catalog row)."""
+  return rq_kmeans_fit(content, tuple(sizes), key=jax.random.key(seed), iters=iters)
+
+
+def train_ranker(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
+                 batch_size: int, learning_rate: float, seed: int) -> float:
+  """A light AdamW loop (seeded batches, no checkpoints); returns the last 100 steps' mean loss.
+  For resumable runs with checkpoints use `lrm.train.trainer.train(model, ranker_loss, ...)`."""
+  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.01), wrt=nnx.Param)
+  model.train()
+
+  @nnx.jit
+  def step(model, optimizer, batch):
+    (loss, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
+    optimizer.update(model, grads)
+    return loss
+
+  rng = np.random.default_rng(seed)
+  n = len(arrays["cand_id"])
+  losses = []
+  for _ in range(num_steps):
+    rows = rng.integers(0, n, batch_size)
+    losses.append(step(model, optimizer, {k: v[rows] for k, v in arrays.items()}))
+  return float(np.mean([float(x) for x in losses[-100:]]))
+
+
+def evaluate_ranker(model: Ranker, data: RankingData, item_codes: np.ndarray, *,
+                    candidate_codes=None, id_keep: float | None = None) -> dict[str, float]:
+  arrays = ranker_arrays(data, item_codes, model.cfg.tasks, candidate_codes=candidate_codes)
+  outputs = predict(model, arrays, id_keep=id_keep)
+  return task_metrics(outputs, data.labels, data.masks, data.user, model.cfg.tasks,
+                      BINARY_TASKS)
+
+
+def ranker_config(section, variant: str, num_items: int, tasks, **kw) -> RankerConfig:
+  return RankerConfig(variant=variant, num_items=num_items,
+                      item_codebook_sizes=tuple(section.codebook_sizes), tasks=tuple(tasks),
+                      max_history=int(section.max_history), d=int(section.d),
+                      num_layers=int(section.num_layers), num_heads=int(section.num_heads),
+                      mlp_dim=int(section.mlp_dim), dropout=float(section.dropout), **kw)
+
+
+def prepare(section, dataset, seed: int) -> tuple[ColdWarmSplit, np.ndarray]:
+  """The cold/warm split of the dataset and the items' SIDs."""
+  split = cold_warm_split(dataset.sequences, dataset.catalog,
+                          cold_fraction=float(section.cold_fraction),
+                          max_history=int(section.max_history),
+                          num_negatives=int(section.num_negatives),
+                          eval_negatives=int(section.eval_negatives), seed=seed,
+                          max_train_events=int(section.max_train_events) or None)
+  codes = fit_codes(item_content(dataset.catalog), section.codebook_sizes, seed=seed,
+                    iters=int(section.kmeans_iters)).codes
+  return split, codes
+
+
+def trainer_section(section, seed: int) -> dict[str, Any]:
+  """The `train` section `lrm.train.trainer.train` reads, from the ranking section."""
+  steps = int(section.num_steps)
+  return {"batch_size": int(section.batch_size), "num_steps": steps,
+          "learning_rate": float(section.learning_rate), "warmup_steps": min(100, steps // 10),
+          "decay": "cosine", "weight_decay": 0.01, "eval_every": steps,
+          "log_every": max(1, min(100, steps)), "checkpoint_every": steps, "seed": seed}
+
+
+def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
+                 workdir: pathlib.Path | None = None) -> dict[str, dict[str, Any]]:
+  """Trains every configured variant on the split; warm and cold metrics per variant.
+
+  With `workdir`, each variant trains through the project's trainer (checkpoints and
+  metrics under workdir/<variant>, resumed when present); without, through `train_ranker`.
+  """
+  from lrm.train.trainer import train
+  out = {}
+  tasks = split.train.tasks
+  arrays = ranker_arrays(split.train, codes, tasks)
+  for variant in section.variants:
+    start = time.perf_counter()
+    model = Ranker(ranker_config(section, variant, split.num_items, tasks),
+                   rngs=nnx.Rngs(seed))
+    if workdir is None:
+      loss = train_ranker(model, arrays, num_steps=int(section.num_steps),
+                          batch_size=int(section.batch_size),
+                          learning_rate=float(section.learning_rate), seed=seed)
+    else:
+      train(model, ranker_loss, arrays, config=trainer_section(section, seed),
+            workdir=workdir / variant, progress=False)
+      loss = _last_train_loss(workdir / variant)
+    out[variant] = {"train_loss": loss,
+                    "warm": evaluate_ranker(model, split.warm, codes),
+                    "cold": evaluate_ranker(model, split.cold, codes),
+                    "wall_s": time.perf_counter() - start}
+  return out
+
+
+def _last_train_loss(workdir: pathlib.Path) -> float:
+  """The last logged train/loss in workdir/metrics.jsonl (nan if none)."""
+  path = workdir / "metrics.jsonl"
+  loss = float("nan")
+  if path.exists():
+    for line in path.read_text().splitlines():
+      record = json.loads(line)
+      loss = float(record.get("train/loss", loss))
+  return loss
+
+
+def run(config) -> dict[str, Any]:
+  """The data stage (lrm.pipeline), then ranking; writes run_dir/ranking/results.json."""
+  from lrm.pipeline import data_stage, validate
+  from lrm.data.layout import read_dataset
+  section = ranking_section(config)
+  base = pipeline_config(config)
+  validate(base)
+  run_dir = pathlib.Path(base.run_dir)
+  dataset = read_dataset(data_stage(base, run_dir))
+  split, codes = prepare(section, dataset, int(base.seed))
+  results = {"dataset": dataset.name, "section": section.to_dict(),
+             "counts": {"train": len(split.train), "warm": len(split.warm),
+                        "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+             "variants": run_variants(section, split, codes, seed=int(base.seed),
+                                      workdir=run_dir / "ranking")}
+  out = run_dir / "ranking"
+  out.mkdir(parents=True, exist_ok=True)
+  artifacts.atomic_write_text(out / "results.json", json.dumps(results, indent=1,
+                                                                default=float))
+  for name, r in results["variants"].items():
+    print(f"{name:8s} warm click AUC {r['warm'].get('click/auc', float('nan')):.4f}  "
+          f"cold click AUC {r['cold'].get('click/auc', float('nan')):.4f}")
+  return results

@@ -1,0 +1,313 @@
+"""Implicit-feedback ranking examples with sampled negatives, and a cold-start item protocol.
+
+A ranking example is (user history of item rows, candidate, labels). Every observed event is a
+positive (`click` = 1) and is joined by `num_negatives` sampled items the user never touched
+(`click` = 0). Labels that only exist after an impression (like / order / watch time / rating)
+are known on positives and *masked* on negatives, so a multi-task ranker learns them where they
+were observed (the usual post-click treatment).
+
+Protocol (`cold_warm_split`): `lrm.data.splits.cold_start_split` chooses the cold items (10% of
+the interacted items by default) and removes every event on them from training. What is left is
+split like leave-one-out: each user's last warm event is the *warm* evaluation positive; their
+last cold event (history = the warm events before it) is the *cold* evaluation positive. Each
+evaluation positive gets negatives from its own pool (warm items for warm, cold items for cold),
+so per-user AUC (GAUC) is defined on both.
+
+The synthetic world's live rooms (`room_examples`): a user meets a room at one of its content
+slices; `follow` and `watch_time` depend on how close the *slice's* topic is to the user's
+current interest (the same affinity rule as the world's own watch time), so a ranker that knows
+only the room's overall (majority) content cannot tell an on-topic slice from an excursion.
+
+Everything is in catalog rows (row r = `catalog.item_ids[r]`); -1 pads. Shape letters: n
+examples, h history length, c SID level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from lrm.core.errors import ConfigError, DataError
+from lrm.data.splits import cold_start_split
+from lrm.data.types import Catalog, Sequences
+
+BINARY_TASKS = ("click", "like", "order", "follow")
+REGRESSION_TASKS = ("watch_time", "rating")
+TASKS = BINARY_TASKS + REGRESSION_TASKS
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RankingData:
+  """Ranking examples.
+
+  Attributes:
+    user: int32 [n] user rows (within the source Sequences).
+    history: int32 [n, h] catalog rows of the user's earlier items, left-padded with -1.
+    candidate: int32 [n] catalog row (or room row) of the candidate.
+    labels: task -> float32 [n].
+    masks: task -> float32 [n], 1 where the label is known.
+    cold: bool [n], the candidate is a cold item.
+    slice: int32 [n], the room's content slice at the impression (-1 for plain items).
+  """
+  user: np.ndarray
+  history: np.ndarray
+  candidate: np.ndarray
+  labels: Mapping[str, np.ndarray]
+  masks: Mapping[str, np.ndarray]
+  cold: np.ndarray
+  slice: np.ndarray | None = None
+
+  def __post_init__(self):
+    n = len(self.user)
+    if self.history.ndim != 2 or len(self.history) != n or self.candidate.shape != (n,):
+      raise DataError(f"ranking arrays disagree: user {self.user.shape}, history "
+                      f"{self.history.shape}, candidate {self.candidate.shape}")
+    for name in self.labels:
+      if name not in TASKS:
+        raise DataError(f"unknown task '{name}'; known: {list(TASKS)}")
+      if self.labels[name].shape != (n,) or self.masks[name].shape != (n,):
+        raise DataError(f"label '{name}' must have shape ({n},)")
+    if self.slice is None:
+      object.__setattr__(self, "slice", np.full(n, -1, np.int32))
+
+  def __len__(self) -> int:
+    return len(self.user)
+
+  @property
+  def tasks(self) -> tuple[str, ...]:
+    return tuple(t for t in TASKS if t in self.labels)
+
+  def take(self, rows: np.ndarray) -> "RankingData":
+    return RankingData(user=self.user[rows], history=self.history[rows],
+                       candidate=self.candidate[rows],
+                       labels={k: v[rows] for k, v in self.labels.items()},
+                       masks={k: v[rows] for k, v in self.masks.items()}, cold=self.cold[rows],
+                       slice=self.slice[rows])
+
+
+def left_padded_histories(rows: np.ndarray, user_of_event: np.ndarray, offsets: np.ndarray,
+                          max_history: int, targets: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+  """The up to `max_history` events before each target event, left-padded with -1.
+
+  `rows` are per-event catalog rows, `targets` flat event indices; with `keep` (bool per event)
+  only kept events enter a history.
+
+  Shape: -> int32 [len(targets), max_history].
+  """
+  out = np.full((len(targets), max_history), -1, np.int32)
+  for i, e in enumerate(targets):
+    start = offsets[user_of_event[e]]
+    prev = np.arange(start, e)
+    if keep is not None:
+      prev = prev[keep[prev]]
+    prev = prev[-max_history:]
+    if len(prev):
+      out[i, max_history - len(prev):] = rows[prev]
+  return out
+
+
+def sample_negatives(positives: Sequence[np.ndarray], pool: np.ndarray, count: int, *,
+                     seed: int) -> np.ndarray:
+  """`count` negatives per user, drawn uniformly from `pool` minus that user's positives.
+
+  `positives[u]` are every item row user u ever interacted with (train and evaluation), so a
+  negative is never an item of the user. Users whose positives cover the whole pool raise.
+
+  Shape: -> int32 [len(positives), count].
+  """
+  pool = np.unique(np.asarray(pool, np.int64))
+  rng = np.random.default_rng(seed)
+  out = np.empty((len(positives), count), np.int32)
+  for u, pos in enumerate(positives):
+    draw = rng.choice(pool, count * 2 + 8)
+    bad = np.isin(draw, pos)
+    while bad.sum() > len(draw) - count:
+      allowed = np.setdiff1d(pool, pos)
+      if len(allowed) == 0:
+        raise DataError(f"user row {u} interacted with every item of the negative pool")
+      draw = rng.choice(allowed, count)
+      bad = np.zeros(count, bool)
+    out[u] = draw[~bad][:count]
+  return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ColdWarmSplit:
+  """train / warm evaluation / cold evaluation examples, and the cold item rows."""
+  train: RankingData
+  warm: RankingData
+  cold: RankingData
+  cold_rows: np.ndarray
+  num_items: int
+
+
+def _signal_labels(sequences: Sequences, events: np.ndarray) -> dict[str, np.ndarray]:
+  """Post-impression labels of the given flat events, from the sequences' types and signals."""
+  out: dict[str, np.ndarray] = {}
+  if sequences.event_types is not None and sequences.event_type_names:
+    names = list(sequences.event_type_names)
+    types = sequences.event_types[events]
+    if "like" in names:   # a like or anything after it (an order implies engagement)
+      out["like"] = (types >= names.index("like")).astype(np.float32)
+    if "order" in names:
+      out["order"] = (types == names.index("order")).astype(np.float32)
+  for name in ("watch_time", "rating"):
+    if name in sequences.signals:
+      value = sequences.signals[name][events].astype(np.float32)
+      out[name] = (value - 1.0) / 4.0 if name == "rating" else value  # ratings 1..5 -> 0..1
+  return out
+
+
+def _examples(sequences: Sequences, rows: np.ndarray, targets: np.ndarray, negatives: np.ndarray,
+              histories: np.ndarray, user_of_event: np.ndarray, cold_mask: np.ndarray
+              ) -> RankingData:
+  """One positive per target event plus its user's negatives (labels masked on negatives)."""
+  k = negatives.shape[1]
+  n = len(targets)
+  user = user_of_event[targets]
+  cand = np.concatenate([rows[targets][:, None], negatives], axis=1).reshape(-1)
+  is_pos = np.tile(np.r_[1.0, np.zeros(k)], n).astype(np.float32)
+  labels = {"click": is_pos}
+  masks = {"click": np.ones_like(is_pos)}
+  for name, value in _signal_labels(sequences, targets).items():
+    labels[name] = np.concatenate([value[:, None], np.zeros((n, k), np.float32)], 1).reshape(-1)
+    masks[name] = is_pos.copy()
+  return RankingData(user=np.repeat(user, k + 1).astype(np.int32),
+                     history=np.repeat(histories, k + 1, axis=0), candidate=cand.astype(np.int32),
+                     labels=labels, masks=masks, cold=cold_mask[cand])
+
+
+def cold_warm_split(sequences: Sequences, catalog: Catalog, *, cold_fraction: float = 0.1,
+                    max_history: int = 20, num_negatives: int = 4, eval_negatives: int = 20,
+                    seed: int = 0, max_train_events: int | None = None) -> ColdWarmSplit:
+  """Training, warm and cold evaluation examples (module docstring: the protocol).
+
+  Training positives are every warm event with at least one warm event before it, except each
+  user's last warm event; `max_train_events` keeps a seeded random subset of them.
+  """
+  if num_negatives < 1 or eval_negatives < 1:
+    raise ConfigError("num_negatives", "num_negatives and eval_negatives must be >= 1")
+  if max_history < 1:
+    raise ConfigError("max_history", f"must be >= 1, got {max_history}")
+  split = cold_start_split(sequences, catalog, fraction=cold_fraction, seed=seed)
+  row_of = catalog.row_of
+  rows = np.array([row_of[int(i)] for i in sequences.items], np.int64)
+  cold_rows = np.sort(catalog.rows(split.cold_items))
+  cold_mask = np.zeros(len(catalog), bool)
+  cold_mask[cold_rows] = True
+  is_cold = cold_mask[rows]
+  u_of = np.repeat(np.arange(len(sequences)), sequences.lengths)
+  # Warm events of the same user before each event.
+  cum = np.cumsum(~is_cold)
+  warm_before = cum - (~is_cold) - (cum - (~is_cold))[sequences.offsets[u_of]]
+  # Each user's last warm event and last cold event.
+  last_warm = np.full(len(sequences), -1, np.int64)
+  last_cold = np.full(len(sequences), -1, np.int64)
+  for e in range(sequences.num_events):
+    (last_cold if is_cold[e] else last_warm)[u_of[e]] = e
+  warm_targets = last_warm[(last_warm >= 0)]
+  warm_targets = warm_targets[warm_before[warm_targets] > 0]
+  cold_targets = last_cold[last_cold >= 0]
+  cold_targets = cold_targets[warm_before[cold_targets] > 0]
+  is_last_warm = np.zeros(sequences.num_events, bool)
+  is_last_warm[last_warm[last_warm >= 0]] = True
+  train_targets = np.flatnonzero(~is_cold & ~is_last_warm & (warm_before > 0))
+  if max_train_events is not None and len(train_targets) > max_train_events:
+    keep = np.random.default_rng([seed, 1]).choice(len(train_targets), max_train_events,
+                                                   replace=False)
+    train_targets = np.sort(train_targets[keep])
+  # The cold evaluation set is exactly cold_start_split's test set (same targets).
+  if not np.array_equal(np.sort(sequences.items[cold_targets]),
+                        np.sort(split.test.targets)):
+    raise DataError("cold evaluation targets disagree with cold_start_split's test set")
+  positives = [np.unique(rows[sequences.offsets[u]:sequences.offsets[u + 1]])
+               for u in range(len(sequences))]
+  warm_pool = np.flatnonzero(~cold_mask)
+  warm_pool = warm_pool[np.isin(warm_pool, rows[~is_cold])]   # items with training events
+
+  def build(targets, pool, k, stream, keep):
+    hist = left_padded_histories(rows, u_of, sequences.offsets, max_history, targets,
+                                 keep=keep)
+    neg_users = sample_negatives(positives, pool, k, seed=seed * 7919 + stream)
+    return _examples(sequences, rows, targets, neg_users[u_of[targets]], hist, u_of, cold_mask)
+
+  warm_only = ~is_cold
+  # Negatives per user are drawn once per set; for training, each event needs its own draw.
+  train = _train_examples(sequences, rows, train_targets, positives, warm_pool, num_negatives,
+                          seed, max_history, u_of, warm_only, cold_mask)
+  return ColdWarmSplit(train=train,
+                       warm=build(warm_targets, warm_pool, eval_negatives, 2, warm_only),
+                       cold=build(cold_targets, cold_rows, eval_negatives, 3, warm_only),
+                       cold_rows=cold_rows, num_items=len(catalog))
+
+
+def _train_examples(sequences, rows, targets, positives, pool, k, seed, max_history, u_of,
+                    keep, cold_mask) -> RankingData:
+  """Training examples: each target event with its own `k` fresh negatives."""
+  rng = np.random.default_rng([seed, 4])
+  pool = np.asarray(pool, np.int64)
+  draws = rng.choice(pool, (len(targets), k))
+  for i, e in enumerate(targets):   # redraw the (rare) negatives that hit a user's positive
+    bad = np.isin(draws[i], positives[u_of[e]])
+    while bad.any():
+      draws[i, bad] = rng.choice(pool, int(bad.sum()))
+      bad = np.isin(draws[i], positives[u_of[e]])
+  hist = left_padded_histories(rows, u_of, sequences.offsets, max_history, targets,
+                               keep=keep)
+  return _examples(sequences, rows, targets, draws.astype(np.int32), hist, u_of, cold_mask)
+
+
+# ------------------------------------------------------------------------------------------
+# Live rooms of the synthetic world (dynamic content)
+
+
+def topic_affinity(leaf_path: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Shared depth of two leaf topics' paths / depth (1 = same leaf, 0 = other category)."""
+  return (leaf_path[a] == leaf_path[b]).sum(axis=1) / leaf_path.shape[1]
+
+
+def room_examples(sequences: Sequences, catalog: Catalog, *, leaf_path: np.ndarray,
+                  user_interest: np.ndarray, room_slice_topics: np.ndarray, num_examples: int,
+                  max_history: int = 20, seed: int = 0) -> RankingData:
+  """Users meeting live rooms at random slices; `follow` and `watch_time` depend on the slice.
+
+  `user_interest[u]` is user u's interest topic at their last event (the world's truth); the
+  history is their last `max_history` items. An impression shows room r at slice s chosen
+  uniformly; with a = affinity(slice topic, interest): watch_time = 0.15 + 0.6 a + noise
+  (clipped to [0, 1], as the world's own watch time), follow ~ Bernoulli(sigmoid(8 (a - 0.6))).
+  Rooms are chosen half uniformly and half among rooms whose dominant topic shares the user's
+  category, so positives are not too rare.
+
+  Shape: leaf_path int [l, depth], user_interest int [u], room_slice_topics int [r, s].
+  """
+  if num_examples < 1:
+    raise ConfigError("num_examples", f"must be >= 1, got {num_examples}")
+  rng = np.random.default_rng([seed, 11])
+  r, s = room_slice_topics.shape
+  row_of = catalog.row_of
+  rows = np.array([row_of[int(i)] for i in sequences.items], np.int64)
+  u = rng.integers(0, len(sequences), num_examples)
+  dominant = np.array([np.bincount(t).argmax() for t in room_slice_topics])
+  top_of_room = leaf_path[dominant, 0]
+  room = rng.integers(0, r, num_examples)
+  near = rng.random(num_examples) < 0.5
+  for i in np.flatnonzero(near):
+    same = np.flatnonzero(top_of_room == leaf_path[user_interest[u[i]], 0])
+    if len(same):
+      room[i] = same[rng.integers(len(same))]
+  slc = rng.integers(0, s, num_examples)
+  a = topic_affinity(leaf_path, room_slice_topics[room, slc], user_interest[u])
+  watch = np.clip(0.15 + 0.6 * a + rng.normal(0, 0.1, num_examples), 0, 1).astype(np.float32)
+  follow = (rng.random(num_examples) < 1 / (1 + np.exp(-8 * (a - 0.6)))).astype(np.float32)
+  ends = sequences.offsets[u + 1]
+  hist = left_padded_histories(rows, np.repeat(np.arange(len(sequences)), sequences.lengths),
+                               sequences.offsets, max_history, ends - 1)
+  # The history ends with the user's last event (included): append it.
+  hist = np.concatenate([hist[:, 1:], rows[ends - 1][:, None].astype(np.int32)], axis=1)
+  ones = np.ones(num_examples, np.float32)
+  return RankingData(user=u.astype(np.int32), history=hist, candidate=room.astype(np.int32),
+                     labels={"follow": follow, "watch_time": watch},
+                     masks={"follow": ones, "watch_time": ones.copy()},
+                     cold=np.zeros(num_examples, bool), slice=slc.astype(np.int32))

@@ -1,0 +1,142 @@
+"""Ranker: variants, multi-task loss masking, the staged-warmup schedule and loop."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lrm.core.errors import ConfigError
+from lrm.models.ranker import (Ranker, RankerConfig, id_keep_probability, predict, ranker_arrays,
+                               ranker_loss, task_losses, warmup_train)
+from lrm.tasks.ranking import RankingData
+
+SIZES = (4, 4)
+
+
+def _data(n=64, items=20, seed=0):
+  rng = np.random.default_rng(seed)
+  hist = rng.integers(0, items, (n, 5)).astype(np.int32)
+  hist[:, :2] = -1
+  cand = rng.integers(0, items, n).astype(np.int32)
+  click = (cand % 2).astype(np.float32)        # a learnable rule of the candidate
+  return RankingData(user=np.arange(n, dtype=np.int32), history=hist, candidate=cand,
+                     labels={"click": click, "watch_time": click * 0.5},
+                     masks={"click": np.ones(n, np.float32), "watch_time": click.copy()},
+                     cold=np.zeros(n, bool))
+
+
+def _codes(items=20):
+  return np.stack([np.arange(items) % 2, np.arange(items) % 4], 1)
+
+
+def _cfg(variant, **kw):
+  return RankerConfig(variant=variant, num_items=20, item_codebook_sizes=SIZES,
+                      tasks=("click", "watch_time"), max_history=5, d=16, num_layers=1,
+                      num_heads=2, mlp_dim=32, dropout=0.0, **kw)
+
+
+def test_task_losses_mask_missing_labels():
+  out = jnp.array([[0.0, 1.0], [0.0, 3.0], [0.0, 100.0]])
+  batch = {"label/click": jnp.array([1.0, 0.0, 1.0]), "mask/click": jnp.array([1.0, 1.0, 0.0]),
+           "label/watch_time": jnp.array([0.0, 1.0, 0.0]),
+           "mask/watch_time": jnp.array([1.0, 1.0, 0.0])}
+  losses = task_losses(out, batch, ("click", "watch_time"))
+  assert float(losses["click"]) == pytest.approx(np.log(2), rel=1e-5)
+  assert float(losses["watch_time"]) == pytest.approx((1.0 + 4.0) / 2)  # row 2 is masked
+  none = task_losses(out, {**batch, "mask/watch_time": jnp.zeros(3)}, ("watch_time",))
+  assert float(none["watch_time"]) == 0.0
+
+
+def test_every_variant_scores_every_row():
+  arrays = ranker_arrays(_data(), _codes(), ("click", "watch_time"))
+  for variant in ("id", "replace", "concat", "gate", "late"):
+    out = predict(Ranker(_cfg(variant), rngs=nnx.Rngs(0)), arrays, batch_size=64)
+    assert out.shape == (64, 2) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant", ["id", "gate", "late"])
+def test_variants_learn(variant):
+  data = _data()
+  model = Ranker(_cfg(variant), rngs=nnx.Rngs(0))
+  arrays = ranker_arrays(data, _codes(), model.cfg.tasks)
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+  opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, opt, batch):
+    (loss, aux), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
+    opt.update(model, grads)
+    return loss, aux
+
+  first, aux = step(model, opt, batch)
+  assert set(aux) == {"loss", "loss/click", "loss/watch_time"}
+  for _ in range(30):
+    last, _ = step(model, opt, batch)
+  assert float(last) < 0.7 * float(first)
+
+
+def test_late_variant_ignores_the_candidate_id():
+  data = _data()
+  model = Ranker(_cfg("late"), rngs=nnx.Rngs(0))
+  arrays = ranker_arrays(data, _codes(), model.cfg.tasks)
+  other = dict(arrays, cand_id=(arrays["cand_id"] + 1) % 20)
+  np.testing.assert_allclose(predict(model, arrays), predict(model, other))
+  with_id = Ranker(_cfg("late", candidate_id=True), rngs=nnx.Rngs(0))
+  assert not np.allclose(predict(with_id, arrays, id_keep=1.0),
+                         predict(with_id, other, id_keep=1.0))
+  np.testing.assert_allclose(predict(with_id, arrays, id_keep=0.0),
+                             predict(with_id, other, id_keep=0.0), rtol=1e-5, atol=1e-6)
+
+
+def test_id_keep_schedule():
+  p = lambda s: id_keep_probability(s, hold_steps=10, decay_steps=20)
+  assert [p(0), p(10), p(20), p(30), p(50)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+  assert float(p(jnp.int32(25))) == pytest.approx(0.25)
+  with pytest.raises(ConfigError, match="warmup"):
+    id_keep_probability(0, hold_steps=0, decay_steps=0)
+
+
+def test_warmup_retires_the_id_and_records_curves():
+  data = _data()
+  model = Ranker(_cfg("late", candidate_id=True), rngs=nnx.Rngs(0))
+  arrays = ranker_arrays(data, _codes(), model.cfg.tasks)
+  records = warmup_train(model, arrays, num_steps=12, hold_steps=4, decay_steps=4,
+                         batch_size=16, learning_rate=1e-2, seed=0, eval_every=4,
+                         evaluate_fn=lambda m: {"mean": float(predict(m, arrays, id_keep=0.0)
+                                                               .mean())})
+  assert [r["step"] for r in records] == [4, 8, 12]
+  assert [r["keep_prob"] for r in records] == [1.0, 0.0, 0.0]
+  assert all(np.isfinite(r["loss"]) and "mean" in r for r in records)
+  with pytest.raises(ConfigError, match="candidate_id"):
+    warmup_train(Ranker(_cfg("late"), rngs=nnx.Rngs(0)), arrays, num_steps=1, hold_steps=0,
+                 decay_steps=1, batch_size=8, learning_rate=1e-3, seed=0)
+
+
+def test_config_errors():
+  with pytest.raises(ConfigError, match="variant"):
+    _cfg("other")
+  with pytest.raises(ConfigError, match="candidate_id"):
+    _cfg("gate", candidate_id=True)
+  with pytest.raises(ConfigError, match="tasks"):
+    RankerConfig(variant="id", num_items=3, tasks=("clicks",))
+
+
+def test_candidate_families_share_or_own_tables():
+  families = (("room", SIZES), ("slice", SIZES))
+  shared = Ranker(_cfg("late", candidate_families=families), rngs=nnx.Rngs(0))
+  own = Ranker(_cfg("late", candidate_families=families, shared_tables=False),
+               rngs=nnx.Rngs(0))
+  assert shared.candidate_sid is None and own.candidate_sid is not None
+  data = _data()
+  slices = np.stack([_codes()] * 3, axis=1)          # [items, slices, c]
+  data = RankingData(**{**{f: getattr(data, f) for f in ("user", "history", "candidate",
+                                                          "labels", "masks", "cold")},
+                        "slice": np.zeros(len(data), np.int32)})
+  arrays = ranker_arrays(data, _codes(), shared.cfg.tasks,
+                         candidate_codes={"room": _codes(), "slice": slices})
+  assert predict(shared, arrays).shape == predict(own, arrays).shape == (64, 2)
+  with pytest.raises(ConfigError, match="cand_sid/slice"):
+    predict(shared, {k: v for k, v in arrays.items() if k != "cand_sid/slice"})
