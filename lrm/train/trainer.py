@@ -341,10 +341,10 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
           stopped_early = True
       if evaluated is not None or step % spec.checkpoint_every == 0 or stopped_early:
         save(step, evaluated)
-      # Checked every step on one process (a flag); across processes at log steps only, as
-      # agreeing needs a collective (the grace period outlasts a log window).
-      if (term.received if jax.process_count() == 1 else
-          (step % spec.log_every == 0 and term.any_process())):
+      # One process reads its flag every step; several agree at log steps only, since that
+      # takes a collective (the grace period before SIGKILL outlasts a log window).
+      if ((jax.process_count() == 1 or step % spec.log_every == 0)
+          and term.any_process()):
         save(step, None, force=True)
         ckpt.close()
         raise Preempted(step, workdir / "checkpoints")
