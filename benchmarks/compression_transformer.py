@@ -26,7 +26,6 @@ Writes benchmarks/results/compression_<what>_<device>_<stamp>.json.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
 import pathlib

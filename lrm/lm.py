@@ -943,7 +943,6 @@ def continue_pretraining(spec: LMSpec, *, old_dir: pathlib.Path, old_prep: LMPre
   from lrm.models.lm import LM, lm_loss
   from lrm.models.vocab_growth import grow_vocab
   from lrm.sid.stage import assign_codes
-  from lrm.tokens.joint_vocab import JointVocab
   from lrm.train.checkpoint import Checkpointer
   from lrm.train.trainer import train
   co = spec.continued

@@ -25,7 +25,6 @@ not change between rounds).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 from typing import Any

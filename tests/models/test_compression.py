@@ -3,7 +3,6 @@ equal to full attention, sharding, and finite gradients at T = 32k."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
