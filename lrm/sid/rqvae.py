@@ -495,6 +495,51 @@ def _copy_params(src: RQVAE, dst: RQVAE) -> None:
     var[...] = new
 
 
+def run_training_steps(model: RQVAE, train_step: Any, inputs: Any, *, cfg: Any, steps: int,
+                       batch: int, k_steps: jax.Array, k_restart: jax.Array, name: str,
+                       show_progress: bool) -> dict[str, Any]:
+  """The step loop RQ-VAE and SID-v2 share: per-window code utilisation, dead-code restarts,
+  the loss history; a non-finite loss is a DataError naming the step.
+
+  `inputs(step) -> (x batch, extra args)` feeds `train_step(x, key, *extra)`, which returns
+  (metrics, per-level code counts).
+  """
+  from tqdm.auto import tqdm
+  window = cfg.dead_code_restart_every or steps
+  metrics_log: list[dict[str, jax.Array]] = []
+  util_log, restart_log, window_end = [], [], []
+  counts = None
+  bar = tqdm(range(steps), desc=name.lower(), disable=not show_progress, leave=False)
+  for step in bar:
+    xb, extra = inputs(step)
+    metrics, step_counts = train_step(xb, jax.random.fold_in(k_steps, step), *extra)
+    metrics_log.append(metrics)
+    counts = step_counts if counts is None else jax.tree.map(jnp.add, counts, step_counts)
+    if show_progress and (step % 20 == 0 or step == steps - 1):
+      bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+    if (step + 1) % window == 0 or step == steps - 1:
+      util_log.append([float(jnp.mean(c > 0)) for c in counts])
+      window_end.append(step + 1)
+      if cfg.dead_code_restart_every and (step + 1) % window == 0 and step < steps - 1:
+        restarted = _restart_dead_codes(model, xb, counts, cfg.dead_code_threshold,
+                                        jax.random.fold_in(k_restart, step))
+        restart_log.append(np.asarray(restarted).tolist())
+      else:
+        restart_log.append([0] * cfg.num_levels)
+      counts = None
+  bar.close()
+
+  stacked = jax.device_get(jax.tree.map(lambda *v: jnp.stack(v), *metrics_log))
+  history: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in stacked.items()}
+  history.update(utilisation=np.asarray(util_log, np.float32),
+                 restarted=np.asarray(restart_log, np.int32),
+                 window_end=np.asarray(window_end, np.int32), steps=steps, batch_size=batch)
+  if not np.isfinite(history["loss"]).all():
+    raise DataError(f"{name} training diverged: non-finite loss at step "
+                    f"{int(np.flatnonzero(~np.isfinite(history['loss']))[0])}")
+  return history
+
+
 def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None = None,
                 show_progress: bool = True,
                 init_model: RQVAE | None = None) -> tuple[RQVAE, dict[str, Any]]:
@@ -516,7 +561,6 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
   axes (the batch is rounded down to a multiple of their size).
   Shape: x [n, d].
   """
-  from tqdm.auto import tqdm
 
   from lrm.parallel import mesh as mesh_lib
   from lrm.parallel.rules import LOGICAL_AXIS_RULES
@@ -567,38 +611,10 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
     # Caches the graph traversal of (model, opt): ~10x less per-step overhead than nnx.jit alone.
     train_step = nnx.cached_partial(_train_step, model, opt)
 
-    window = cfg.dead_code_restart_every or steps
-    metrics_log: list[dict[str, jax.Array]] = []
-    util_log, restart_log, window_end = [], [], []
-    counts = None
-    bar = tqdm(range(steps), desc="rqvae", disable=not show_progress, leave=False)
-    for step in bar:
-      xb = put(batches.next())
-      metrics, step_counts = train_step(xb, jax.random.fold_in(k_steps, step))
-      metrics_log.append(metrics)
-      counts = step_counts if counts is None else jax.tree.map(jnp.add, counts, step_counts)
-      if show_progress and (step % 20 == 0 or step == steps - 1):
-        bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-      if (step + 1) % window == 0 or step == steps - 1:
-        util_log.append([float(jnp.mean(c > 0)) for c in counts])
-        window_end.append(step + 1)
-        if cfg.dead_code_restart_every and (step + 1) % window == 0 and step < steps - 1:
-          restarted = _restart_dead_codes(model, xb, counts, cfg.dead_code_threshold,
-                                          jax.random.fold_in(k_restart, step))
-          restart_log.append(np.asarray(restarted).tolist())
-        else:
-          restart_log.append([0] * cfg.num_levels)
-        counts = None
-    bar.close()
-
-  stacked = jax.device_get(jax.tree.map(lambda *v: jnp.stack(v), *metrics_log))
-  history: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in stacked.items()}
-  history.update(utilisation=np.asarray(util_log, np.float32),
-                 restarted=np.asarray(restart_log, np.int32),
-                 window_end=np.asarray(window_end, np.int32), steps=steps, batch_size=batch)
-  if not np.isfinite(history["loss"]).all():
-    raise DataError(f"RQ-VAE training diverged: non-finite loss at step "
-                    f"{int(np.flatnonzero(~np.isfinite(history['loss']))[0])}")
+    history = run_training_steps(
+        model, train_step, lambda step: (put(batches.next()), ()), cfg=cfg, steps=steps,
+        batch=batch, k_steps=k_steps, k_restart=k_restart, name="RQ-VAE",
+        show_progress=show_progress)
   return model, history
 
 

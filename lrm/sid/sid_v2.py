@@ -263,7 +263,6 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
   `restarted`, `window_end` per restart window; `steps`, `batch_size`), as `train_rqvae`.
   Shape: x [n, D], pairs int [p, 2].
   """
-  from tqdm.auto import tqdm
 
   from lrm.parallel import mesh as mesh_lib
   from lrm.parallel.rules import sharding_context
@@ -313,43 +312,21 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
     opt = nnx.Optimizer(model, rqvae.make_optimizer(cfg), wrt=nnx.Param)
     train_step = nnx.cached_partial(_train_step, model, opt)
 
-    window = cfg.dead_code_restart_every or steps
-    metrics_log, util_log, restart_log, window_end = [], [], [], []
-    counts = None
-    bar = tqdm(range(steps), desc="sid_v2", disable=not show_progress, leave=False)
-    for step in bar:
-      xb = put(x[batches.next()])
-      pair_args = None
-      if use_pairs:
-        rows = pairs[pair_batches.next()]
-        # Orient each pair at random so both directions are trained.
-        flip = np.random.default_rng([cfg.seed, step]).random(len(rows)) < 0.5
-        rows = np.where(flip[:, None], rows[:, ::-1], rows)
-        fn = false_negative_mask(rows[:, 0], rows[:, 1], keys, n)
-        pair_args = (jnp.asarray(x[rows[:, 0]]), jnp.asarray(x[rows[:, 1]]), jnp.asarray(fn))
-      metrics, step_counts = train_step(xb, jax.random.fold_in(k_steps, step), pair_args)
-      metrics_log.append(metrics)
-      counts = step_counts if counts is None else jax.tree.map(jnp.add, counts, step_counts)
-      if (step + 1) % window == 0 or step == steps - 1:
-        util_log.append([float(jnp.mean(c > 0)) for c in counts])
-        window_end.append(step + 1)
-        if cfg.dead_code_restart_every and (step + 1) % window == 0 and step < steps - 1:
-          restarted = rqvae._restart_dead_codes(model, xb, counts, cfg.dead_code_threshold,
-                                                jax.random.fold_in(k_restart, step))
-          restart_log.append(np.asarray(restarted).tolist())
-        else:
-          restart_log.append([0] * cfg.num_levels)
-        counts = None
-    bar.close()
 
-  stacked = jax.device_get(jax.tree.map(lambda *v: jnp.stack(v), *metrics_log))
-  history: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in stacked.items()}
-  history.update(utilisation=np.asarray(util_log, np.float32),
-                 restarted=np.asarray(restart_log, np.int32),
-                 window_end=np.asarray(window_end, np.int32), steps=steps, batch_size=batch)
-  if not np.isfinite(history["loss"]).all():
-    raise DataError(f"SID-v2 training diverged: non-finite loss at step "
-                    f"{int(np.flatnonzero(~np.isfinite(history['loss']))[0])}")
+    def inputs(step: int):
+      xb = put(x[batches.next()])
+      if not use_pairs:
+        return xb, (None,)
+      rows = pairs[pair_batches.next()]
+      # Orient each pair at random so both directions are trained.
+      flip = np.random.default_rng([cfg.seed, step]).random(len(rows)) < 0.5
+      rows = np.where(flip[:, None], rows[:, ::-1], rows)
+      fn = false_negative_mask(rows[:, 0], rows[:, 1], keys, n)
+      return xb, ((jnp.asarray(x[rows[:, 0]]), jnp.asarray(x[rows[:, 1]]), jnp.asarray(fn)),)
+
+    history = rqvae.run_training_steps(
+        model, train_step, inputs, cfg=cfg, steps=steps, batch=batch, k_steps=k_steps,
+        k_restart=k_restart, name="SID-v2", show_progress=show_progress)
   return model, history
 
 
