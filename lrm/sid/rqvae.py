@@ -684,12 +684,11 @@ def _flat_params(model: RQVAE) -> dict[str, np.ndarray]:
           for path, v in nnx.to_flat_state(state)}
 
 
-def save(model: RQVAE, config: RQVAEConfig | None, directory: str | os.PathLike) -> None:
+def save_params(model: nnx.Module, directory: str | os.PathLike, *, stage: str,
+                config: Mapping[str, Any], counts: Mapping[str, Any]) -> None:
   """Writes `directory/{params.npz, manifest.json}`; the manifest (with the config) goes last,
-  so a directory with a manifest is complete. Overwrites an earlier artifact."""
-  config = model.config if config is None else config
-  if config != model.config:
-    raise ConfigError("config", "differs from the model's own config")
+  so a directory with a manifest is complete. Overwrites an earlier artifact. Shared by the
+  RQ-VAE and SID-v2 artifacts."""
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   (directory / artifacts.MANIFEST).unlink(missing_ok=True)  # incomplete until written again
@@ -698,9 +697,40 @@ def save(model: RQVAE, config: RQVAEConfig | None, directory: str | os.PathLike)
   np.savez(buf, **params)
   artifacts.atomic_write_bytes(directory / PARAMS_FILE, buf.getvalue())
   artifacts.write_manifest(
-      directory, stage=STAGE, config=config.to_dict(),
-      counts={"levels": config.num_levels, "codebook_sizes": list(config.codebook_sizes),
-              "parameters": int(sum(v.size for v in params.values()))})
+      directory, stage=stage, config=dict(config),
+      counts={**counts, "parameters": int(sum(v.size for v in params.values()))})
+
+
+def load_params(model: nnx.Module, directory: str | os.PathLike) -> None:
+  """Restores what `save_params` wrote into `model` (built from the manifest's config), bit
+  for bit; names and shapes must match."""
+  path = pathlib.Path(directory) / PARAMS_FILE
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      saved = {k: f[k] for k in f.files}
+  except (OSError, ValueError) as e:
+    raise DataError(f"unreadable parameters: {e}", path=path) from None
+  flat = list(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  names = ["/".join(str(p) for p in path_) for path_, _ in flat]
+  if set(names) != set(saved):
+    raise DataError(f"parameters do not match the config: missing "
+                    f"{sorted(set(names) - set(saved))[:5]}, extra "
+                    f"{sorted(set(saved) - set(names))[:5]}", path=path)
+  for name, (_, var) in zip(names, flat):
+    if saved[name].shape != tuple(var.shape):
+      raise DataError(f"{name} has shape {saved[name].shape}, expected {tuple(var.shape)}",
+                      path=path)
+    var[...] = jnp.asarray(saved[name], var[...].dtype)
+
+
+def save(model: RQVAE, config: RQVAEConfig | None, directory: str | os.PathLike) -> None:
+  """Writes `directory/{params.npz, manifest.json}` (see `save_params`)."""
+  config = model.config if config is None else config
+  if config != model.config:
+    raise ConfigError("config", "differs from the model's own config")
+  save_params(model, directory, stage=STAGE, config=config.to_dict(),
+              counts={"levels": config.num_levels,
+                      "codebook_sizes": list(config.codebook_sizes)})
 
 
 def load(directory: str | os.PathLike) -> tuple[RQVAE, RQVAEConfig]:
@@ -712,22 +742,5 @@ def load(directory: str | os.PathLike) -> tuple[RQVAE, RQVAEConfig]:
                     path=directory / artifacts.MANIFEST)
   config = RQVAEConfig.from_dict(manifest.get("config") or {})
   model = RQVAE(config, rngs=nnx.Rngs(0))
-  path = directory / PARAMS_FILE
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      saved = {k: f[k] for k in f.files}
-  except (OSError, ValueError) as e:
-    raise DataError(f"unreadable parameters: {e}", path=path) from None
-  state = nnx.state(model, nnx.Param)
-  flat = list(nnx.to_flat_state(state))
-  names = ["/".join(str(p) for p in path_) for path_, _ in flat]
-  if set(names) != set(saved):
-    raise DataError(f"parameters do not match the config: missing "
-                    f"{sorted(set(names) - set(saved))[:5]}, extra "
-                    f"{sorted(set(saved) - set(names))[:5]}", path=path)
-  for name, (_, var) in zip(names, flat):
-    if saved[name].shape != tuple(var.shape):
-      raise DataError(f"{name} has shape {saved[name].shape}, expected {tuple(var.shape)}",
-                      path=path)
-    var[...] = jnp.asarray(saved[name], var[...].dtype)
+  load_params(model, directory)
   return model, config

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import math
 import os
 import pathlib
@@ -335,19 +334,11 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
 
 def save(model: SIDv2, directory: str | os.PathLike) -> None:
   """Writes `directory/{params.npz, manifest.json}` (manifest last), as rqvae.save does."""
-  directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  (directory / artifacts.MANIFEST).unlink(missing_ok=True)
-  params = rqvae._flat_params(model)
-  buf = io.BytesIO()
-  np.savez(buf, **params)
-  artifacts.atomic_write_bytes(directory / rqvae.PARAMS_FILE, buf.getvalue())
   cfg = model.config
-  artifacts.write_manifest(
-      directory, stage=STAGE, config=cfg.to_dict(),
-      counts={"levels": cfg.num_levels, "codebook_sizes": list(cfg.codebook_sizes),
-              "modalities": cfg.num_modalities,
-              "parameters": int(sum(v.size for v in params.values()))})
+  rqvae.save_params(model, directory, stage=STAGE, config=cfg.to_dict(),
+                    counts={"levels": cfg.num_levels,
+                            "codebook_sizes": list(cfg.codebook_sizes),
+                            "modalities": cfg.num_modalities})
 
 
 def load(directory: str | os.PathLike) -> tuple[SIDv2, SIDv2Config]:
@@ -359,20 +350,7 @@ def load(directory: str | os.PathLike) -> tuple[SIDv2, SIDv2Config]:
                     path=directory / artifacts.MANIFEST)
   cfg = SIDv2Config.from_dict(manifest.get("config") or {})
   model = SIDv2(cfg, rngs=nnx.Rngs(0))
-  path = directory / rqvae.PARAMS_FILE
-  with np.load(path, allow_pickle=False) as f:
-    saved = {k: f[k] for k in f.files}
-  flat = list(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-  names = ["/".join(str(p) for p in p_) for p_, _ in flat]
-  if set(names) != set(saved):
-    raise DataError(f"parameters do not match the config: missing "
-                    f"{sorted(set(names) - set(saved))[:5]}, extra "
-                    f"{sorted(set(saved) - set(names))[:5]}", path=path)
-  for name, (_, var) in zip(names, flat):
-    if saved[name].shape != tuple(var.shape):
-      raise DataError(f"{name} has shape {saved[name].shape}, expected {tuple(var.shape)}",
-                      path=path)
-    var[...] = jnp.asarray(saved[name], var[...].dtype)
+  rqvae.load_params(model, directory)
   return model, cfg
 
 
