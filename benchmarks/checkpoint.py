@@ -17,7 +17,6 @@ Writes benchmarks/results/checkpoint_<size>_<device>_<stamp>.json.
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
 import shutil
@@ -60,7 +59,7 @@ def main(argv):
   import jax
   import numpy as np
   from flax import nnx
-  from lrm.core.artifacts import device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.models.lm import LM, count_params, lm_config, lm_loss
   from lrm.train.checkpoint import Checkpointer
   from lrm.train.optimizer import make_optimizer
@@ -132,12 +131,7 @@ def main(argv):
       "command": "python benchmarks/checkpoint.py " + " ".join(sys.argv[1:]),
   }
   print(json.dumps({"params": params, "baseline_step_s": base, **results}, indent=1))
-  out = pathlib.Path(_OUT.value)
-  out.mkdir(parents=True, exist_ok=True)
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = out / f"checkpoint_{_SIZE.value}_{slug}_{stamp}.json"
-  path.write_text(json.dumps(record, indent=1) + "\n")
-  print(f"wrote {path}")
+  write_benchmark_result(_OUT.value, f"checkpoint_{_SIZE.value}_{slug}", record)
 
 
 if __name__ == "__main__":

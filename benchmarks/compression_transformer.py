@@ -26,7 +26,6 @@ Writes benchmarks/results/compression_<what>_<device>_<stamp>.json.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import pathlib
 import sys
@@ -304,7 +303,7 @@ def quality_rows() -> list[dict]:
 def main(argv):
   del argv
   import jax
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   start = time.perf_counter()
   record = {"benchmark": f"compression_{_WHAT.value}",
             "flags": {h.name: h.value for h in globals().values()
@@ -318,11 +317,7 @@ def main(argv):
   record.update({"device": device, "jax": jax.__version__, "wall_s": round(
       time.perf_counter() - start, 1), "commit": git_commit(),
       "command": " ".join(["python", *sys.argv])})
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  out = pathlib.Path(_OUT.value) / f"compression_{_WHAT.value}_{slug}_{stamp}.json"
-  out.parent.mkdir(parents=True, exist_ok=True)
-  atomic_write_json(out, record)
-  print(f"wrote {out}")
+  write_benchmark_result(_OUT.value, f"compression_{_WHAT.value}_{slug}", record)
 
 
 if __name__ == "__main__":

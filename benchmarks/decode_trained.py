@@ -10,7 +10,6 @@ test users, and times `lrm.decode.generative.recommend` per batch size: one warm
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
 import sys
@@ -34,7 +33,7 @@ def main() -> None:
   import jax
   import ml_collections
   from lrm import retrieval
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.core.report import print_table
   from lrm.data import read_dataset
   from lrm.decode.generative import recommend
@@ -72,10 +71,8 @@ def main() -> None:
             "beam": args.beam, "top_k": args.top_k, "num_items": len(dataset.catalog),
             "results": rows, "device": device, "jax_devices": len(jax.devices()),
             "commit": git_commit(), "command": " ".join(["python", *sys.argv])}
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  out = args.out / f"decode_trained_{record['dataset']}_{args.model}_{slug}_{stamp}.json"
-  atomic_write_json(out, record)
-  print(f"wrote {out}")
+  write_benchmark_result(args.out, f"decode_trained_{record['dataset']}_{args.model}_{slug}",
+                         record)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ popularity baseline and any retrieval model's numbers from the same run director
 
 from __future__ import annotations
 
-import datetime
 import pathlib
 import sys
 import time
@@ -64,7 +63,7 @@ def row(name, result) -> dict:
 def main(argv):
   del argv
   import jax
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.eval.report import TIGER_REFERENCE
   from lrm.lm import run
   config = _CONFIG.value
@@ -95,11 +94,7 @@ def main(argv):
       "command": " ".join(["python", *sys.argv]),
       "reference": TIGER_REFERENCE.get(dataset, {}),
   }
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  out = pathlib.Path(_OUT.value) / f"lm_{dataset}_{slug}_{stamp}.json"
-  out.parent.mkdir(parents=True, exist_ok=True)
-  atomic_write_json(out, record)
-  print(f"wrote {out}")
+  write_benchmark_result(_OUT.value, f"lm_{dataset}_{slug}", record)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Writes benchmarks/results/lm_speed_<size>_<device>_<stamp>.json.
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
 import sys
@@ -60,7 +59,7 @@ def main(argv):
   import jax
   import numpy as np
   from flax import nnx
-  from lrm.core.artifacts import device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.models.lm import LM, count_params, flops_per_token, lm_config, lm_loss
   from lrm.train.optimizer import make_optimizer
   from lrm.train.trainer import make_train_step
@@ -106,12 +105,7 @@ def main(argv):
       "command": "python benchmarks/lm_speed.py " + " ".join(sys.argv[1:]),
   }
   print(json.dumps(metrics, indent=1))
-  out = pathlib.Path(_OUT.value)
-  out.mkdir(parents=True, exist_ok=True)
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = out / f"lm_speed_{_SIZE.value}_{slug}_{stamp}.json"
-  path.write_text(json.dumps(record, indent=1) + "\n")
-  print(f"wrote {path}")
+  write_benchmark_result(_OUT.value, f"lm_speed_{_SIZE.value}_{slug}", record)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ Writes benchmarks/results/plum_ablation_<dataset>_<device>_<timestamp>.json.
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
 import sys
@@ -178,7 +177,7 @@ def main(argv):
   del argv
   import jax
 
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.core.config import load_config
   from lrm.core.errors import ConfigError
   from lrm.data import read_dataset
@@ -266,11 +265,7 @@ def main(argv):
       "command": " ".join(["python", *sys.argv]),
       "reference": {"plum": PLUM_REFERENCE},
   }
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  out = pathlib.Path(_OUT.value) / f"plum_ablation_{name}_{slug}_{stamp}.json"
-  out.parent.mkdir(parents=True, exist_ok=True)
-  atomic_write_json(out, record)
-  print(f"wrote {out}")
+  write_benchmark_result(_OUT.value, f"plum_ablation_{name}_{slug}", record)
 
 
 if __name__ == "__main__":

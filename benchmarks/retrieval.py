@@ -15,7 +15,6 @@ Writes benchmarks/results/retrieval_<dataset>_<model>_<device>_<timestamp>.json.
 
 from __future__ import annotations
 
-import datetime
 import pathlib
 import sys
 import time
@@ -32,7 +31,7 @@ _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results
 def main(argv):
   del argv
   import jax
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.eval.report import TIGER_REFERENCE
   from lrm.pipeline import run_pipeline
   config = _CONFIG.value
@@ -67,11 +66,7 @@ def main(argv):
       "command": " ".join(["python", *sys.argv]),
       "reference": TIGER_REFERENCE.get(dataset, {}),
   }
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  out = pathlib.Path(_OUT.value) / f"retrieval_{dataset}_{name}_{slug}_{stamp}.json"
-  out.parent.mkdir(parents=True, exist_ok=True)
-  atomic_write_json(out, record)
-  print(f"wrote {out}")
+  write_benchmark_result(_OUT.value, f"retrieval_{dataset}_{name}_{slug}", record)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from command_line import parse_with_command
+
 
 def free_port() -> int:
   with socket.socket() as s:
@@ -61,12 +63,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                       help="after one process fails, seconds before the others are killed")
   parser.add_argument("--dry_run", action="store_true",
                       help="print each process's environment and command; start nothing")
-  parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
-  args = parser.parse_args(argv)
-  if args.command and args.command[0] == "--":
-    args.command = args.command[1:]
-  if not args.command:
-    parser.error("no command given (put it after --)")
+  args = parse_with_command(parser, argv)
   if args.num_processes < 1:
     parser.error(f"--num_processes must be >= 1, got {args.num_processes}")
   return args

@@ -20,6 +20,8 @@ import shlex
 import subprocess
 import sys
 
+from command_line import parse_with_command
+
 PREEMPTED = 143
 
 
@@ -79,12 +81,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--sbatch_arg", action="append", default=[],
                  help="extra '#SBATCH' option, e.g. --sbatch_arg=--exclusive (repeatable)")
   p.add_argument("--dry_run", action="store_true", help="print the batch script; submit nothing")
-  p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
-  args = p.parse_args(argv)
-  if args.command and args.command[0] == "--":
-    args.command = args.command[1:]
-  if not args.command:
-    p.error("no command given (put it after --)")
+  args = parse_with_command(p, argv)
   if args.nodes < 1 or args.gpus_per_node < 0:
     p.error("--nodes must be >= 1 and --gpus_per_node >= 0")
   return args

@@ -19,6 +19,8 @@ import shlex
 import subprocess
 import sys
 
+from command_line import parse_with_command
+
 
 GCLOUD_TPU_VM = ["gcloud", "compute", "tpus", "tpu-vm"]
 
@@ -50,12 +52,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                  help="shell run on each worker before the command, e.g. "
                       "\"python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[tpu]'\"")
   p.add_argument("--dry_run", action="store_true", help="print the gcloud commands; run nothing")
-  p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
-  args = p.parse_args(argv)
-  if args.command and args.command[0] == "--":
-    args.command = args.command[1:]
-  if not args.command:
-    p.error("no command given (put it after --)")
+  args = parse_with_command(p, argv)
   return args
 
 

@@ -16,7 +16,6 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from lrm.core import artifacts
@@ -27,6 +26,7 @@ from lrm.eval.ranking import task_metrics
 from lrm.models.ranker import Ranker, RankerConfig, predict, ranker_arrays, ranker_loss
 from lrm.sid.rq_kmeans import rq_kmeans_fit
 from lrm.tasks.ranking import BINARY_TASKS, ColdWarmSplit, RankingData, cold_warm_split
+from lrm.train.sampled_fit import fit_sampled
 
 
 def ranking_defaults() -> ml_collections.ConfigDict:
@@ -88,22 +88,9 @@ def train_ranker(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: 
                  batch_size: int, learning_rate: float, seed: int) -> float:
   """A light AdamW loop (seeded batches, no checkpoints); returns the last 100 steps' mean loss.
   For resumable runs with checkpoints use `lrm.train.trainer.train(model, ranker_loss, ...)`."""
-  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.01), wrt=nnx.Param)
   model.train()
-
-  @nnx.jit
-  def step(model, optimizer, batch):
-    (loss, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
-    optimizer.update(model, grads)
-    return loss
-
-  rng = np.random.default_rng(seed)
-  n = len(arrays["cand_id"])
-  losses = []
-  for _ in range(num_steps):
-    rows = rng.integers(0, n, batch_size)
-    losses.append(step(model, optimizer, {k: v[rows] for k, v in arrays.items()}))
-  return float(np.mean([float(x) for x in losses[-100:]]))
+  return fit_sampled(model, ranker_loss, arrays, num_steps=num_steps, batch_size=batch_size,
+                     learning_rate=learning_rate, weight_decay=0.01, seed=seed, tail=100)
 
 
 def evaluate_ranker(model: Ranker, data: RankingData, item_codes: np.ndarray, *,

@@ -9,17 +9,12 @@ W/lm[/<variant>]/results.json and W/results.json.
 
 from __future__ import annotations
 
-import pathlib
-
 from absl import flags
-from ml_collections import config_flags
 
 from lrm.cli.job_flags import join_job
+from lrm.cli.run_config import define_run_config
 
-_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "lm_beauty.py"
-_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (overrides config.run_dir)")
+_RUN_CONFIG = define_run_config("lm_beauty.py")
 _TRAIN = flags.DEFINE_bool("train", True, "train (or resume) the LM")
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "evaluate the trained LM")
 
@@ -28,7 +23,5 @@ def main(argv):
   del argv
   join_job()
   from lrm.lm import run
-  config = _CONFIG.value
-  if _WORKDIR.value:
-    config.run_dir = _WORKDIR.value
+  config = _RUN_CONFIG()
   run(config, train=_TRAIN.value, evaluate=_EVALUATE.value)

@@ -8,24 +8,15 @@ per task on warm and cold candidates. Results go to W/ranking/results.json.
 
 from __future__ import annotations
 
-import pathlib
-
-from absl import flags
-from ml_collections import config_flags
-
 from lrm.cli.job_flags import join_job
+from lrm.cli.run_config import define_run_config
 
-_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "rank_synthetic.py"
-_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (overrides config.run_dir)")
+_RUN_CONFIG = define_run_config("rank_synthetic.py")
 
 
 def main(argv):
   del argv
   join_job()
   from lrm.ranking import run
-  config = _CONFIG.value
-  if _WORKDIR.value:
-    config.run_dir = _WORKDIR.value
+  config = _RUN_CONFIG()
   run(config)

@@ -57,6 +57,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def write_benchmark_result(out_dir: str | os.PathLike, stem: str, record: Any) -> pathlib.Path:
+  """Writes one benchmark run to `out_dir/<stem>_<YYYYmmdd-HHMMSS>.json` (atomically, the
+  folder made if needed), prints and returns the path: the naming benchmarks/results uses."""
+  import datetime
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  path = pathlib.Path(out_dir) / f"{stem}_{stamp}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  atomic_write_json(path, record)
+  print(f"wrote {path}")
+  return path
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
   """Writes an .npy file atomically."""
   buf = io.BytesIO()

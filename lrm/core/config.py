@@ -61,3 +61,26 @@ def section_fields(cls: type, section: Any, prefix: str) -> dict[str, Any]:
     if k not in known:
       raise ConfigError(f"{prefix}.{k}", f"unknown field; known: {sorted(known)}")
   return d
+
+
+def dataclass_from_dict(cls: type, d: Any, where: str, *, required: tuple[str, ...] = ()) -> Any:
+  """A config dataclass from a mapping or ConfigDict; errors name `where.field`, unknown and
+  missing required keys included, and the dataclass's own checks are re-prefixed with `where`.
+  """
+  if hasattr(d, "to_dict"):
+    d = d.to_dict()
+  if not isinstance(d, Mapping):
+    raise ConfigError(where, f"expected a mapping, got {type(d).__name__}")
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(str(k) for k in d if k not in known)
+  if unknown:
+    raise ConfigError(f"{where}.{unknown[0]}", f"unknown field(s) {unknown}; "
+                      f"known: {sorted(known)}")
+  for name in required:
+    if name not in d:
+      raise ConfigError(f"{where}.{name}", "is required")
+  try:
+    return cls(**d)
+  except ConfigError as e:
+    message = str(e)[len(f"config field '{e.field}': "):]
+    raise ConfigError(f"{where}.{e.field}", message) from None

@@ -59,6 +59,7 @@ import optax
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError
 from lrm.models.layers import (DEFAULT_INIT, MLP, Attention, embedding, param, rms_norm,
                                sharding_scope)
@@ -120,25 +121,7 @@ class CompressionConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any] | Any, where: str = "encoder") -> "CompressionConfig":
-    return _from_dict(cls, d, where)
-
-
-def _from_dict(cls, d, where):
-  """A dataclass from a mapping / ConfigDict; errors name `where.field`, unknown keys too."""
-  if hasattr(d, "to_dict"):
-    d = d.to_dict()
-  if not isinstance(d, Mapping):
-    raise ConfigError(where, f"expected a mapping, got {type(d).__name__}")
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(str(k) for k in d if k not in known)
-  if unknown:
-    raise ConfigError(f"{where}.{unknown[0]}", f"unknown field(s) {unknown}; known: "
-                      f"{sorted(known)}")
-  try:
-    return cls(**d)
-  except ConfigError as e:
-    message = str(e)[len(f"config field '{e.field}': "):]
-    raise ConfigError(f"{where}.{e.field}", message) from None
+    return dataclass_from_dict(cls, d, where)
 
 
 def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
@@ -382,7 +365,7 @@ class LongHistoryConfig:
         d = {**d, "encoder": CompressionConfig.from_dict(d["encoder"])}
       except ConfigError as e:
         raise ConfigError(f"{where}.{e.field}", str(e).split(": ", 1)[-1]) from None
-    return _from_dict(cls, d, where)
+    return dataclass_from_dict(cls, d, where)
 
   def family(self) -> CodeFamily:
     return CodeFamily("sid", self.codebook_sizes, max_rows=self.max_rows)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError
 from lrm.models.layers import (DEFAULT_INIT, Block, embedding, level_logits, param, rms_norm,
                                sharding_scope)
@@ -75,22 +76,7 @@ class SASRecConfig:
   @classmethod
   def from_dict(cls, d: Mapping[str, Any] | Any, where: str = "model") -> "SASRecConfig":
     """From a mapping or ConfigDict; errors name `where.field`, unknown keys included."""
-    if hasattr(d, "to_dict"):
-      d = d.to_dict()
-    if not isinstance(d, Mapping):
-      raise ConfigError(where, f"expected a mapping, got {type(d).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in d if k not in known)
-    if unknown:
-      raise ConfigError(f"{where}.{unknown[0]}", f"unknown field(s) {unknown}; "
-                        f"known: {sorted(known)}")
-    if "num_items" not in d:
-      raise ConfigError(f"{where}.num_items", "is required")
-    try:
-      return cls(**d)
-    except ConfigError as e:
-      message = str(e)[len(f"config field '{e.field}': "):]
-      raise ConfigError(f"{where}.{e.field}", message) from None
+    return dataclass_from_dict(cls, d, where, required=("num_items",))
 
 
 def attention_mask(valid: jax.Array) -> jax.Array:

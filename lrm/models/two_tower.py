@@ -29,6 +29,7 @@ from flax import nnx
 
 from lrm.core.errors import ConfigError
 from lrm.models.layers import DEFAULT_INIT, embedding, padded_rows, param, sharding_scope
+from lrm.train.sampled_fit import fit_sampled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,19 +184,7 @@ def train_two_tower(model: TwoTower, history: np.ndarray, target: np.ndarray, *,
   if len(target) < batch_size:
     raise ConfigError("batch_size", f"{batch_size} > {len(target)} examples")
   log_q = log_sampling_probability(target, model.cfg.num_items)
-  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.0), wrt=nnx.Param)
-
-  @nnx.jit
-  def step(model, optimizer, batch):
-    (loss, _), grads = nnx.value_and_grad(two_tower_loss, has_aux=True)(model, batch)
-    optimizer.update(model, grads)
-    return loss
-
-  rng = np.random.default_rng(seed)
-  losses = []
-  for _ in range(num_steps):
-    rows = rng.integers(0, len(target), batch_size)
-    losses.append(float(step(model, optimizer, {"history": jnp.asarray(history[rows]),
-                                                "target": jnp.asarray(target[rows]),
-                                                "log_q": jnp.asarray(log_q[rows])})))
-  return float(np.mean(losses[-50:]))
+  return fit_sampled(model, two_tower_loss, {"history": history, "target": target,
+                                             "log_q": log_q},
+                     num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate,
+                     weight_decay=0.0, seed=seed, tail=50)

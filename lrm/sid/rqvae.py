@@ -540,6 +540,31 @@ def run_training_steps(model: RQVAE, train_step: Any, inputs: Any, *, cfg: Any, 
   return history
 
 
+def batch_plan(cfg: Any, n: int, mesh: jax.sharding.Mesh | None, *,
+               kmeans_init: bool) -> tuple[int, Any, int, int]:
+  """(batch, batch sharding or None, k-means init rows, steps) for `n` training rows.
+
+  With a mesh the batch is rounded down to a multiple of the data-parallel size. Shared by
+  RQ-VAE and SID-v2.
+  """
+  from lrm.parallel import mesh as mesh_lib
+  batch = min(cfg.batch_size, n)
+  sharding = None
+  if mesh is not None:
+    dp = mesh_lib.data_parallel_size(mesh)
+    batch = (batch // dp) * dp
+    if batch == 0:
+      raise ConfigError("batch_size", f"{min(cfg.batch_size, n)} examples per batch cannot be "
+                        f"split over {dp} data-parallel devices")
+    sharding = mesh_lib.batch_sharding(mesh, 2)
+  init_size = min(cfg.kmeans_init_size or batch, n)
+  if kmeans_init and init_size < max(cfg.codebook_sizes):
+    raise DataError(f"k-means initialisation sees {init_size} rows but the largest codebook has "
+                    f"{max(cfg.codebook_sizes)} codes: give more data or a larger batch_size / "
+                    "kmeans_init_size")
+  return batch, sharding, init_size, _num_steps(cfg, n, batch)
+
+
 def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None = None,
                 show_progress: bool = True,
                 init_model: RQVAE | None = None) -> tuple[RQVAE, dict[str, Any]]:
@@ -562,7 +587,6 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
   Shape: x [n, d].
   """
 
-  from lrm.parallel import mesh as mesh_lib
   from lrm.parallel.rules import LOGICAL_AXIS_RULES
 
   cfg = config
@@ -570,22 +594,8 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
     _check_init_model(init_model, cfg)
   x = _check_input(x, cfg.input_dim)
   n = x.shape[0]
-  batch = min(cfg.batch_size, n)
-  sharding = None
-  if mesh is not None:
-    dp = mesh_lib.data_parallel_size(mesh)
-    batch = (batch // dp) * dp
-    if batch == 0:
-      raise ConfigError("batch_size", f"{min(cfg.batch_size, n)} examples per batch cannot be "
-                        f"split over {dp} data-parallel devices")
-    sharding = mesh_lib.batch_sharding(mesh, 2)
-  init_size = min(cfg.kmeans_init_size or batch, n)
   kmeans_init = cfg.kmeans_init and init_model is None
-  if kmeans_init and init_size < max(cfg.codebook_sizes):
-    raise DataError(f"k-means initialisation sees {init_size} rows but the largest codebook has "
-                    f"{max(cfg.codebook_sizes)} codes: give more data or a larger batch_size / "
-                    "kmeans_init_size")
-  steps = _num_steps(cfg, n, batch)
+  batch, sharding, init_size, steps = batch_plan(cfg, n, mesh, kmeans_init=kmeans_init)
   key = jax.random.key(cfg.seed)
   k_params, k_data, k_init, k_steps, k_restart = jax.random.split(key, 5)
 

@@ -263,7 +263,6 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
   Shape: x [n, D], pairs int [p, 2].
   """
 
-  from lrm.parallel import mesh as mesh_lib
   from lrm.parallel.rules import sharding_context
 
   cfg = config
@@ -282,21 +281,8 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
     pair_batch = min(cfg.cooccurrence_batch_size, len(pairs))
     if pair_batch < 2:
       raise DataError(f"{len(pairs)} co-occurrence pairs: the loss needs at least 2")
-  batch = min(cfg.batch_size, n)
-  sharding = None
-  if mesh is not None:
-    dp = mesh_lib.data_parallel_size(mesh)
-    batch = (batch // dp) * dp
-    if batch == 0:
-      raise ConfigError("batch_size", f"{min(cfg.batch_size, n)} rows per batch cannot be "
-                        f"split over {dp} data-parallel devices")
-    sharding = mesh_lib.batch_sharding(mesh, 2)
-  init_size = min(cfg.kmeans_init_size or batch, n)
-  if cfg.kmeans_init and init_size < max(cfg.codebook_sizes):
-    raise DataError(f"k-means initialisation sees {init_size} rows but the largest codebook has "
-                    f"{max(cfg.codebook_sizes)} codes: give more data or a larger batch_size / "
-                    "kmeans_init_size")
-  steps = rqvae._num_steps(cfg, n, batch)
+  batch, sharding, init_size, steps = rqvae.batch_plan(cfg, n, mesh,
+                                                    kmeans_init=cfg.kmeans_init)
   key = jax.random.key(cfg.seed)
   k_params, k_data, k_init, k_steps, k_restart, k_pairs = jax.random.split(key, 6)
   put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
@@ -310,7 +296,6 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
       rqvae.init_codebooks(model, x[init_rows], key=k_init, iters=cfg.kmeans_iters)
     opt = nnx.Optimizer(model, rqvae.make_optimizer(cfg), wrt=nnx.Param)
     train_step = nnx.cached_partial(_train_step, model, opt)
-
 
     def inputs(step: int):
       xb = put(x[batches.next()])
