@@ -118,12 +118,12 @@ def main(argv):
   results["dynamic"] = {}
   if world is not None:
     _dynamic(world, section, split, content, results, checks, steps, seed)
-  kind, device = artifacts.device_description()
+  device, _ = artifacts.device_description()
   record = {"benchmark": "ranking", "dataset": dataset.name, "split": "cold_start_items_10pct",
             "metrics": results, "checks": checks, "steps": steps,
             "counts": {"train": len(split.train), "warm": len(split.warm),
                        "cold": len(split.cold), "cold_items": len(split.cold_rows)},
-            "device": f"{kind}: {device}", "wall_s": time.perf_counter() - start,
+            "device": device, "wall_s": time.perf_counter() - start,
             "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
   out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
                      f"ranking_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
