@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "train a retrieval model (TIGER seq2seq over SIDs, or the SASRec baseline), resumable",
     "evaluate": "rank all validation and test users with trained models; Recall/NDCG@K table",
     "rank": "ranking on a cold-start item split: ID / early / late-fusion SID rankers, multi-task AUC and GAUC on warm and cold items",
+    "replay": "cold-start replay: rounds of two-tower slates, clicks and updates; how fast new items gain impressions",
     "lm": "the bilingual SID language model: joint vocabulary, text<->SID + next/masked item tasks, train, evaluate, after-item table",
     "rounds": "continuous pretraining over dated snapshots of a growing catalog (SID refresh, churn, freshness)",
     "run": "the main job: every stage above, end to end, from one config (default: synthetic world)",
