@@ -2,12 +2,21 @@
 
   python benchmarks/ranking.py                    # ~10 min on 2 CPU cores
   python benchmarks/ranking.py --train_steps=300        # a quick look
+  python benchmarks/ranking.py --dataset=movielens --train_steps=1000   # user-side ablation
+  python benchmarks/ranking.py --dataset=beauty --ablation --variants=id,late
 
 Measures: ID / early-fusion / late-fusion rankers on warm and cold candidates (click AUC, GAUC);
 staged warmup from an ID-carrying checkpoint (loss and AUC through the transition); the
 two-tower with and without k-means cluster IDs (cold coverage, cold Recall@K); static vs
 static + dynamic SIDs on the live rooms' slice-dependent follow signal. Writes one JSON under
 benchmarks/results/ with device, commit and command.
+
+`--ablation` (always on for MovieLens 100k) measures issue 8's user-side tokens instead: each
+variant trained on the same examples without, then with, user-attribute tokens (where the
+dataset has them: MovieLens' age / gender / occupation / zip area) and interaction-count
+tokens; click AUC / GAUC on warm and cold candidates and, on MovieLens, rating RMSE (on the
+0..1 scale the ranker fits, and x4 on the 1..5 stars). The warmup, two-tower and room
+measurements are skipped in this mode.
 """
 
 from __future__ import annotations
@@ -34,10 +43,24 @@ from lrm.tasks.ranking import room_examples
 
 _STEPS = flags.DEFINE_integer("train_steps", 1500, "training steps per ranker")
 _SEED = flags.DEFINE_integer("seed", 0, "seed")
-_DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "beauty"],
-                             "synthetic world (every measurement) or Amazon Beauty (no rooms)")
+_DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "beauty", "movielens"],
+                             "synthetic world (every measurement), Amazon Beauty (no rooms) or "
+                             "MovieLens 100k (the user-side ablation)")
 _BEAUTY = flags.DEFINE_string("beauty_path", "/work/shared/data/amazon_beauty",
                               "Beauty in the standard layout")
+_MOVIELENS = flags.DEFINE_string("movielens_path", "/work/shared/data/movielens_100k",
+                                 "MovieLens 100k as RecBole atomic files (.inter/.item/.user)")
+_ABLATION = flags.DEFINE_bool("ablation", False,
+                              "variants without and with the user-side tokens only (module "
+                              "docstring); always on for movielens")
+_VARIANTS = flags.DEFINE_list("variants", [], "rankers to train; default: all (synthetic, "
+                              "beauty), id,replace,late (movielens)")
+_USER_FEATURES = flags.DEFINE_bool("user_features", False,
+                                   "user-attribute tokens in the main (non-ablation) run")
+_COUNTS = flags.DEFINE_bool("interaction_counts", False,
+                            "interaction-count tokens in the main (non-ablation) run")
+_MAX_TRAIN = flags.DEFINE_integer("max_train_events", 0,
+                                  "training positives kept (0 = the dataset's default)")
 _OUT = flags.DEFINE_string("out", "", "results JSON (default benchmarks/results/ranking_...)")
 
 
@@ -52,6 +75,9 @@ def main(argv):
   seed, steps = _SEED.value, _STEPS.value
   section = ranking_defaults()
   section.num_steps = steps
+  if _DATASET.value == "movielens":
+    _ablation(_movielens(section), section, seed, steps, start)
+    return
   if _DATASET.value == "synthetic":
     world = make_world(WorldConfig(seed=seed, num_rooms=300, room_slices=48))
     dataset = world.dataset
@@ -60,9 +86,20 @@ def main(argv):
     world, dataset = None, read_dataset(_BEAUTY.value)
     section.codebook_sizes = (32, 32, 32)
     section.max_train_events = 100000
+  if _VARIANTS.value:
+    section.variants = tuple(_VARIANTS.value)
+  if _MAX_TRAIN.value:
+    section.max_train_events = _MAX_TRAIN.value
+  if _ABLATION.value:
+    _ablation(dataset, section, seed, steps, start)
+    return
+  section.user_features = _USER_FEATURES.value
+  section.interaction_counts = _COUNTS.value
   split, codes = prepare(section, dataset, seed)
   results = {"variants": run_variants(section, split, codes, seed=seed)}
   v = results["variants"]
+  if not {"id", "replace", "concat", "gate", "late"} <= set(v):
+    raise SystemExit("the full benchmark needs every variant; use --ablation for a subset")
   best_warm = max(r["warm"]["click/auc"] for r in v.values())
   early_cold = max(v[k]["cold"]["click/auc"] for k in ("replace", "concat", "gate"))
   checks = {
@@ -133,6 +170,72 @@ def main(argv):
                                                    for k, x in v.items()},
                     "two_tower": results["two_tower"], "dynamic": results["dynamic"],
                     "warmup_last": curve[-1]}, indent=1, default=float))
+  print("wrote", out)
+
+
+def _movielens(section):
+  """MovieLens 100k from its RecBole files, and the section configs/rank_movielens.py uses."""
+  from lrm.data.movielens import read_recbole_atomic
+  from lrm.core.config import load_config
+  ml = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "rank_movielens.py",
+                   None).ranking
+  for key in ("max_history", "codebook_sizes", "text_fields", "max_train_events"):
+    section[key] = ml[key]
+  section.variants = tuple(_VARIANTS.value or ("id", "replace", "late"))
+  if _MAX_TRAIN.value:
+    section.max_train_events = _MAX_TRAIN.value
+  return read_recbole_atomic(_MOVIELENS.value)
+
+
+def _ablation(dataset, section, seed, steps, start) -> None:
+  """Each variant without, then with, the user-side tokens, on the same examples."""
+  on = section.copy_and_resolve_references()
+  on.user_features = dataset.users is not None and bool(dataset.users.fields)
+  on.interaction_counts = True
+  split, codes = prepare(on, dataset, seed)          # examples carry features and counts
+  off = section.copy_and_resolve_references()
+  off.user_features = off.interaction_counts = False
+  runs = {"base": run_variants(off, split, codes, seed=seed),
+          "user_side": run_variants(on, split, codes, seed=seed)}
+  for run in runs.values():
+    for r in run.values():
+      for part in ("warm", "cold"):
+        if "rating/rmse" in r[part]:
+          r[part]["rating/rmse_stars"] = 4.0 * r[part]["rating/rmse"]   # back to 1..5
+  baselines = {}
+  if "rating" in split.train.labels:   # RMSE (stars) of always predicting the training mean
+    known = lambda d: d.labels["rating"][d.masks["rating"] > 0]
+    mean = float(known(split.train).mean())
+    baselines = {f"{part}/rating/rmse_stars_train_mean": 4.0 * float(
+        np.sqrt(np.mean((known(getattr(split, part)) - mean) ** 2))) for part in ("warm", "cold")}
+  auc = lambda run, v, part: runs[run][v][part]["click/auc"]
+  variants = tuple(section.variants)
+  checks = {f"user_side_raises_warm_auc/{v}": auc("user_side", v, "warm") > auc("base", v, "warm")
+            for v in variants}
+  checks.update({f"user_side_raises_cold_auc/{v}": auc("user_side", v, "cold")
+                 > auc("base", v, "cold") for v in variants})
+  if "id" in variants:
+    checks["id_cold_auc_near_chance"] = abs(auc("base", "id", "cold") - 0.5) < 0.03
+    for v in variants:
+      if v != "id":
+        checks[f"{v}_cold_auc_above_id"] = auc("base", v, "cold") > auc("base", "id", "cold")
+  device, _ = artifacts.device_description()
+  record = {"benchmark": "ranking_user_side", "dataset": dataset.name,
+            "split": "cold_start_items_10pct", "metrics": {"ablation": runs},
+            "checks": checks, "baselines": baselines, "steps": steps, "section": on.to_dict(),
+            "user_features": (None if split.user_features is None else
+                              dict(zip(split.user_features.names, split.user_features.sizes))),
+            "counts": {"train": len(split.train), "warm": len(split.warm),
+                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+            "device": device, "wall_s": time.perf_counter() - start,
+            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
+  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
+                     f"ranking_user_side_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+  artifacts.atomic_write_json(out, record)
+  summary = {run: {v: {f"{part}/{m}": round(float(r[part][m]), 4) for part in ("warm", "cold")
+                       for m in ("click/auc", "click/gauc", "rating/rmse_stars") if m in r[part]}
+                   for v, r in res.items()} for run, res in runs.items()}
+  print(json.dumps({"checks": checks, "baselines": baselines, "ablation": summary}, indent=1))
   print("wrote", out)
 
 

@@ -25,7 +25,8 @@ from lrm.data.types import Catalog
 from lrm.eval.ranking import task_metrics
 from lrm.models.ranker import Ranker, RankerConfig, predict, ranker_arrays, ranker_loss
 from lrm.sid.rq_kmeans import rq_kmeans_fit
-from lrm.tasks.ranking import BINARY_TASKS, ColdWarmSplit, RankingData, cold_warm_split
+from lrm.tasks.ranking import (BINARY_TASKS, ColdWarmSplit, RankingData, cold_warm_split,
+                               encode_user_features)
 from lrm.train.sampled_fit import fit_sampled
 
 
@@ -47,6 +48,13 @@ def ranking_defaults() -> ml_collections.ConfigDict:
   c.num_steps = 1500
   c.batch_size = 256
   c.learning_rate = 2e-3
+  # User-side tokens (issue 8 item 2; lrm/tasks/ranking.py): the dataset's user attributes
+  # (needs Dataset.users, e.g. MovieLens' .user file) and user-item interaction counts.
+  c.user_features = False
+  c.user_feature_buckets = 8     # quantile buckets of numeric attributes (age)
+  c.interaction_counts = False
+  c.count_buckets = 8            # log2 buckets per count token
+  c.text_fields = ()             # item text for hashed content; () = title, brand, categories
   return c
 
 
@@ -67,16 +75,21 @@ def ranking_section(config) -> ml_collections.ConfigDict:
   for name in ("num_steps", "batch_size", "max_history", "num_negatives", "eval_negatives", "d"):
     if int(out[name]) < 1:
       raise ConfigError(f"ranking.{name}", f"must be >= 1, got {out[name]}")
+  for name in ("user_feature_buckets", "count_buckets"):
+    if int(out[name]) < 2:
+      raise ConfigError(f"ranking.{name}", f"must be >= 2, got {out[name]}")
   return out
 
 
-def item_content(catalog: Catalog) -> np.ndarray:
+def item_content(catalog: Catalog, text_fields=()) -> np.ndarray:
   """The catalog's content embeddings (modalities concatenated in name order), or hashed text
-  embeddings when it has none (`lrm.encoders.hashing`)."""
+  embeddings of `text_fields` (default: `Catalog.text`'s) when it has none
+  (`lrm.encoders.hashing`)."""
   if catalog.embeddings:
     return np.concatenate([catalog.embeddings[m] for m in sorted(catalog.embeddings)], axis=1)
   from lrm.encoders.hashing import HashingEncoder
-  return np.asarray(HashingEncoder(dim=128).encode(catalog.text()), np.float32)
+  text = catalog.text(tuple(text_fields)) if text_fields else catalog.text()
+  return np.asarray(HashingEncoder(dim=128).encode(text), np.float32)
 
 
 def fit_codes(content: np.ndarray, sizes, *, seed: int, iters: int):
@@ -101,24 +114,42 @@ def evaluate_ranker(model: Ranker, data: RankingData, item_codes: np.ndarray, *,
                       BINARY_TASKS)
 
 
-def ranker_config(section, variant: str, num_items: int, tasks, **kw) -> RankerConfig:
+def ranker_config(section, variant: str, num_items: int, tasks, *,
+                  user_feature_sizes=(), **kw) -> RankerConfig:
+  """The ranker of `variant`; user-feature tokens when `user_feature_sizes` is given (the
+  split's encoding) and the section asks for them, count tokens when it asks for counts."""
+  kw.setdefault("interaction_counts", bool(section.get("interaction_counts", False)))
+  kw.setdefault("count_buckets", int(section.get("count_buckets", 8)))
+  sizes = tuple(user_feature_sizes) if section.get("user_features", False) else ()
   return RankerConfig(variant=variant, num_items=num_items,
                       item_codebook_sizes=tuple(section.codebook_sizes), tasks=tuple(tasks),
                       max_history=int(section.max_history), d=int(section.d),
                       num_layers=int(section.num_layers), num_heads=int(section.num_heads),
-                      mlp_dim=int(section.mlp_dim), dropout=float(section.dropout), **kw)
+                      mlp_dim=int(section.mlp_dim), dropout=float(section.dropout),
+                      user_feature_sizes=sizes, **kw)
 
 
 def prepare(section, dataset, seed: int) -> tuple[ColdWarmSplit, np.ndarray]:
-  """The cold/warm split of the dataset and the items' SIDs."""
+  """The items' SIDs (RQ-KMeans on content, known before the split: the counts need them),
+  then the cold/warm split of the dataset with the user-side features the section asks for."""
+  codes = fit_codes(item_content(dataset.catalog, section.get("text_fields", ())),
+                    section.codebook_sizes, seed=seed, iters=int(section.kmeans_iters)).codes
+  features = None
+  if section.get("user_features", False):
+    users = getattr(dataset, "users", None)
+    if users is None or not users.fields:
+      raise ConfigError("ranking.user_features", f"dataset {dataset.name!r} has no user "
+                        f"attributes (Dataset.users: a RecBole .user file or users.jsonl)")
+    features = encode_user_features(users, num_buckets=int(section.user_feature_buckets))
   split = cold_warm_split(dataset.sequences, dataset.catalog,
                           cold_fraction=float(section.cold_fraction),
                           max_history=int(section.max_history),
                           num_negatives=int(section.num_negatives),
                           eval_negatives=int(section.eval_negatives), seed=seed,
-                          max_train_events=int(section.max_train_events) or None)
-  codes = fit_codes(item_content(dataset.catalog), section.codebook_sizes, seed=seed,
-                    iters=int(section.kmeans_iters)).codes
+                          max_train_events=int(section.max_train_events) or None,
+                          user_features=features,
+                          count_codes=codes if section.get("interaction_counts", False)
+                          else None)
   return split, codes
 
 
@@ -142,10 +173,11 @@ def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
   out = {}
   tasks = split.train.tasks
   arrays = ranker_arrays(split.train, codes, tasks)
+  sizes = () if split.user_features is None else split.user_features.sizes
   for variant in section.variants:
     start = time.perf_counter()
-    model = Ranker(ranker_config(section, variant, split.num_items, tasks),
-                   rngs=nnx.Rngs(seed))
+    model = Ranker(ranker_config(section, variant, split.num_items, tasks,
+                                 user_feature_sizes=sizes), rngs=nnx.Rngs(seed))
     if workdir is None:
       loss = train_ranker(model, arrays, num_steps=int(section.num_steps),
                           batch_size=int(section.batch_size),
@@ -185,6 +217,9 @@ def run(config) -> dict[str, Any]:
   results = {"dataset": dataset.name, "section": section.to_dict(),
              "counts": {"train": len(split.train), "warm": len(split.warm),
                         "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+             "user_features": (None if split.user_features is None else
+                               dict(zip(split.user_features.names,
+                                        split.user_features.sizes))),
              "variants": run_variants(section, split, codes, seed=int(base.seed),
                                       workdir=run_dir / "ranking")}
   out = run_dir / "ranking"
@@ -192,6 +227,8 @@ def run(config) -> dict[str, Any]:
   artifacts.atomic_write_text(out / "results.json", json.dumps(results, indent=1,
                                                                 default=float))
   for name, r in results["variants"].items():
+    rmse = "".join(f"  {part} rating RMSE {r[part]['rating/rmse']:.4f}"
+                   for part in ("warm", "cold") if "rating/rmse" in r[part])
     print(f"{name:8s} warm click AUC {r['warm'].get('click/auc', float('nan')):.4f}  "
-          f"cold click AUC {r['cold'].get('click/auc', float('nan')):.4f}")
+          f"cold click AUC {r['cold'].get('click/auc', float('nan')):.4f}{rmse}")
   return results

@@ -11,6 +11,10 @@ A dataset is a directory:
                          `signal_<name>` float32, and `sequences_digest` (a hash of
                          sequences.txt's ids, so an edited sequences.txt is caught).
   items.npz              optional: `timestamps` float64 [items], in items.jsonl order.
+  users.jsonl            optional: one JSON object per user with attributes: an integer
+                         `user_id` (a user of sequences.txt) and scalar fields (str, number or
+                         null; e.g. age, gender, occupation, zip_code). Users without a line,
+                         or without a key, get None; `Dataset.users` is aligned to sequences.txt.
   embeddings/<m>.npy     optional: float32 [items, d] per modality m, in items.jsonl order.
   manifest.json          written last by `write_dataset`; its presence marks the write complete.
 
@@ -36,12 +40,13 @@ import numpy as np
 
 from lrm.core import artifacts
 from lrm.core.errors import DataError
-from lrm.data.types import Catalog, Dataset, Sequences
+from lrm.data.types import Catalog, Dataset, Sequences, UserTable
 
 SEQUENCES = "sequences.txt"
 ITEMS = "items.jsonl"
 EVENTS = "events.npz"
 ITEM_ARRAYS = "items.npz"
+USERS = "users.jsonl"
 EMBEDDINGS = "embeddings"
 INCOMPLETE = ".write-incomplete"
 LAYOUT_VERSION = 1
@@ -235,6 +240,73 @@ def _json_value(obj: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------
+# users.jsonl
+
+
+def read_users_jsonl(path: str | os.PathLike, user_ids: np.ndarray | None = None) -> UserTable:
+  """Reads one JSON object per user into a UserTable (file order; blank lines are skipped).
+
+  Fields are every key other than `user_id`, in order of first appearance (None where a line
+  lacks one). With `user_ids` (the users of sequences.txt), a user id outside it raises.
+  Raises DataError (`file:line: ...`) for bad JSON, a line that is not an object, a missing,
+  non-integer, unknown or repeated `user_id`, and a value that is not a str, number or null.
+  """
+  path = pathlib.Path(path)
+  text = _read_text(path)
+  decode = json.JSONDecoder().decode
+  known = None if user_ids is None else set(np.asarray(user_ids).tolist())
+  ids: list[int] = []
+  records: list[dict[str, Any]] = []
+  line_of_user: dict[int, int] = {}
+  names: dict[str, None] = {}
+  for lineno, line in enumerate(text.split("\n"), 1):
+    if not line.strip():
+      continue
+    try:
+      record = decode(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f"bad JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
+    if not isinstance(record, dict):
+      raise DataError(f"expected a JSON object, got {type(record).__name__}", path=path,
+                      line=lineno)
+    if "user_id" not in record:
+      raise DataError("missing required key 'user_id'", path=path, line=lineno)
+    user = record.pop("user_id")
+    if isinstance(user, bool) or not isinstance(user, int):
+      raise DataError(f"user_id must be an integer, got {user!r}", path=path, line=lineno)
+    if known is not None and user not in known:
+      raise DataError(f"unknown user_id {user} (not in {SEQUENCES})", path=path, line=lineno)
+    if user in line_of_user:
+      raise DataError(f"duplicate user_id {user} (first on line {line_of_user[user]})",
+                      path=path, line=lineno)
+    for key, value in record.items():
+      if value is not None and (isinstance(value, bool)
+                                or not isinstance(value, (str, int, float))):
+        raise DataError(f"field '{key}' must be a string, number or null, got {value!r}",
+                        path=path, line=lineno)
+    line_of_user[user] = lineno
+    ids.append(user)
+    records.append(record)
+    names.update(dict.fromkeys(record))
+  return UserTable(user_ids=np.array(ids, np.int64),
+                   fields={n: [r.get(n) for r in records] for n in names})
+
+
+def format_users_jsonl(users: UserTable) -> str:
+  """The text of users.jsonl: one line per user of the table, every field (None as null)."""
+  names = list(users.fields)
+  encode = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
+  out = []
+  for r, user in enumerate(users.user_ids.tolist()):
+    record = {"user_id": user, **{n: users.fields[n][r] for n in names}}
+    try:
+      out.append(encode(record) + "\n")
+    except (TypeError, ValueError) as e:
+      raise DataError(f"user {user}: a field value cannot be written as JSON: {e}") from None
+  return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------
 # events.npz, items.npz, embeddings/
 
 
@@ -397,13 +469,16 @@ def read_dataset(path: str | os.PathLike, *, name: str | None = None,
     embeddings = _read_embeddings(directory / EMBEDDINGS, catalog.item_ids)
   catalog = Catalog(item_ids=catalog.item_ids, fields=catalog.fields, embeddings=embeddings,
                     timestamps=timestamps)
+  users = None
+  if (directory / USERS).exists():
+    users = read_users_jsonl(directory / USERS, sequences.user_ids)
   meta: dict[str, Any] = {}
   if manifest is not None:
     _check_manifest(manifest, directory, sequences, catalog)
     meta = dict(manifest.get("meta") or {})
     name = name or manifest.get("name")
   return Dataset(name=name or directory.resolve().name, catalog=catalog, sequences=sequences,
-                 meta=meta)
+                 meta=meta, users=users)
 
 
 def _check_sequence_items(sequences: Sequences, catalog: Catalog, line_of_user: np.ndarray,
@@ -462,6 +537,7 @@ def write_dataset(path: str | os.PathLike, dataset: Dataset, *, config: Any = No
       fields=list(catalog.fields),
       embeddings={m: int(e.shape[1]) for m, e in catalog.embeddings.items()},
       signals=sorted(sequences.signals), event_type_names=list(sequences.event_type_names),
+      user_fields=[] if dataset.users is None else list(dataset.users.fields),
       meta=dict(dataset.meta))
   marker.unlink()
 
@@ -482,6 +558,8 @@ def _serialise(dataset: Dataset) -> dict[str, bytes]:
     files[EVENTS] = _npz_bytes(events)
   if catalog.timestamps is not None:
     files[ITEM_ARRAYS] = _npz_bytes({"timestamps": catalog.timestamps})
+  if dataset.users is not None:
+    files[USERS] = format_users_jsonl(dataset.users).encode("utf-8")
   for modality, emb in catalog.embeddings.items():
     if not _SAFE_NAME.match(modality):
       raise DataError(f"embedding modality {modality!r} must match {_SAFE_NAME.pattern}")
@@ -491,7 +569,7 @@ def _serialise(dataset: Dataset) -> dict[str, bytes]:
 
 def _remove_stale_files(directory: pathlib.Path, keep: set[str]) -> None:
   """Removes optional files of an earlier write that this one does not replace."""
-  candidates = [directory / EVENTS, directory / ITEM_ARRAYS]
+  candidates = [directory / EVENTS, directory / ITEM_ARRAYS, directory / USERS]
   if (directory / EMBEDDINGS).is_dir():
     candidates += sorted((directory / EMBEDDINGS).glob("*.npy"))
   for p in candidates:

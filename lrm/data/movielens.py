@@ -7,7 +7,7 @@
   ratings.dat + movies.dat    ML-1M / ML-10M: `user::movie::rating::timestamp`;
                               `id::Title (Year)::Genre|Genre`
   ratings.csv + movies.csv    ML-20M / 25M / latest: CSV with a header
-  <name>.inter (+ .item)      RecBole atomic files (read_recbole_atomic)
+  <name>.inter (+ .item, .user)  RecBole atomic files (read_recbole_atomic)
 
 Every format gives the same Dataset: items with fields title (the year stripped),
 release_year (int or None) and genres (a list; the placeholder genres "unknown" and
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lrm.core.errors import DataError
-from lrm.data.types import Catalog, Dataset, Sequences
+from lrm.data.types import Catalog, Dataset, Sequences, UserTable
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                  "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
@@ -238,7 +238,7 @@ def _check_unique_ids(ids: Sequence[int], path: pathlib.Path, lines: Sequence[in
 
 
 def read_recbole_atomic(path: str | os.PathLike, *, name: str | None = None) -> Dataset:
-  """Reads RecBole atomic files: `<name>.inter` and, when present, `<name>.item`.
+  """Reads RecBole atomic files: `<name>.inter` and, when present, `<name>.item` and `.user`.
 
   Both are TSV with a typed header (`user_id:token item_id:token rating:float
   timestamp:float`). User and item ids must be integers. Every float column of .inter other
@@ -250,6 +250,10 @@ def read_recbole_atomic(path: str | os.PathLike, *, name: str | None = None) -> 
   and the placeholders of movie 267 (`unkonwn`) and the genre `unknown` are dropped, so that
   ML-100k reads as `../shared/data/movielens_100k/items.jsonl`.
   Without .item, the catalog holds the items of .inter in increasing id order.
+
+  `.user` (`user_id:token age:token gender:token occupation:token zip_code:token` in ML-100k)
+  becomes `Dataset.users` (`read_recbole_users`); its users absent from .inter are ignored and
+  users of .inter without a row get None in every field.
   """
   directory = pathlib.Path(path)
   inters = sorted(directory.glob("*.inter"))
@@ -275,8 +279,60 @@ def read_recbole_atomic(path: str | os.PathLike, *, name: str | None = None) -> 
   else:
     catalog = Catalog(item_ids=np.unique(items))
   sequences = _sort_into_sequences(events, catalog, inter)
+  user_path = inter.with_suffix(".user")
+  users = None
+  if user_path.is_file():
+    table = read_recbole_users(user_path)
+    users = table.align(sequences.user_ids)
   return Dataset(name=name or inter.stem, catalog=catalog, sequences=sequences,
-                 meta={"source": "recbole_atomic"})
+                 meta={"source": "recbole_atomic"}, users=users)
+
+
+# User columns whose tokens are integers (ML-100k's age): read as int (None if not digits).
+RECBOLE_INT_USER_COLUMNS = {"age"}
+
+
+def read_recbole_users(path: str | os.PathLike) -> UserTable:
+  """A RecBole `.user` file as a UserTable, in file order.
+
+  Scalar columns only: token -> str (integer columns such as `age` -> int), float -> float;
+  empty cells -> None. A `_seq` column, a non-integer or repeated user_id, a malformed age or a
+  row with the wrong number of cells raises DataError naming the file and line. Zip codes stay
+  strings (leading zeros, Canadian codes).
+  """
+  path = pathlib.Path(path)
+  columns, rows, lines = _read_atomic(path)
+  if "user_id" not in columns:
+    raise DataError("header has no 'user_id' column", path=path, line=1)
+  for col, kind in columns.items():
+    if kind.endswith("_seq"):
+      raise DataError(f"user column '{col}' is {kind}; user features must be scalar "
+                      f"(token or float)", path=path, line=1)
+  ids = _column(columns, rows, lines, "user_id", path)
+  seen: dict[int, int] = {}
+  for user, lineno in zip(ids.tolist(), lines):
+    if user in seen:
+      raise DataError(f"duplicate user_id {user} (first on line {seen[user]})", path=path,
+                      line=lineno)
+    seen[user] = lineno
+  fields: dict[str, list[Any]] = {}
+  for j, (col, kind) in enumerate(columns.items()):
+    if col == "user_id":
+      continue
+    values = [_atomic_value(cells[j], kind, path, lineno) for cells, lineno in zip(rows, lines)]
+    if col in RECBOLE_INT_USER_COLUMNS:
+      values = [_int_token(v, col, path, lineno) for v, lineno in zip(values, lines)]
+    fields[col] = values
+  return UserTable(user_ids=ids, fields=fields)
+
+
+def _int_token(value: Any, col: str, path: pathlib.Path, lineno: int) -> int | None:
+  if value is None:
+    return None
+  try:
+    return int(value)
+  except (TypeError, ValueError):
+    raise DataError(f"{col} must be an integer, got '{value}'", path=path, line=lineno) from None
 
 
 _ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")

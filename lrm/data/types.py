@@ -1,9 +1,12 @@
-"""The two tables every stage reads: an item catalog and users' interaction sequences.
+"""The two tables every stage reads: an item catalog and users' interaction sequences, plus an
+optional table of user attributes.
 
 Item and user ids are the integers of the source files (1-based in `../shared/data`); arrays are
 in *catalog order* (row r is item `catalog.item_ids[r]`). Sequences are stored flat, CSR-style
 (`offsets` into one `items` array), so millions of events and 32k-long histories cost one array
-each rather than one Python list per user.
+each rather than one Python list per user. User attributes (age, gender, occupation, zip code:
+what MovieLens ships) live in a `UserTable` that a Dataset keeps aligned to its sequences' users,
+so row u of either is the same user and no stage needs an id lookup.
 """
 
 from __future__ import annotations
@@ -273,12 +276,75 @@ class Sequences:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class UserTable:
+  """Per-user attributes: one scalar value (str, int, float or None = missing) per user and field.
+
+  Attributes:
+    user_ids: int64 [u], unique.
+    fields: name -> list of u values, e.g. `age` (int), `gender`, `occupation`, `zip_code` (str).
+  """
+  user_ids: np.ndarray
+  fields: Mapping[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    ids = np.asarray(self.user_ids, dtype=np.int64)
+    object.__setattr__(self, "user_ids", ids)
+    if ids.ndim != 1:
+      raise DataError(f"user_ids must be 1-d, got shape {ids.shape}")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if len(uniq) != len(ids):
+      raise DataError(f"duplicate user ids in the user table: {uniq[counts > 1][:5].tolist()}")
+    fields = {}
+    for name, values in self.fields.items():
+      if name == "user_id":
+        raise DataError("user field name 'user_id' is reserved for the id")
+      values = list(values)
+      if len(values) != len(ids):
+        raise DataError(f"user field '{name}' has {len(values)} values for {len(ids)} users")
+      bad = next((v for v in values if v is not None and (isinstance(v, bool) or not isinstance(
+          v, (str, int, float, np.integer, np.floating)))), None)
+      if bad is not None:
+        raise DataError(f"user field '{name}': values must be str, int, float or None, got "
+                        f"{bad!r}")
+      fields[name] = [v.item() if isinstance(v, np.generic) else v for v in values]
+    object.__setattr__(self, "fields", fields)
+
+  def __len__(self) -> int:
+    return len(self.user_ids)
+
+  def align(self, user_ids: Sequence[int] | np.ndarray) -> "UserTable":
+    """The table over `user_ids` in their order; users without a row get None everywhere.
+    Users of this table that are not in `user_ids` are dropped."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    row_of = {int(u): r for r, u in enumerate(self.user_ids)}
+    rows = [row_of.get(int(u), -1) for u in ids]
+    return UserTable(user_ids=ids, fields={
+        name: [values[r] if r >= 0 else None for r in rows]
+        for name, values in self.fields.items()})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A catalog with the interaction sequences over it."""
+  """A catalog with the interaction sequences over it, and optionally user attributes.
+
+  `users`, when given, is re-aligned to `sequences.user_ids` (row u = sequences user u; users
+  without attributes get None); a user id that has no sequence raises DataError.
+  """
   name: str
   catalog: Catalog
   sequences: Sequences
   meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  users: UserTable | None = None
+
+  def __post_init__(self):
+    if self.users is None:
+      return
+    unknown = ~np.isin(self.users.user_ids, self.sequences.user_ids)
+    if unknown.any():
+      raise DataError(f"user table holds ids with no sequence: "
+                      f"{self.users.user_ids[unknown][:5].tolist()}")
+    if not np.array_equal(self.users.user_ids, self.sequences.user_ids):
+      object.__setattr__(self, "users", self.users.align(self.sequences.user_ids))
 
   def stats(self) -> dict[str, Any]:
     lens = self.sequences.lengths

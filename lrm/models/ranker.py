@@ -18,10 +18,23 @@ regression tasks such as watch time or rating). Variants (`RankerConfig.variant`
   one more token that the staged warmup (`warmup_train`) retires: its presence is drawn per
   example with a probability that decays to 0.
 
+User-side tokens beyond the history (off by default; each adds parameters created after all
+the others, so a ranker without them initialises exactly as before):
+
+- `user_feature_sizes`: one token per user attribute (age bucket, gender, occupation, zip
+  area; `lrm.tasks.ranking.encode_user_features`), each field with its own small table (code 0
+  = missing is a learned vector too) plus a per-field type embedding;
+- `interaction_counts`: one token per count column (`lrm.tasks.ranking.interaction_counts`:
+  how many earlier visible events share the candidate's level-l SID prefix, l = 1..c, then how
+  many were the candidate itself), each column a table of `count_buckets` log2 buckets plus a
+  type embedding. The ID variant must not see SID information, so it reads only the
+  same-item column; every SID variant reads all c + 1.
+
 Loss (`ranker_loss`): per task a masked mean (binary cross-entropy or squared error) over the
 examples whose label is known, weighted by `task_weights`. Batches are dicts made by
 `ranker_arrays`: hist_id [b, h] (-1 pads), hist_sid [b, h, c], cand_id [b],
-cand_sid/<family> [b, c], label/<task> and mask/<task> [b], optionally id_keep [b].
+cand_sid/<family> [b, c], label/<task> and mask/<task> [b], optionally id_keep [b],
+user_feat [b, f] (codes) and count_bucket [b, c + 1] (log2 buckets, uncapped).
 
 Shape letters: b batch, h history length, c SID level, n candidate tokens, d width, t tasks.
 """
@@ -43,7 +56,7 @@ from lrm.core.errors import ConfigError
 from lrm.models.layers import (DEFAULT_INIT, Block, embedding, key_mask, padded_rows, param,
                                rms_norm, sharding_scope)
 from lrm.models.sid_features import CodeFamily, PrefixNGramEmbedding
-from lrm.tasks.ranking import BINARY_TASKS, TASKS, RankingData
+from lrm.tasks.ranking import BINARY_TASKS, TASKS, RankingData, count_buckets
 
 VARIANTS = ("id", "replace", "concat", "gate", "late")
 _USES_ID = ("id", "concat", "gate")
@@ -72,6 +85,10 @@ class RankerConfig:
   # (a candidate's code and a history item's code meet in one space); False = a table set per
   # family (FLUID's separate slice and room tables).
   shared_tables: bool = True
+  # Codes per user attribute (0 = missing included), one token each; empty = no such tokens.
+  user_feature_sizes: tuple[int, ...] = ()
+  interaction_counts: bool = False            # count tokens (id: same item only)
+  count_buckets: int = 8                      # log2 buckets per count column (last: >= 2^(B-2))
 
   def __post_init__(self):
     object.__setattr__(self, "item_codebook_sizes", tuple(self.item_codebook_sizes))
@@ -79,6 +96,8 @@ class RankerConfig:
                        tuple((str(n), tuple(s)) for n, s in self.candidate_families))
     object.__setattr__(self, "tasks", tuple(self.tasks))
     object.__setattr__(self, "task_weights", tuple(float(w) for w in self.task_weights))
+    object.__setattr__(self, "user_feature_sizes", tuple(int(x) for x in
+                                                         self.user_feature_sizes))
     if self.variant not in VARIANTS:
       raise ConfigError("variant", f"must be one of {list(VARIANTS)}, got {self.variant!r}")
     if self.variant != "id" and not self.item_codebook_sizes:
@@ -101,6 +120,18 @@ class RankerConfig:
       raise ConfigError("num_heads", f"{self.num_heads} does not divide d={self.d}")
     if not 0.0 <= self.dropout < 1.0:
       raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+    if any(x < 1 for x in self.user_feature_sizes):
+      raise ConfigError("user_feature_sizes", f"every field needs >= 1 code, got "
+                        f"{list(self.user_feature_sizes)}")
+    if int(self.count_buckets) < 2:
+      raise ConfigError("count_buckets", f"must be >= 2, got {self.count_buckets}")
+
+  @property
+  def count_columns(self) -> int:
+    """Count tokens read: the same item only for "id", every SID level + the item otherwise."""
+    if not self.interaction_counts:
+      return 0
+    return 1 if self.variant == "id" else len(self.item_codebook_sizes) + 1
 
   @property
   def weights(self) -> tuple[float, ...]:
@@ -145,6 +176,15 @@ class Ranker(nnx.Module):
       self.norm = rms_norm(d, dtype=jnp.float32, rngs=rngs)
       self.heads = nnx.Linear(d, len(cfg.tasks),
                               kernel_init=param(DEFAULT_INIT, ("embed", None)), rngs=rngs)
+      # User-side tokens last, so rankers without them draw the same initial weights as before.
+      small = lambda rows: embedding(rows, d, names=(None, "embed"), dtype=jnp.float32,
+                                     rngs=rngs)
+      sizes = cfg.user_feature_sizes
+      self.user_feature = nnx.List([small(n) for n in sizes]) if sizes else None
+      self.user_type = small(len(sizes)) if sizes else None
+      cols = cfg.count_columns
+      self.count_table = small(cols * cfg.count_buckets) if cols else None
+      self.count_type = small(cols) if cols else None
 
   def _shares(self, sizes: tuple[int, ...]) -> bool:
     return self.cfg.shared_tables and tuple(sizes) == self.cfg.item_codebook_sizes
@@ -203,12 +243,47 @@ class Ranker(nnx.Module):
     cand = cand + self.segment(jnp.ones((), jnp.int32))
     if cfg.variant == "late":
       cand = cand + self.token_type.embedding[...][None]
+    user = self._user_tokens(batch, b)                                 # [b, f + counts, d]
     readout = jnp.broadcast_to(self.segment(jnp.full((), 2, jnp.int32)), (b, 1, cfg.d))
-    x = jnp.concatenate([hist, cand, readout], axis=1)
-    mask = key_mask(jnp.concatenate([hist_valid, cand_valid, jnp.ones((b, 1), bool)], axis=1))
+    x = jnp.concatenate([hist, cand, user, readout], axis=1)
+    mask = key_mask(jnp.concatenate([hist_valid, cand_valid,
+                                     jnp.ones((b, user.shape[1] + 1), bool)], axis=1))
     for block in self.blocks:
       x = block(x, mask=mask)
     return self.heads(self.norm(x[:, -1])).astype(jnp.float32)
+
+
+  def _user_tokens(self, batch: Mapping[str, jax.Array], b: int) -> jax.Array:
+    """User-feature and interaction-count tokens (none when off). Shape: -> [b, f + k, d]."""
+    cfg = self.cfg
+    parts = [jnp.zeros((b, 0, cfg.d), jnp.float32)]
+    if self.user_feature is not None:
+      feats = _batch_key(batch, "user_feat", len(cfg.user_feature_sizes))
+      toks = [table(jnp.clip(feats[:, i], 0, size - 1)) for i, (table, size) in
+              enumerate(zip(self.user_feature, cfg.user_feature_sizes))]
+      parts.append(jnp.stack(toks, axis=1) + self.user_type.embedding[...][None])
+    if self.count_table is not None:
+      buckets = batch.get("count_bucket")
+      if buckets is None:
+        raise ConfigError("batch", "missing 'count_bucket' for interaction_counts")
+      if cfg.variant == "id":
+        buckets = buckets[:, -1:]                  # the same-item count only: no SID prefixes
+      elif buckets.shape[1] != cfg.count_columns:
+        raise ConfigError("count_bucket", f"{buckets.shape[1]} columns, the ranker reads "
+                          f"{cfg.count_columns} (SID levels + the item)")
+      rows = (jnp.clip(buckets, 0, cfg.count_buckets - 1)
+              + jnp.arange(cfg.count_columns) * cfg.count_buckets)
+      parts.append(self.count_table(rows) + self.count_type.embedding[...][None])
+    return jnp.concatenate(parts, axis=1)
+
+
+def _batch_key(batch: Mapping[str, jax.Array], key: str, columns: int) -> jax.Array:
+  if key not in batch:
+    raise ConfigError("batch", f"missing '{key}'")
+  value = batch[key]
+  if value.ndim != 2 or value.shape[1] != columns:
+    raise ConfigError(key, f"expected [b, {columns}], got {tuple(value.shape)}")
+  return value
 
 
 def task_losses(outputs: jax.Array, batch: Mapping[str, jax.Array], tasks: Sequence[str]
@@ -247,7 +322,8 @@ def ranker_arrays(data: RankingData, item_codes: np.ndarray, tasks: Sequence[str
   `item_codes`: int [items, c], the SID of each catalog row (history, and item candidates).
   `candidate_codes`: family -> int [candidates, c] or, for per-slice families, [candidates,
   slices, c] indexed by `data.slice`; default: {"item": item_codes}. Missing tasks in `data`
-  get a zero mask.
+  get a zero mask. User features and interaction counts are emitted when `data` has them
+  (`user_feat` codes; `count_bucket` as log2 buckets).
   """
   item_codes = np.asarray(item_codes, np.int32)
   hist = data.history
@@ -262,6 +338,10 @@ def ranker_arrays(data: RankingData, item_codes: np.ndarray, tasks: Sequence[str
       out[f"cand_sid/{name}"] = codes[data.candidate, data.slice]
     else:
       out[f"cand_sid/{name}"] = codes[data.candidate]
+  if data.user_features is not None:
+    out["user_feat"] = data.user_features.astype(np.int32)
+  if data.counts is not None:
+    out["count_bucket"] = count_buckets(data.counts)
   n = len(data)
   for task in tasks:
     out[f"label/{task}"] = data.labels.get(task, np.zeros(n, np.float32)).astype(np.float32)

@@ -140,3 +140,96 @@ def test_candidate_families_share_or_own_tables():
   assert predict(shared, arrays).shape == predict(own, arrays).shape == (64, 2)
   with pytest.raises(ConfigError, match="cand_sid/slice"):
     predict(shared, {k: v for k, v in arrays.items() if k != "cand_sid/slice"})
+
+
+# ------------------------------------------------------------------------------------------
+# User-feature and interaction-count tokens
+
+
+def _user_side_data(n=64, seed=0):
+  data = _data(n, seed=seed)
+  rng = np.random.default_rng(seed + 1)
+  feats = np.stack([rng.integers(0, 3, n), rng.integers(0, 5, n)], 1).astype(np.int32)
+  counts = rng.integers(0, 40, (n, len(SIZES) + 1)).astype(np.int32)
+  click = (feats[:, 0] == 1).astype(np.float32)         # a rule of the user's attribute
+  return RankingData(user=data.user, history=data.history, candidate=data.candidate,
+                     labels={"click": click, "watch_time": click * 0.5},
+                     masks={"click": np.ones(n, np.float32), "watch_time": click.copy()},
+                     cold=data.cold, user_features=feats, counts=counts)
+
+
+def _side_cfg(variant, **kw):
+  return _cfg(variant, user_feature_sizes=(3, 5), interaction_counts=True, count_buckets=4, **kw)
+
+
+def test_user_side_tokens_are_off_by_default_and_leave_the_init_unchanged():
+  plain = nnx.state(Ranker(_cfg("late"), rngs=nnx.Rngs(0)), nnx.Param)
+  side = nnx.state(Ranker(_side_cfg("late"), rngs=nnx.Rngs(0)), nnx.Param)
+  plain_leaves = dict(nnx.to_flat_state(plain))
+  side_leaves = dict(nnx.to_flat_state(side))
+  assert set(plain_leaves) < set(side_leaves)
+  for path, value in plain_leaves.items():
+    np.testing.assert_array_equal(value[...], side_leaves[path][...])
+  arrays = ranker_arrays(_data(), _codes(), ("click",))
+  assert "user_feat" not in arrays and "count_bucket" not in arrays
+
+
+def test_ranker_arrays_emit_user_features_and_count_buckets():
+  data = _user_side_data()
+  arrays = ranker_arrays(data, _codes(), ("click",))
+  np.testing.assert_array_equal(arrays["user_feat"], data.user_features)
+  assert arrays["count_bucket"].shape == (64, 3)
+  assert arrays["count_bucket"].max() == 6 and (arrays["count_bucket"][data.counts == 0] == 0).all()
+
+
+def test_user_feature_tokens_learn():
+  model = Ranker(_side_cfg("late"), rngs=nnx.Rngs(0))
+  arrays = ranker_arrays(_user_side_data(), _codes(), model.cfg.tasks)
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+  opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, opt, batch):
+    (loss, aux), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
+    opt.update(model, grads)
+    return aux["loss/click"]
+
+  first = step(model, opt, batch)
+  for _ in range(30):
+    last = step(model, opt, batch)
+  assert float(last) < 0.3 * float(first)
+
+
+def test_id_variant_sees_only_the_same_item_count():
+  data = _user_side_data()
+  arrays = ranker_arrays(data, _codes(), ("click", "watch_time"))
+  sid_cols = dict(arrays, count_bucket=arrays["count_bucket"].copy())
+  sid_cols["count_bucket"][:, :-1] = (sid_cols["count_bucket"][:, :-1] + 2) % 4
+  item_col = dict(arrays, count_bucket=arrays["count_bucket"].copy())
+  item_col["count_bucket"][:, -1] = (item_col["count_bucket"][:, -1] + 2) % 4
+  id_model = Ranker(_side_cfg("id"), rngs=nnx.Rngs(0))
+  assert id_model.cfg.count_columns == 1
+  np.testing.assert_allclose(predict(id_model, arrays), predict(id_model, sid_cols))
+  assert not np.allclose(predict(id_model, arrays), predict(id_model, item_col))
+  late = Ranker(_side_cfg("late"), rngs=nnx.Rngs(0))
+  assert late.cfg.count_columns == 3
+  assert not np.allclose(predict(late, arrays), predict(late, sid_cols))
+  other_user = dict(arrays, user_feat=(arrays["user_feat"] + 1) % 3)
+  assert not np.allclose(predict(late, arrays), predict(late, other_user))
+
+
+def test_user_side_config_and_batch_errors():
+  with pytest.raises(ConfigError, match="user_feature_sizes"):
+    _cfg("id", user_feature_sizes=(3, 0))
+  with pytest.raises(ConfigError, match="count_buckets"):
+    _cfg("late", interaction_counts=True, count_buckets=1)
+  arrays = ranker_arrays(_user_side_data(), _codes(), ("click",))
+  model = Ranker(_side_cfg("late"), rngs=nnx.Rngs(0))
+  with pytest.raises(ConfigError, match="user_feat"):
+    predict(model, {k: v for k, v in arrays.items() if k != "user_feat"})
+  with pytest.raises(ConfigError, match="count_bucket"):
+    predict(model, {k: v for k, v in arrays.items() if k != "count_bucket"})
+  with pytest.raises(ConfigError, match="count_bucket"):
+    predict(model, dict(arrays, count_bucket=arrays["count_bucket"][:, :2]))
+  with pytest.raises(ConfigError, match="user_feat"):
+    predict(model, dict(arrays, user_feat=arrays["user_feat"][:, :1]))

@@ -56,3 +56,53 @@ def test_section_is_checked_and_stripped(tmp_path):
   with pytest.raises(ConfigError, match="ranking.num_steps"):
     ranking_section(config)
 
+
+
+def _tiny_recbole(folder: pathlib.Path, users: int = 40, items: int = 60) -> pathlib.Path:
+  """RecBole files of a small random world: ratings, titles + genres, user attributes."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+  folder.mkdir(parents=True)
+  inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+  for u in range(1, users + 1):
+    for t, i in enumerate(rng.choice(np.arange(1, items + 1), rng.integers(8, 16), False)):
+      inter.append(f"{u}\t{i}\t{rng.integers(1, 6)}\t{1000 * u + t}")
+  genres = ["Drama", "Comedy", "Action", "Horror"]
+  item = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"] + [
+      f"{i}\tFilm {i}\t{1990 + i % 9}\t{genres[i % 4]}" for i in range(1, items + 1)]
+  user = ["user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token"] + [
+      f"{u}\t{18 + u}\t{'MF'[u % 2]}\t{['writer', 'artist'][u % 2]}\t{u % 10}0000"
+      for u in range(1, users)]                # the last user has no row: missing values
+  for name, lines in (("inter", inter), ("item", item), ("user", user)):
+    (folder / f"tiny.{name}").write_text("\n".join(lines) + "\n")
+  return folder
+
+
+def test_movielens_config_and_user_side_stage(tmp_path):
+  import dataclasses
+  from flax import nnx
+  from lrm.data.movielens import read_recbole_atomic
+  from lrm.models.ranker import Ranker
+  from lrm.ranking import evaluate_ranker, prepare, ranker_config
+  config = load_config(CONFIGS / "rank_movielens.py", "runlocal")
+  assert config.data.source == "recbole" and config.data.path.endswith("movielens_100k")
+  section = ranking_section(config)
+  assert section.user_features and section.interaction_counts and section.max_history == 50
+  section.update(max_history=8, codebook_sizes=(4, 4), kmeans_iters=3, eval_negatives=4)
+  dataset = read_recbole_atomic(_tiny_recbole(tmp_path / "tiny"))
+  split, codes = prepare(section, dataset, seed=0)
+  assert split.user_features.names == ("age", "gender", "occupation", "zip_code")
+  assert split.train.user_features.shape[1] == 4 and split.train.counts.shape[1] == 3
+  assert split.train.tasks == ("click", "rating")
+  # The stage's ranker gets one token per user field and per count column.
+  cfg = ranker_config(section, "late", split.num_items, split.train.tasks,
+                      user_feature_sizes=split.user_features.sizes)
+  assert cfg.user_feature_sizes == split.user_features.sizes and cfg.count_columns == 3
+  metrics = evaluate_ranker(Ranker(cfg, rngs=nnx.Rngs(0)), split.warm, codes)
+  assert 0.0 <= metrics["click/auc"] <= 1.0 and "rating/rmse" in metrics
+  # Switched on for a dataset without user attributes: a ConfigError naming the switch.
+  with pytest.raises(ConfigError, match="ranking.user_features"):
+    prepare(section, dataclasses.replace(dataset, users=None), seed=0)
+  config.ranking.count_buckets = 1
+  with pytest.raises(ConfigError, match="ranking.count_buckets"):
+    ranking_section(config)

@@ -90,3 +90,91 @@ def test_room_labels_follow_the_slice_topic(world):
   follow = data.labels["follow"]
   assert follow[a == 1].mean() > follow[a == 0].mean() + 0.3
   assert np.corrcoef(a, data.labels["watch_time"])[0, 1] > 0.7
+
+
+# ------------------------------------------------------------------------------------------
+# User features and interaction counts
+
+
+def test_encode_user_features_missing_buckets_zip_and_vocab():
+  from lrm.data.types import UserTable
+  from lrm.tasks.ranking import encode_user_features
+  ages = [18, 22, 25, 30, 35, 41, 50, 63, None, 25]
+  table = UserTable(user_ids=np.arange(10), fields={
+      "age": ages,
+      "gender": ["M", "F", "M", None, "M", "F", "M", "", "M", "F"],
+      "zip_code": ["85711", "01002", "T8H1N", "94043", None, "98101", "V3N4P", "1", "2",
+                   "02139"],
+      "job": ["a", "b", "c", "d", "a", "a", "b", "e", "f", None]})
+  f = encode_user_features(table, num_buckets=4, max_vocab=3)
+  assert f.names == ("age", "gender", "zip_code", "job")
+  age, gender, zips, job = f.codes.T
+  assert age[8] == 0 and gender[3] == gender[7] == 0 and zips[4] == 0 and job[9] == 0
+  present = np.array([a is not None for a in ages])
+  # Quantile buckets: monotone in age, every bucket used, about equally full.
+  order = np.argsort([a for a in ages if a is not None], kind="stable")
+  assert (np.diff(age[present][order]) >= 0).all()
+  assert set(age[present]) == {1, 2, 3, 4} and f.sizes[0] == 5
+  assert np.bincount(age[present]).max() <= 3
+  # Gender by frequency: M (5) -> 1, F (3) -> 2.
+  assert gender[0] == 1 and gender[1] == 2 and f.sizes[1] == 3
+  # Zip areas: first digit; every non-digit code shares one value.
+  assert zips[1] == zips[9] and zips[0] != zips[1] and zips[2] == zips[6]
+  assert len({zips[0], zips[7], zips[8], zips[1], zips[2]}) == 5 and zips[3] == zips[5]
+  assert f.sizes[2] == 7                      # 6 areas + missing, never capped by max_vocab
+  # max_vocab=3: "a" and "b" keep codes, the rest share one rare code.
+  assert job[0] == 1 and job[1] == 2 and len({job[2], job[3], job[7], job[8]}) == 1
+  assert job[2] == 3 and f.sizes[3] == 4 and f.codes.max(0).tolist() == [4, 2, 6, 3]
+
+
+def test_count_buckets_are_log2():
+  from lrm.tasks.ranking import count_buckets
+  assert count_buckets(np.array([0, 1, 2, 3, 4, 7, 8, 100])).tolist() == [0, 1, 2, 2, 3, 3, 4, 7]
+
+
+def _brute_counts(world, rows, cold, codes, u, before, cand):
+  """Events of user u before flat event `before` that are visible and share each prefix."""
+  seqs = world.sequences
+  prev = np.arange(seqs.offsets[u], before)
+  prev = prev[~cold[rows[prev]]]
+  hits = [(codes[rows[prev], :level + 1] == codes[cand, :level + 1]).all(1).sum()
+          for level in range(codes.shape[1])]
+  return hits + [(rows[prev] == cand).sum()]
+
+
+def test_interaction_counts_match_a_brute_force_count(world):
+  from lrm.tasks.ranking import encode_user_features
+  from lrm.data.types import UserTable
+  codes = np.random.default_rng(0).integers(0, 3, (len(world.catalog), 2))
+  users = UserTable(user_ids=world.sequences.user_ids,
+                    fields={"group": [str(u % 3) for u in range(len(world.sequences))]})
+  feats = encode_user_features(users)
+  split = cold_warm_split(world.sequences, world.catalog, cold_fraction=0.1, max_history=2,
+                          num_negatives=3, eval_negatives=5, seed=0, count_codes=codes,
+                          user_features=feats)
+  seqs = world.sequences
+  rows = world.catalog.rows(seqs.items)
+  cold = np.zeros(len(world.catalog), bool)
+  cold[split.cold_rows] = True
+  u_of = np.repeat(np.arange(len(seqs)), seqs.lengths)
+  checked = 0
+  for data, want_cold in ((split.warm, False), (split.cold, True)):
+    assert data.counts.shape == (len(data), 3)
+    np.testing.assert_array_equal(data.user_features[:, 0], feats.codes[data.user, 0])
+    for i in range(0, len(data), 3):
+      u = data.user[i]
+      ev = np.flatnonzero((u_of == u) & (cold[rows] == want_cold))[-1]  # the target event
+      assert _brute_counts(world, rows, cold, codes, u, ev, data.candidate[i]) == \
+          data.counts[i].tolist()
+      checked += 1
+  assert checked > 100
+  # Cold events never count: a cold item's own count is 0 even where the user saw it before.
+  assert (split.cold.counts[:, -1] == 0).all()
+  # The counts see the whole visible history, not only the 2-item window.
+  assert (split.warm.counts[:, 0] > 2).any()
+  # The same-item count is positive only where the candidate is an earlier visible item.
+  train = split.train
+  assert (train.counts[train.labels["click"] == 0, -1] == 0).all()
+  sub = train.take(np.arange(5))
+  np.testing.assert_array_equal(sub.counts, train.counts[:5])
+  np.testing.assert_array_equal(sub.user_features, train.user_features[:5])
