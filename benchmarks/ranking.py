@@ -4,6 +4,8 @@
   python benchmarks/ranking.py --train_steps=300        # a quick look
   python benchmarks/ranking.py --dataset=movielens --train_steps=1000   # user-side ablation
   python benchmarks/ranking.py --dataset=beauty --ablation --variants=id,late
+  python benchmarks/ranking.py --dataset=movielens --long_history=256 --variants=late \
+      --train_steps=600                              # long-history user encoder comparison
 
 Measures: ID / early-fusion / late-fusion rankers on warm and cold candidates (click AUC, GAUC);
 staged warmup from an ID-carrying checkpoint (loss and AUC through the transition); the
@@ -17,6 +19,13 @@ dataset has them: MovieLens' age / gender / occupation / zip area) and interacti
 tokens; click AUC / GAUC on warm and cold candidates and, on MovieLens, rating RMSE (on the
 0..1 scale the ranker fits, and x4 on the 1..5 stars). The warmup, two-tower and room
 measurements are skipped in this mode.
+
+`--long_history=T` measures the long-term user token instead (lrm/models/ranker.py): each
+variant trained on the same examples (each carrying its user's last T visible events) with
+the short history only, then + the compressed long history, then + the full-attention long
+history (`--long_mixers`), without the user-side tokens; click AUC / GAUC warm and cold,
+rating RMSE, and the seconds per training step (jitted, after two warmup steps, the mean of
+`--time_steps`).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from flax import nnx
 from lrm.core import artifacts
 from lrm.data.synthetic import WorldConfig, make_world
 from lrm.models import two_tower as tt
-from lrm.models.ranker import Ranker, ranker_arrays, warmup_train
+from lrm.models.ranker import Ranker, count_params, ranker_arrays, warmup_train
 from lrm.ranking import (evaluate_ranker, fit_codes, item_content, prepare, ranker_config,
                          ranking_defaults, run_variants, train_ranker)
 from lrm.sid.rq_kmeans import cluster_ids_fit, rq_assign
@@ -61,6 +70,16 @@ _COUNTS = flags.DEFINE_bool("interaction_counts", False,
                             "interaction-count tokens in the main (non-ablation) run")
 _MAX_TRAIN = flags.DEFINE_integer("max_train_events", 0,
                                   "training positives kept (0 = the dataset's default)")
+_LONG = flags.DEFINE_integer("long_history", 0, "T > 0: the long-history comparison (module "
+                             "docstring) with the last T events; 0 = off")
+_LONG_MIXERS = flags.DEFINE_list("long_mixers", ["none", "compress", "full"],
+                                 "long-history runs: none (short history only), compress, full")
+_EVAL_NEG = flags.DEFINE_integer("eval_negatives", 0, "negatives per evaluation positive "
+                                 "(0 = the dataset's default)")
+_TIME_STEPS = flags.DEFINE_integer("time_steps", 20, "steps timed per ranker (long history)")
+_CONTENT = flags.DEFINE_string("content", "", "an embed-stage folder (embeddings.npy + "
+                                "item_ids.npy, e.g. from `lrm embed`) for the items' SIDs; "
+                                "default: the dataset's embeddings, else hashed text")
 _OUT = flags.DEFINE_string("out", "", "results JSON (default benchmarks/results/ranking_...)")
 
 
@@ -76,7 +95,11 @@ def main(argv):
   section = ranking_defaults()
   section.num_steps = steps
   if _DATASET.value == "movielens":
-    _ablation(_movielens(section), section, seed, steps, start)
+    dataset = _movielens(section)
+    if _LONG.value:
+      _long_history(dataset, section, seed, steps, start)
+    else:
+      _ablation(dataset, section, seed, steps, start)
     return
   if _DATASET.value == "synthetic":
     world = make_world(WorldConfig(seed=seed, num_rooms=300, room_slices=48))
@@ -90,12 +113,15 @@ def main(argv):
     section.variants = tuple(_VARIANTS.value)
   if _MAX_TRAIN.value:
     section.max_train_events = _MAX_TRAIN.value
+  if _LONG.value:
+    _long_history(dataset, section, seed, steps, start)
+    return
   if _ABLATION.value:
     _ablation(dataset, section, seed, steps, start)
     return
   section.user_features = _USER_FEATURES.value
   section.interaction_counts = _COUNTS.value
-  split, codes = prepare(section, dataset, seed)
+  split, codes = prepare(section, dataset, seed, content=_content(dataset))
   results = {"variants": run_variants(section, split, codes, seed=seed)}
   v = results["variants"]
   if not {"id", "replace", "concat", "gate", "late"} <= set(v):
@@ -126,7 +152,8 @@ def main(argv):
   results["warmup"] = {"before": before, "curve": curve}
 
   # Two-tower: ID only vs cluster IDs (+ content).
-  content = item_content(dataset.catalog)
+  content = _content(dataset)
+  content = item_content(dataset.catalog) if content is None else content
   clusters = cluster_ids_fit(content, 64, key=jax.random.key(seed), iters=20).codes[:, 0]
   pos = split.train.labels["click"] > 0
   hist, target = split.train.history[pos], split.train.candidate[pos]
@@ -187,6 +214,17 @@ def _movielens(section):
   return read_recbole_atomic(_MOVIELENS.value)
 
 
+def _content(dataset) -> np.ndarray | None:
+  """--content's embeddings in catalog order (None without the flag)."""
+  if not _CONTENT.value:
+    return None
+  folder = pathlib.Path(_CONTENT.value)
+  emb, ids = np.load(folder / "embeddings.npy"), np.load(folder / "item_ids.npy")
+  if not np.array_equal(ids, dataset.catalog.item_ids):
+    raise SystemExit(f"{folder}/item_ids.npy is not the catalog's item order")
+  return emb
+
+
 def _ablation(dataset, section, seed, steps, start) -> None:
   """Each variant without, then with, the user-side tokens, on the same examples."""
   on = section.copy_and_resolve_references()
@@ -236,6 +274,89 @@ def _ablation(dataset, section, seed, steps, start) -> None:
                        for m in ("click/auc", "click/gauc", "rating/rmse_stars") if m in r[part]}
                    for v, r in res.items()} for run, res in runs.items()}
   print(json.dumps({"checks": checks, "baselines": baselines, "ablation": summary}, indent=1))
+  print("wrote", out)
+
+
+def _step_seconds(model, arrays, batch_size: int, steps: int, seed: int) -> float:
+  """Mean seconds of one jitted AdamW training step (as `fit_sampled`'s), after two warmup
+  steps; on a copy, so `model` is untouched."""
+  import optax
+  from lrm.models.ranker import ranker_loss
+  model = nnx.clone(model)
+  model.train()
+  optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, batch):
+    (loss, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
+    optimizer.update(model, grads)
+    return loss
+
+  rng = np.random.default_rng(seed)
+  n = len(arrays["cand_id"])
+  batches = [{k: v[rows] for k, v in arrays.items()}
+             for rows in rng.integers(0, n, (steps + 2, batch_size))]
+  for batch in batches[:2]:
+    jax.block_until_ready(step(model, optimizer, batch))
+  begin = time.perf_counter()
+  for batch in batches[2:]:
+    loss = step(model, optimizer, batch)
+  jax.block_until_ready(loss)
+  return (time.perf_counter() - begin) / steps
+
+
+def _long_history(dataset, section, seed, steps, start) -> None:
+  """Each variant with the short history only, then + the long-term token per mixer."""
+  section = section.copy_and_resolve_references()
+  section.user_features = section.interaction_counts = False
+  section.long_history = _LONG.value
+  if _EVAL_NEG.value:
+    section.eval_negatives = _EVAL_NEG.value
+  split, codes = prepare(section, dataset, seed)       # every example carries its long history
+  tasks = split.train.tasks
+  arrays = ranker_arrays(split.train, codes, tasks)
+  runs = {}
+  for mixer in _LONG_MIXERS.value:
+    run = section.copy_and_resolve_references()
+    if mixer == "none":
+      run.long_history = 0
+    else:
+      run.long_encoder.mixer = mixer
+    runs[mixer] = run_variants(run, split, codes, seed=seed)
+    for variant, r in runs[mixer].items():
+      model = Ranker(ranker_config(run, variant, split.num_items, tasks), rngs=nnx.Rngs(seed),
+                     item_codes=codes)
+      used = arrays if model.long_encoder is not None else {
+          k: v for k, v in arrays.items() if k != "long_hist"}
+      r["s_per_step"] = _step_seconds(model, used, int(run.batch_size), _TIME_STEPS.value, seed)
+      r["params"] = count_params(model)
+      for part in ("warm", "cold"):
+        if "rating/rmse" in r[part]:
+          r[part]["rating/rmse_stars"] = 4.0 * r[part]["rating/rmse"]
+      print(mixer, variant, {k: round(float(r[p][k]), 4) for p in ("warm", "cold")
+                             for k in ("click/auc",) if k in r[p]},
+            f"{r['s_per_step']:.4f} s/step", flush=True)
+  long = split.train.long_history
+  device, _ = artifacts.device_description()
+  record = {"benchmark": "ranking_long_history", "dataset": dataset.name,
+            "split": "cold_start_items_10pct", "metrics": {"long_history": runs},
+            "steps": steps, "section": section.to_dict(),
+            "long_history_events": {"mean": float((long >= 0).sum(1).mean()),
+                                    "full_rows_share": float((long[:, 0] >= 0).mean())},
+            "counts": {"train": len(split.train), "warm": len(split.warm),
+                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+            "device": device, "wall_s": time.perf_counter() - start,
+            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
+  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
+                     f"ranking_long_history_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+  artifacts.atomic_write_json(out, record)
+  summary = {mixer: {v: {**{f"{part}/{m}": round(float(r[part][m]), 4)
+                            for part in ("warm", "cold")
+                            for m in ("click/auc", "click/gauc", "rating/rmse_stars")
+                            if m in r[part]}, "s_per_step": round(r["s_per_step"], 4)}
+                     for v, r in res.items()} for mixer, res in runs.items()}
+  print(json.dumps({"long_history": summary, "long_history_events":
+                    record["long_history_events"]}, indent=1))
   print("wrote", out)
 
 

@@ -1,5 +1,6 @@
-"""Ranking on Amazon Beauty's cold-start item split (lrm/ranking.py); item content from the
-hashing text encoder when the dataset has no embeddings.
+"""Ranking on Amazon Beauty's cold-start item split (lrm/ranking.py), and the cold-start replay
+(`lrm replay`, lrm/replay.py); SIDs of the items' MiniLM text embeddings (the embed stage with
+configs/beauty.py's encoder and fields).
 
   lrm rank --config=configs/rank_beauty.py --workdir=runs/rank_beauty
   lrm rank --config=configs/rank_beauty.py:runlocal           # a quick look
@@ -14,11 +15,14 @@ from lrm.core.config import load_config, parse_arg
 
 def get_config(arg: str | None = None):
   from lrm.ranking import ranking_defaults
+  from lrm.replay import replay_defaults
   options = parse_arg(arg, runlocal=False)
   here = pathlib.Path(__file__).resolve().parent
   config = load_config(here / "beauty.py", "cpu")
   config.run_dir = "runs/rank_beauty"
   config.ranking = ranking_defaults()
+  config.ranking.content = "embed"          # MiniLM SIDs (configs/beauty.py's encoder)
+  config.replay = replay_defaults()         # lrm replay's section (lrm/replay.py)
   config.ranking.codebook_sizes = (32, 32, 32)
   config.ranking.max_train_events = 100000
   if options.runlocal:

@@ -1,7 +1,8 @@
 """Ranking on MovieLens 100k's cold-start item split (lrm/ranking.py) with the user-side tokens
 of issue 8: the .user file's age / gender / occupation / zip area, and user-item interaction
-counts per SID level. Two tasks: click (every rating is a positive, against sampled negatives)
-and rating (known on positives only, 1..5 scaled to 0..1). The data stage reads the RecBole
+counts per SID level, and the long-term user token (the last 256 events through the
+compression transformer, candidate-aware). Two tasks: click (every rating is a positive,
+against sampled negatives) and rating (known on positives only, 1..5 scaled to 0..1). The data stage reads the RecBole
 atomic files from ../shared (`.inter`, `.item`, `.user`) into the run directory, users.jsonl
 included; item content is hashed text of title, year and genres.
 
@@ -9,6 +10,8 @@ included; item content is hashed text of title, year and genres.
   lrm rank --config=configs/rank_movielens.py:runlocal --workdir=/tmp/rank_ml   # a quick look
   lrm rank --config=configs/rank_movielens.py --config.ranking.user_features=False \\
       --config.ranking.interaction_counts=False                               # the ablation
+  lrm rank --config=configs/rank_movielens.py --config.ranking.long_encoder.mixer=full
+      # the full-attention long-history baseline; --config.ranking.long_history=0: none
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ def get_config(arg: str | None = None):
   config.ranking.max_train_events = 40000
   config.ranking.user_features = True
   config.ranking.interaction_counts = True
+  # The long-term user token: the last 256 visible events (max 737 per user) compressed with
+  # the candidate as query: 16 windows of 16 events, 4 summaries each, 4 global tokens.
+  config.ranking.long_history = 256
+  config.ranking.long_encoder.update(fold=16, summaries=4, num_globals=4)
   if options.runlocal:
     config.ranking.num_steps = 100
     config.ranking.max_train_events = 3000

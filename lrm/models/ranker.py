@@ -10,13 +10,25 @@ regression tasks such as watch time or rating). Variants (`RankerConfig.variant`
 - early fusion of ID and SID into one vector per item, history and candidate alike:
   "replace" (the summed prefix n-gram SID embedding instead of the ID), "concat" ([id, sid]
   projected to d), "gate" (a learned sigmoid gate between the two);
-- "late" (FLUID): no candidate ID; each (code family, level) prefix embedding of the candidate
-  is its own token (e.g. the room's majority-vote code and the current slice's code as separate
-  tokens, each marked by a learned token-type embedding), history through summed SID
-  embeddings. Families in the items' code space read the items' prefix tables by default
-  (`shared_tables`), or get their own tables (FLUID's separate slice and room tables). `candidate_id=True` adds the candidate ID as
-  one more token that the staged warmup (`warmup_train`) retires: its presence is drawn per
-  example with a probability that decays to 0.
+- "late" (FLUID): no candidate ID; each code family of the candidate is its own token, its
+  prefix n-gram embeddings summed over levels (e.g. the room's majority-vote code and the
+  current slice's code as separate tokens, each marked by a learned token-type embedding);
+  `late_tokens="level"` splits every (family, level) into its own token instead. History
+  through summed SID embeddings. Families in the items' code space read the items' prefix
+  tables by default (`shared_tables`), or get their own tables (FLUID's separate slice and
+  room tables). `candidate_id=True` adds the candidate ID as one more token that the staged
+  warmup (`warmup_train`) retires: its presence is drawn per example with a probability that
+  decays to 0. Per-level tokens trained worse on Beauty with MiniLM SIDs (warm / cold AUC
+  .640 / .578 against .724 / .680 for one summed token, 2 layers), hence the default.
+
+Cold items, and why the SID tables start at zero: a cold item's deep prefixes (its level-3
+code, often its level-2 prefix) have no training event, so their rows keep their initial
+values. Prefix tables start at zero (Adam never moves a row without gradient, so an unseen
+prefix reads exactly zero), and `sid_level_dropout` zeroes level l of a training item's SID
+with probability rate[l] (history and candidate alike, DropoutNet-style): the model learns to
+rank from the coarse levels when the fine ones are missing, which is what a cold item looks
+like. With both (rates 0 / .2 / .5, 2 layers) the SID ranker kept 80% of its warm lift on
+Beauty's cold items instead of 70%.
 
 User-side tokens beyond the history (off by default; each adds parameters created after all
 the others, so a ranker without them initialises exactly as before):
@@ -30,13 +42,27 @@ the others, so a ranker without them initialises exactly as before):
   type embedding. The ID variant must not see SID information, so it reads only the
   same-item column; every SID variant reads all c + 1.
 
+Long-term user token (`long_encoder`, off by default, its parameters created last like the
+user-side tokens): the user's last T training-visible events (`long_hist` [b, T], catalog rows
+from `lrm.tasks.ranking.cold_warm_split(long_history=T)`) are embedded exactly like the short
+history's items (the variant's item vectors: SIDs, looked up in a code table the ranker holds
+as non-trainable state `ItemCodes`, for SID variants; IDs for "id") plus a log2
+position-from-end embedding, and compressed by lrm/models/compression.py's `HistoryEncoder`
+with the candidate's item vector as its query (target-aware: what of a long past matters
+depends on what is being ranked; for "late", the summed SID embedding of the first candidate
+family that reads the items' tables). Its output joins the sequence as one token with its own
+segment embedding. `mixer="full"` in the encoder's config is the full causal self-attention
+baseline with the same parameters.
+
 Loss (`ranker_loss`): per task a masked mean (binary cross-entropy or squared error) over the
 examples whose label is known, weighted by `task_weights`. Batches are dicts made by
 `ranker_arrays`: hist_id [b, h] (-1 pads), hist_sid [b, h, c], cand_id [b],
 cand_sid/<family> [b, c], label/<task> and mask/<task> [b], optionally id_keep [b],
-user_feat [b, f] (codes) and count_bucket [b, c + 1] (log2 buckets, uncapped).
+user_feat [b, f] (codes), count_bucket [b, c + 1] (log2 buckets, uncapped) and long_hist
+[b, T] (catalog rows, -1 pads).
 
-Shape letters: b batch, h history length, c SID level, n candidate tokens, d width, t tasks.
+Shape letters: b batch, h history length, T long-history length, c SID level, n candidate
+tokens, d width, t tasks.
 """
 
 from __future__ import annotations
@@ -53,6 +79,8 @@ import optax
 from flax import nnx
 
 from lrm.core.errors import ConfigError
+from lrm.models.compression import (NUM_POSITION_BUCKETS, CompressionConfig, HistoryEncoder,
+                                    log_bucket)
 from lrm.models.layers import (DEFAULT_INIT, Block, embedding, key_mask, padded_rows, param,
                                rms_norm, sharding_scope)
 from lrm.models.sid_features import CodeFamily, PrefixNGramEmbedding
@@ -89,6 +117,13 @@ class RankerConfig:
   user_feature_sizes: tuple[int, ...] = ()
   interaction_counts: bool = False            # count tokens (id: same item only)
   count_buckets: int = 8                      # log2 buckets per count column (last: >= 2^(B-2))
+  late_tokens: str = "family"                 # late: one token per code family, or "level"
+  # Training-time probability of zeroing each SID level's prefix embedding (module docstring:
+  # cold items); levels beyond the tuple keep theirs. Empty = off.
+  sid_level_dropout: tuple[float, ...] = ()
+  # The long-term user token's encoder (a CompressionConfig or a dict of its fields; d_model
+  # must equal d); None = off.
+  long_encoder: CompressionConfig | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "item_codebook_sizes", tuple(self.item_codebook_sizes))
@@ -98,6 +133,15 @@ class RankerConfig:
     object.__setattr__(self, "task_weights", tuple(float(w) for w in self.task_weights))
     object.__setattr__(self, "user_feature_sizes", tuple(int(x) for x in
                                                          self.user_feature_sizes))
+    object.__setattr__(self, "sid_level_dropout", tuple(float(x) for x in
+                                                        self.sid_level_dropout))
+    if self.late_tokens not in ("family", "level"):
+      raise ConfigError("late_tokens", f"must be 'family' or 'level', got {self.late_tokens!r}")
+    if any(not 0.0 <= x < 1.0 for x in self.sid_level_dropout):
+      raise ConfigError("sid_level_dropout", f"rates must be in [0, 1), got "
+                        f"{list(self.sid_level_dropout)}")
+    if self.sid_level_dropout and self.variant == "id":
+      raise ConfigError("sid_level_dropout", "the id variant has no SID levels")
     if self.variant not in VARIANTS:
       raise ConfigError("variant", f"must be one of {list(VARIANTS)}, got {self.variant!r}")
     if self.variant != "id" and not self.item_codebook_sizes:
@@ -125,6 +169,31 @@ class RankerConfig:
                         f"{list(self.user_feature_sizes)}")
     if int(self.count_buckets) < 2:
       raise ConfigError("count_buckets", f"must be >= 2, got {self.count_buckets}")
+    self._check_long_encoder()
+
+  def _check_long_encoder(self):
+    enc = self.long_encoder
+    if enc is None:
+      return
+    if hasattr(enc, "to_dict") or isinstance(enc, Mapping):
+      enc = CompressionConfig.from_dict(enc, where="long_encoder")
+      object.__setattr__(self, "long_encoder", enc)
+    if not isinstance(enc, CompressionConfig):
+      raise ConfigError("long_encoder", f"expected a CompressionConfig or a dict, got {enc!r}")
+    if enc.d_model != self.d:
+      raise ConfigError("long_encoder.d_model", f"must equal the ranker's d={self.d}, got "
+                        f"{enc.d_model}")
+    if self.variant == "late" and self.long_query_family is None:
+      raise ConfigError("long_encoder", "the late variant's query needs a candidate family "
+                        "that reads the items' SID tables (shared_tables, same codebooks)")
+
+  @property
+  def long_query_family(self) -> str | None:
+    """late: the candidate family whose summed SID embedding queries the long history."""
+    for name, sizes in self.families:
+      if self.shared_tables and tuple(sizes) == self.item_codebook_sizes:
+        return name
+    return None
 
   @property
   def count_columns(self) -> int:
@@ -142,10 +211,16 @@ class RankerConfig:
     return self.candidate_families or (("item", self.item_codebook_sizes),)
 
 
-class Ranker(nnx.Module):
-  """The ranker (module docstring)."""
+class ItemCodes(nnx.Variable):
+  """The items' SID codes, int [items, c]: model state that is never trained."""
 
-  def __init__(self, cfg: RankerConfig, *, rngs: nnx.Rngs):
+
+class Ranker(nnx.Module):
+  """The ranker (module docstring). `item_codes` (int [items, c], the SID of each catalog row)
+  is needed only by a SID variant with a long-history encoder, which looks up the codes of the
+  long history's rows itself."""
+
+  def __init__(self, cfg: RankerConfig, *, rngs: nnx.Rngs, item_codes=None):
     self.cfg = cfg
     d = cfg.d
     with sharding_scope():
@@ -158,7 +233,8 @@ class Ranker(nnx.Module):
       self.candidate_sid = (PrefixNGramEmbedding(
           [CodeFamily(n, s, max_rows=cfg.max_rows) for n, s in own], d,
           combine="tokens", rngs=rngs) if cfg.variant == "late" and own else None)
-      num_tokens = sum(len(s) for _, s in cfg.families) + int(cfg.candidate_id)
+      num_tokens = (sum(len(s) for _, s in cfg.families) if cfg.late_tokens == "level"
+                    else len(cfg.families)) + int(cfg.candidate_id)
       # Which candidate token is which (family, level), since tables may be shared.
       self.token_type = embedding(num_tokens, d, names=(None, "embed"), dtype=jnp.float32,
                                   rngs=rngs)
@@ -185,6 +261,44 @@ class Ranker(nnx.Module):
       cols = cfg.count_columns
       self.count_table = small(cols * cfg.count_buckets) if cols else None
       self.count_type = small(cols) if cols else None
+      # Last again: its dropout stream forks the rngs, which must not shift earlier inits.
+      self.level_dropout = (LevelDropout(cfg.sid_level_dropout, rngs=rngs)
+                            if cfg.sid_level_dropout else None)
+      # The long-term user token, last of all (module docstring).
+      on = cfg.long_encoder is not None
+      self.long_encoder = HistoryEncoder(cfg.long_encoder, rngs=rngs) if on else None
+      self.long_position = small(NUM_POSITION_BUCKETS) if on else None
+      self.long_segment = small(1) if on else None
+      self.long_codes = nnx.data(None)
+      if on and cfg.variant != "id":
+        if item_codes is None:
+          raise ConfigError("item_codes", "a SID ranker with a long_encoder needs the items' "
+                            "codes")
+        codes = jnp.asarray(np.asarray(item_codes), jnp.int32)
+        if codes.ndim != 2 or codes.shape[1] != len(cfg.item_codebook_sizes):
+          raise ConfigError("item_codes", f"expected [items, {len(cfg.item_codebook_sizes)}], "
+                            f"got {tuple(codes.shape)}")
+        self.long_codes = ItemCodes(codes)
+    for sid in (self.item_sid, self.candidate_sid):   # unseen prefixes read zero (docstring)
+      for tables in (sid.tables if sid is not None else ()):
+        for table in tables:
+          table.embedding[...] = jnp.zeros_like(table.embedding[...])
+
+  def _sid_tokens(self, module: PrefixNGramEmbedding, codes) -> jax.Array:
+    """Per-level prefix embeddings, levels dropped in training. Shape: -> [..., n, d]."""
+    tokens = module(codes)
+    if self.level_dropout is None:
+      return tokens
+    levels = np.concatenate([np.arange(f.depth) for f in module.families])
+    return self.level_dropout(tokens, levels)
+
+  def _family_tokens(self, tokens: jax.Array, sizes: Sequence[tuple[int, ...]]) -> jax.Array:
+    """Per-level tokens of consecutive families -> one summed token per family, unless
+    `late_tokens="level"`. Shape: [b, sum(levels), d] -> [b, n, d]."""
+    if self.cfg.late_tokens == "level":
+      return tokens
+    ends = np.cumsum([len(s) for s in sizes])
+    return jnp.stack([tokens[:, e - len(s):e].sum(1) for e, s in zip(ends, sizes)], axis=1)
 
   def _shares(self, sizes: tuple[int, ...]) -> bool:
     return self.cfg.shared_tables and tuple(sizes) == self.cfg.item_codebook_sizes
@@ -194,7 +308,8 @@ class Ranker(nnx.Module):
     v = self.cfg.variant
     id_vec = self.item_id(jnp.maximum(ids, 0)) if self.item_id is not None and v in _USES_ID \
         else None
-    sid_vec = self.item_sid(codes).sum(-2) if self.item_sid is not None else None
+    sid_vec = (self._sid_tokens(self.item_sid, codes).sum(-2) if self.item_sid is not None
+               else None)
     if v == "id":
       return id_vec
     if v in ("replace", "late"):
@@ -224,11 +339,13 @@ class Ranker(nnx.Module):
         if key not in batch:
           raise ConfigError("batch", f"missing '{key}' for the late variant")
         if self._shares(sizes):
-          parts.append(self.item_sid(batch[key]))
+          parts.append(self._family_tokens(self._sid_tokens(self.item_sid, batch[key]),
+                                           [sizes]))
         else:
           own[name] = batch[key]
       if own:
-        parts.append(self.candidate_sid(own))
+        parts.append(self._family_tokens(self._sid_tokens(self.candidate_sid, own),
+                                         [s for n, s in cfg.families if n in own]))
       cand = jnp.concatenate(parts, axis=1)                            # [b, n, d]
       cand_valid = jnp.ones(cand.shape[:2], bool)
       if cfg.candidate_id:
@@ -244,6 +361,8 @@ class Ranker(nnx.Module):
     if cfg.variant == "late":
       cand = cand + self.token_type.embedding[...][None]
     user = self._user_tokens(batch, b)                                 # [b, f + counts, d]
+    if self.long_encoder is not None:
+      user = jnp.concatenate([user, self.long_token(batch)[:, None]], axis=1)
     readout = jnp.broadcast_to(self.segment(jnp.full((), 2, jnp.int32)), (b, 1, cfg.d))
     x = jnp.concatenate([hist, cand, user, readout], axis=1)
     mask = key_mask(jnp.concatenate([hist_valid, cand_valid,
@@ -252,6 +371,30 @@ class Ranker(nnx.Module):
       x = block(x, mask=mask)
     return self.heads(self.norm(x[:, -1])).astype(jnp.float32)
 
+
+  def long_token(self, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """The long-term user token: the long history compressed with the candidate as query
+    (module docstring). Shape: batch["long_hist"] int [b, T] -> [b, d]."""
+    cfg = self.cfg
+    rows = batch.get("long_hist")
+    if rows is None:
+      raise ConfigError("batch", "missing 'long_hist' for the long_encoder")
+    valid = rows >= 0
+    codes = None
+    if self.long_codes is not None:
+      table = self.long_codes[...]
+      codes = jnp.where(valid[..., None], table[jnp.maximum(rows, 0)], -1)
+    x = self._item_vectors(rows, codes)                                # [b, T, d]
+    t = rows.shape[1]
+    position = log_bucket(jnp.arange(t - 1, -1, -1), NUM_POSITION_BUCKETS)  # most recent: 1
+    x = x + self.long_position(position)[None]
+    x = jnp.where(valid[..., None], x, 0.0)
+    if cfg.variant == "late":
+      query = self._item_vectors(batch["cand_id"], batch[f"cand_sid/{cfg.long_query_family}"])
+    else:
+      query = self._item_vectors(batch["cand_id"], batch.get("cand_sid/item"))
+    out = self.long_encoder(x, valid, query)
+    return out + self.long_segment.embedding[...][0]
 
   def _user_tokens(self, batch: Mapping[str, jax.Array], b: int) -> jax.Array:
     """User-feature and interaction-count tokens (none when off). Shape: -> [b, f + k, d]."""
@@ -284,6 +427,25 @@ def _batch_key(batch: Mapping[str, jax.Array], key: str, columns: int) -> jax.Ar
   if value.ndim != 2 or value.shape[1] != columns:
     raise ConfigError(key, f"expected [b, {columns}], got {tuple(value.shape)}")
   return value
+
+
+class LevelDropout(nnx.Module):
+  """Zeroes whole SID levels with a per-level rate, in training only (no rescaling: a dropped
+  level must look like an unseen prefix, which reads zero)."""
+
+  def __init__(self, rates: Sequence[float], *, rngs: nnx.Rngs):
+    self.rates = tuple(float(r) for r in rates)
+    self.deterministic = False
+    self.rngs = rngs["dropout"].fork()
+
+  def __call__(self, tokens: jax.Array, levels: np.ndarray) -> jax.Array:
+    """Shape: tokens [..., n, d], levels int [n] (each token's SID level) -> the same."""
+    if self.deterministic:
+      return tokens
+    padded = self.rates + (0.0,) * (int(levels.max()) + 1)
+    rates = jnp.asarray([padded[level] for level in levels])
+    keep = jax.random.uniform(self.rngs(), tokens.shape[:-1]) >= rates
+    return tokens * keep[..., None].astype(tokens.dtype)
 
 
 def task_losses(outputs: jax.Array, batch: Mapping[str, jax.Array], tasks: Sequence[str]
@@ -323,7 +485,8 @@ def ranker_arrays(data: RankingData, item_codes: np.ndarray, tasks: Sequence[str
   `candidate_codes`: family -> int [candidates, c] or, for per-slice families, [candidates,
   slices, c] indexed by `data.slice`; default: {"item": item_codes}. Missing tasks in `data`
   get a zero mask. User features and interaction counts are emitted when `data` has them
-  (`user_feat` codes; `count_bucket` as log2 buckets).
+  (`user_feat` codes; `count_bucket` as log2 buckets), and so is the long history
+  (`long_hist`, catalog rows).
   """
   item_codes = np.asarray(item_codes, np.int32)
   hist = data.history
@@ -342,6 +505,8 @@ def ranker_arrays(data: RankingData, item_codes: np.ndarray, tasks: Sequence[str
     out["user_feat"] = data.user_features.astype(np.int32)
   if data.counts is not None:
     out["count_bucket"] = count_buckets(data.counts)
+  if data.long_history is not None:   # rows only: the ranker looks up their codes itself
+    out["long_hist"] = data.long_history.astype(np.int32, copy=False)
   n = len(data)
   for task in tasks:
     out[f"label/{task}"] = data.labels.get(task, np.zeros(n, np.float32)).astype(np.float32)

@@ -39,8 +39,19 @@ User-side features beyond the history (issue 8 item 2):
   consumption it separates positives outright; MovieLens 100k and Amazon Beauty have no
   repeats (each movie rated, each product reviewed once), so there it is 0 everywhere.
 
+Long history (`long_history=T`, 0 = off; issue 8's long-history user encoder,
+lrm/models/compression.py inside lrm/models/ranker.py): each example also carries the user's
+last T training-visible events before its target (the same rule as the short history, so cold
+items never enter it, and never the target or anything after it), reaching far beyond the
+`max_history` window. It is stored per example row, int32 [n, T], repeated for the positive
+and its negatives, because `fit_sampled` / `predict` index every batch array by the same rows:
+T is capped at `MAX_LONG_HISTORY` = 512, i.e. at most 2 KiB per row (MovieLens 100k with 40k
+training positives x 5 rows at T = 256: 205 MB). SID codes of these events are looked up
+inside the ranker (from a code table it holds), never materialised as [n, T, c].
+
 Everything is in catalog rows (row r = `catalog.item_ids[r]`); -1 pads. Shape letters: n
-examples, h history length, c SID level, f user fields, u users, e events.
+examples, h history length, T long-history length, c SID level, f user fields, u users,
+e events.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from lrm.data.splits import cold_start_split
 from lrm.data.types import Catalog, Sequences, UserTable
 
 BINARY_TASKS = ("click", "like", "order", "follow")
+MAX_LONG_HISTORY = 512   # the per-row long history is int32 [n, T]: at most 2 KiB per row
 REGRESSION_TASKS = ("watch_time", "rating")
 TASKS = BINARY_TASKS + REGRESSION_TASKS
 
@@ -73,6 +85,8 @@ class RankingData:
     slice: int32 [n], the room's content slice at the impression (-1 for plain items).
     user_features: int32 [n, f] codes of the user's attributes (0 = missing), or None.
     counts: int32 [n, c + 1] interaction counts (levels 1..c, then the same item), or None.
+    long_history: int32 [n, T] catalog rows of the user's last T visible events before the
+      target, left-padded with -1, or None (module docstring).
   """
   user: np.ndarray
   history: np.ndarray
@@ -83,6 +97,7 @@ class RankingData:
   slice: np.ndarray | None = None
   user_features: np.ndarray | None = None
   counts: np.ndarray | None = None
+  long_history: np.ndarray | None = None
 
   def __post_init__(self):
     n = len(self.user)
@@ -96,7 +111,7 @@ class RankingData:
         raise DataError(f"label '{name}' must have shape ({n},)")
     if self.slice is None:
       object.__setattr__(self, "slice", np.full(n, -1, np.int32))
-    for name in ("user_features", "counts"):
+    for name in ("user_features", "counts", "long_history"):
       value = getattr(self, name)
       if value is not None and (value.ndim != 2 or len(value) != n):
         raise DataError(f"{name} must have shape ({n}, k), got {value.shape}")
@@ -115,7 +130,7 @@ class RankingData:
                        labels={k: v[rows] for k, v in self.labels.items()},
                        masks={k: v[rows] for k, v in self.masks.items()}, cold=self.cold[rows],
                        slice=self.slice[rows], user_features=pick(self.user_features),
-                       counts=pick(self.counts))
+                       counts=pick(self.counts), long_history=pick(self.long_history))
 
 
 # ------------------------------------------------------------------------------------------
@@ -357,7 +372,8 @@ class _UserSide:
 
 def _examples(sequences: Sequences, rows: np.ndarray, targets: np.ndarray, negatives: np.ndarray,
               histories: np.ndarray, user_of_event: np.ndarray, cold_mask: np.ndarray,
-              side: _UserSide = _UserSide()) -> RankingData:
+              side: _UserSide = _UserSide(), long_histories: np.ndarray | None = None
+              ) -> RankingData:
   """One positive per target event plus its user's negatives (labels masked on negatives)."""
   k = negatives.shape[1]
   n = len(targets)
@@ -378,27 +394,33 @@ def _examples(sequences: Sequences, rows: np.ndarray, targets: np.ndarray, negat
   return RankingData(user=np.repeat(user, k + 1).astype(np.int32),
                      history=np.repeat(histories, k + 1, axis=0), candidate=cand.astype(np.int32),
                      labels=labels, masks=masks, cold=cold_mask[cand], user_features=feats,
-                     counts=counts)
+                     counts=counts, long_history=None if long_histories is None else
+                     np.repeat(long_histories, k + 1, axis=0))
 
 
 def cold_warm_split(sequences: Sequences, catalog: Catalog, *, cold_fraction: float = 0.1,
                     max_history: int = 20, num_negatives: int = 4, eval_negatives: int = 20,
                     seed: int = 0, max_train_events: int | None = None,
                     user_features: "UserFeatures | None" = None,
-                    count_codes: np.ndarray | None = None) -> ColdWarmSplit:
+                    count_codes: np.ndarray | None = None,
+                    long_history: int = 0) -> ColdWarmSplit:
   """Training, warm and cold evaluation examples (module docstring: the protocol).
 
   Training positives are every warm event with at least one warm event before it, except each
   user's last warm event; `max_train_events` keeps a seeded random subset of them.
   `user_features` (from `encode_user_features`, row u = sequences user u) are copied onto
   each example; with `count_codes` (the items' SIDs, int [items, c]) each example
-  gets its interaction counts (`interaction_counts`, visible = warm events). Neither changes
-  the examples themselves.
+  gets its interaction counts (`interaction_counts`, visible = warm events). With
+  `long_history` = T > 0 each example carries its user's last T warm events before the target
+  (`RankingData.long_history`). None of these changes the examples themselves.
   """
   if num_negatives < 1 or eval_negatives < 1:
     raise ConfigError("num_negatives", "num_negatives and eval_negatives must be >= 1")
   if max_history < 1:
     raise ConfigError("max_history", f"must be >= 1, got {max_history}")
+  if not 0 <= long_history <= MAX_LONG_HISTORY:
+    raise ConfigError("long_history", f"must be in [0, {MAX_LONG_HISTORY}] (0 = off), got "
+                      f"{long_history}")
   if user_features is not None and len(user_features.codes) != len(sequences):
     raise ConfigError("user_features", f"need one row per user ({len(sequences)}), got "
                       f"{len(user_features.codes)}")
@@ -447,15 +469,15 @@ def cold_warm_split(sequences: Sequences, catalog: Catalog, *, cold_fraction: fl
       prefixes=None if count_codes is None else prefix_ids(count_codes), visible=warm_only)
 
   def build(targets, pool, k, stream, keep):
-    hist = left_padded_histories(rows, u_of, sequences.offsets, max_history, targets,
-                                 keep=keep)
+    hist, long = _histories(rows, u_of, sequences.offsets, max_history, long_history, targets,
+                            keep)
     neg_users = sample_negatives(positives, pool, k, seed=seed * 7919 + stream)
     return _examples(sequences, rows, targets, neg_users[u_of[targets]], hist, u_of, cold_mask,
-                     side)
+                     side, long)
 
   # Negatives per user are drawn once per set; for training, each event needs its own draw.
   train = _train_examples(sequences, rows, train_targets, positives, warm_pool, num_negatives,
-                          seed, max_history, u_of, warm_only, cold_mask, side)
+                          seed, max_history, u_of, warm_only, cold_mask, side, long_history)
   return ColdWarmSplit(train=train,
                        warm=build(warm_targets, warm_pool, eval_negatives, 2, warm_only),
                        cold=build(cold_targets, cold_rows, eval_negatives, 3, warm_only),
@@ -463,8 +485,18 @@ def cold_warm_split(sequences: Sequences, catalog: Catalog, *, cold_fraction: fl
                        user_features=user_features)
 
 
+def _histories(rows, u_of, offsets, max_history, long_history, targets, keep
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+  """Short [len(targets), h] and long [len(targets), T] (None when T = 0) histories; one
+  pass of the longer, the shorter being its last columns."""
+  width = max(max_history, long_history)
+  hist = left_padded_histories(rows, u_of, offsets, width, targets, keep=keep)
+  return (np.ascontiguousarray(hist[:, width - max_history:]),
+          np.ascontiguousarray(hist[:, width - long_history:]) if long_history else None)
+
+
 def _train_examples(sequences, rows, targets, positives, pool, k, seed, max_history, u_of,
-                    keep, cold_mask, side) -> RankingData:
+                    keep, cold_mask, side, long_history=0) -> RankingData:
   """Training examples: each target event with its own `k` fresh negatives."""
   rng = np.random.default_rng([seed, 4])
   pool = np.asarray(pool, np.int64)
@@ -474,10 +506,10 @@ def _train_examples(sequences, rows, targets, positives, pool, k, seed, max_hist
     while bad.any():
       draws[i, bad] = rng.choice(pool, int(bad.sum()))
       bad = np.isin(draws[i], positives[u_of[e]])
-  hist = left_padded_histories(rows, u_of, sequences.offsets, max_history, targets,
-                               keep=keep)
+  hist, long = _histories(rows, u_of, sequences.offsets, max_history, long_history, targets,
+                          keep)
   return _examples(sequences, rows, targets, draws.astype(np.int32), hist, u_of, cold_mask,
-                   side)
+                   side, long)
 
 
 # ------------------------------------------------------------------------------------------

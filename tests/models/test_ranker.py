@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -12,6 +13,7 @@ from lrm.core.errors import ConfigError
 from lrm.models.ranker import (Ranker, RankerConfig, id_keep_probability, predict, ranker_arrays,
                                ranker_loss, task_losses, warmup_train)
 from lrm.tasks.ranking import RankingData
+from lrm.train.sampled_fit import fit_sampled
 
 SIZES = (4, 4)
 
@@ -233,3 +235,168 @@ def test_user_side_config_and_batch_errors():
     predict(model, dict(arrays, count_bucket=arrays["count_bucket"][:, :2]))
   with pytest.raises(ConfigError, match="user_feat"):
     predict(model, dict(arrays, user_feat=arrays["user_feat"][:, :1]))
+
+
+def test_late_tokens_one_per_family_or_per_level():
+  fams = (("room", SIZES), ("slice", SIZES))
+  family = Ranker(_cfg("late", candidate_families=fams), rngs=nnx.Rngs(0))
+  level = Ranker(_cfg("late", candidate_families=fams, late_tokens="level"), rngs=nnx.Rngs(0))
+  assert family.token_type.embedding.shape[0] == 2
+  assert level.token_type.embedding.shape[0] == 4
+  data = _data()
+  data = RankingData(user=data.user, history=data.history, candidate=data.candidate % 3,
+                     labels=data.labels, masks=data.masks, cold=data.cold,
+                     slice=np.zeros(len(data), np.int32) + 1)
+  cand = {"room": _codes()[:3], "slice": np.stack([_codes()[:2]] * 3)}   # slice: [3, 2, c]
+  arrays = ranker_arrays(data, _codes(), ("click", "watch_time"), candidate_codes=cand)
+  for model in (family, level):
+    out = predict(model, arrays, batch_size=64)
+    assert out.shape == (64, 2) and np.isfinite(out).all()
+
+
+def test_unseen_sid_prefixes_stay_zero_after_training():
+  model = Ranker(_cfg("replace"), rngs=nnx.Rngs(0))
+  for table in model.item_sid.tables[0]:
+    assert not np.asarray(table.embedding[...]).any()
+  codes = _codes()
+  codes[-1] = (0, 3)          # item 19's level-2 prefix (0, 3) is ...
+  data = _data()
+  keep = (data.candidate != 19) & (data.history != 19).all(1)    # ... never seen in training
+  arrays = ranker_arrays(data.take(np.flatnonzero(keep)), codes, ("click", "watch_time"))
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  model.train()
+  (_, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, arrays)
+  optimizer.update(model, grads)
+  level2 = np.asarray(model.item_sid.tables[0][1].embedding[...])
+  rows = np.r_[arrays["cand_id"], arrays["hist_id"][arrays["hist_id"] >= 0]]
+  seen = {tuple(c) for c in codes[rows].tolist()}
+  assert (0, 3) not in seen
+  assert np.abs(level2).sum() > 0            # seen prefixes moved
+  row = 0 * SIZES[1] + 3                     # exact mixed-radix key of (0, 3)
+  assert not level2[row].any()
+
+
+def test_level_dropout_rates_per_level_in_training_only():
+  from lrm.models.ranker import LevelDropout
+  drop = LevelDropout((0.0, 0.5), rngs=nnx.Rngs(0))
+  tokens = jnp.ones((4000, 4, 3))
+  levels = np.array([0, 1, 0, 1])            # two families of two levels
+  out = np.asarray(drop(tokens, levels))
+  zeroed = (out == 0).all(-1).mean(0)
+  assert zeroed[0] == 0 and zeroed[2] == 0
+  assert 0.45 < zeroed[1] < 0.55 and 0.45 < zeroed[3] < 0.55
+  assert set(np.unique(out)) <= {0.0, 1.0}   # no rescaling: a dropped level reads as unseen
+  drop.deterministic = True
+  assert np.array_equal(np.asarray(drop(tokens, levels)), np.asarray(tokens))
+
+
+@pytest.mark.parametrize("kw, field", [({"late_tokens": "both"}, "late_tokens"),
+                                       ({"sid_level_dropout": (0.0, 1.0)}, "sid_level_dropout")])
+def test_late_token_and_level_dropout_config_errors(kw, field):
+  with pytest.raises(ConfigError, match=field):
+    _cfg("late", **kw)
+  with pytest.raises(ConfigError, match="sid_level_dropout"):
+    _cfg("id", sid_level_dropout=(0.1,))
+
+
+# ------------------------------------------------------------------------------------------
+# The long-term user token (compression transformer over the long history)
+
+_ENC = dict(d_model=16, num_heads=2, head_dim=8, mlp_dim=32, num_layers=1, dropout=0.0,
+            fold=8, summaries=4, num_globals=2)
+
+
+def _long_data(n=64, T=16, seed=0):
+  data = _data(n, seed=seed)
+  rng = np.random.default_rng(seed + 1)
+  long = rng.integers(0, 20, (n, T)).astype(np.int32)
+  long[:, :rng.integers(0, T)] = -1
+  return RankingData(user=data.user, history=data.history, candidate=data.candidate,
+                     labels=data.labels, masks=data.masks, cold=data.cold, long_history=long)
+
+
+def _long_model(variant, mixer="compress", seed=0, **kw):
+  cfg = _cfg(variant, long_encoder={**_ENC, "mixer": mixer}, **kw)
+  return Ranker(cfg, rngs=nnx.Rngs(seed), item_codes=_codes())
+
+
+@pytest.mark.parametrize("variant", ["id", "late"])
+def test_long_encoder_runs_and_trains(variant):
+  arrays = ranker_arrays(_long_data(), _codes(), ("click", "watch_time"))
+  assert arrays["long_hist"].shape == (64, 16)
+  model = _long_model(variant)
+  before = nnx.state(model.long_encoder, nnx.Param)
+  before = [np.asarray(x) for x in jax.tree_util.tree_leaves(before)]
+  out = predict(model, arrays, batch_size=64)
+  assert out.shape == (64, 2) and np.isfinite(out).all()
+  if variant == "id":
+    return   # training is the same code path; one variant keeps the test fast
+  model.train()
+  fit_sampled(model, ranker_loss, arrays, num_steps=2, batch_size=16, learning_rate=1e-2,
+              weight_decay=0.0, seed=0, tail=1)
+  after = jax.tree_util.tree_leaves(nnx.state(model.long_encoder, nnx.Param))
+  assert any(not np.allclose(a, np.asarray(b)) for a, b in zip(before, after))  # it trains
+
+
+def _batch(arrays, rows):
+  return {k: jnp.asarray(v[rows]) for k, v in arrays.items() if not k.startswith(("label/",
+                                                                                "mask/"))}
+
+
+@pytest.mark.parametrize("variant", ["id", "late"])
+def test_long_token_depends_on_the_candidate_and_the_history(variant):
+  model = _long_model(variant)
+  _randomise(model)   # SID tables start at zero: give every item its own vector
+  model.eval()
+  arrays = ranker_arrays(_long_data(), _codes(), ("click",))
+  batch = _batch(arrays, np.arange(8))
+  token = nnx.jit(lambda m, b: m.long_token(b))
+  base = np.asarray(token(model, batch))
+  moved = (np.asarray(batch["cand_id"]) + 1) % 20
+  other = dict(batch, cand_id=jnp.asarray(moved), **{"cand_sid/item": jnp.asarray(_codes()[moved])})
+  assert not np.allclose(base, np.asarray(token(model, other)), atol=1e-5)
+  shuffled = dict(batch, long_hist=jnp.where(batch["long_hist"] >= 0,
+                                             (batch["long_hist"] + 3) % 20, -1))
+  assert not np.allclose(base, np.asarray(token(model, shuffled)), atol=1e-5)
+
+
+def _randomise(model, seed=0):
+  rng = np.random.default_rng(seed)
+  for path, var in nnx.iter_graph(model):
+    if isinstance(var, nnx.Param):
+      var[...] = jnp.asarray(rng.normal(0, 0.5, var[...].shape), jnp.float32)
+
+
+def test_compress_and_full_mixers_share_parameters():
+  compress, full = _long_model("late", "compress"), _long_model("late", "full")
+  sc, sf = nnx.state(compress, nnx.Param), nnx.state(full, nnx.Param)
+  assert jax.tree_util.tree_structure(sc) == jax.tree_util.tree_structure(sf)
+  assert all(a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(sc),
+                                                jax.tree_util.tree_leaves(sf)))
+  _randomise(compress)
+  nnx.update(full, nnx.state(compress, nnx.Param))
+  arrays = ranker_arrays(_long_data(), _codes(), ("click", "watch_time"))
+  a, b = predict(compress, arrays, batch_size=64), predict(full, arrays, batch_size=64)
+  assert np.isfinite(b).all() and not np.allclose(a, b)   # same weights, another mixer
+
+
+def test_long_encoder_off_by_default_and_config_errors():
+  plain = Ranker(_cfg("late"), rngs=nnx.Rngs(0))
+  assert plain.cfg.long_encoder is None and plain.long_encoder is None
+  # The token's parameters come last: the shared ones initialise exactly as without it.
+  w = dict(nnx.state(_long_model("late"), nnx.Param).flat_state())
+  for path, value in nnx.state(plain, nnx.Param).flat_state():
+    assert np.array_equal(np.asarray(value[...]), np.asarray(w[path][...]))
+  with pytest.raises(ConfigError, match="long_encoder.d_model"):
+    _cfg("id", long_encoder={**_ENC, "d_model": 32})
+  with pytest.raises(ConfigError, match="long_encoder.bogus"):
+    _cfg("id", long_encoder={**_ENC, "bogus": 1})
+  with pytest.raises(ConfigError, match="long_encoder.summaries"):
+    _cfg("id", long_encoder={**_ENC, "summaries": 3})
+  with pytest.raises(ConfigError, match="long_encoder"):
+    _cfg("late", long_encoder=_ENC, shared_tables=False)
+  with pytest.raises(ConfigError, match="item_codes"):
+    Ranker(_cfg("replace", long_encoder=_ENC), rngs=nnx.Rngs(0))
+  arrays = ranker_arrays(_data(), _codes(), ("click",))     # no long history in the data
+  with pytest.raises(ConfigError, match="long_hist"):
+    _long_model("id")(_batch(arrays, np.arange(4)))

@@ -98,7 +98,10 @@ def test_movielens_config_and_user_side_stage(tmp_path):
   cfg = ranker_config(section, "late", split.num_items, split.train.tasks,
                       user_feature_sizes=split.user_features.sizes)
   assert cfg.user_feature_sizes == split.user_features.sizes and cfg.count_columns == 3
-  metrics = evaluate_ranker(Ranker(cfg, rngs=nnx.Rngs(0)), split.warm, codes)
+  # The config turns the long-term token on: the examples carry the long history, and a SID
+  # ranker looks up its codes itself.
+  assert section.long_history == 256 and split.train.long_history.shape[1] == 256
+  metrics = evaluate_ranker(Ranker(cfg, rngs=nnx.Rngs(0), item_codes=codes), split.warm, codes)
   assert 0.0 <= metrics["click/auc"] <= 1.0 and "rating/rmse" in metrics
   # Switched on for a dataset without user attributes: a ConfigError naming the switch.
   with pytest.raises(ConfigError, match="ranking.user_features"):
@@ -106,3 +109,26 @@ def test_movielens_config_and_user_side_stage(tmp_path):
   config.ranking.count_buckets = 1
   with pytest.raises(ConfigError, match="ranking.count_buckets"):
     ranking_section(config)
+
+
+def test_long_history_section_is_validated_and_reaches_the_ranker(tmp_path):
+  from lrm.ranking import ranker_config
+  config = _tiny(tmp_path)
+  section = ranking_section(config)
+  assert section.long_history == 0 and ranker_config(section, "late", 10, ("click",)
+                                                     ).long_encoder is None
+  config.ranking.update(long_history=32, long_encoder={"fold": 8, "mixer": "full"})
+  section = ranking_section(config)
+  enc = ranker_config(section, "late", 10, ("click",)).long_encoder
+  # Merged over the section's defaults (num_globals 4, not CompressionConfig's 8).
+  assert (enc.mixer, enc.fold, enc.d_model, enc.num_globals) == ("full", 8, section.d, 4)
+  for change, field in (({"long_history": 600}, "ranking.long_history"),
+                        ({"long_history": 20}, "ranking.long_encoder.fold"),
+                        ({"long_encoder": {"d_model": 7}}, "ranking.long_encoder.d_model"),
+                        ({"long_encoder": {"mixer": "sparse"}}, "ranking.long_encoder.mixer"),
+                        ({"long_encoder": {"windows": 2}}, "ranking.long_encoder.windows")):
+    bad = _tiny(tmp_path)
+    bad.ranking.update(long_history=32)
+    bad.ranking.update(change)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+      ranking_section(bad)

@@ -178,3 +178,49 @@ def test_interaction_counts_match_a_brute_force_count(world):
   sub = train.take(np.arange(5))
   np.testing.assert_array_equal(sub.counts, train.counts[:5])
   np.testing.assert_array_equal(sub.user_features, train.user_features[:5])
+
+
+def _expected_long(world, cold_rows, T, last_cold: bool):
+  """Per user (in order), the last T warm rows before their last warm / last cold event."""
+  seqs = world.sequences
+  rows = world.catalog.rows(seqs.items)
+  cold = np.isin(rows, cold_rows)
+  out = {}
+  for u in range(len(seqs)):
+    r, c = rows[seqs.offsets[u]:seqs.offsets[u + 1]], cold[seqs.offsets[u]:seqs.offsets[u + 1]]
+    kind = np.flatnonzero(c if last_cold else ~c)
+    if len(kind):
+      before = r[:kind[-1]][~c[:kind[-1]]]
+      out[u] = before[-T:]
+  return out
+
+
+def test_long_history_is_the_last_visible_events_before_the_target(world):
+  T, h = 24, 4
+  split = cold_warm_split(world.sequences, world.catalog, cold_fraction=0.1, max_history=h,
+                          num_negatives=2, eval_negatives=3, seed=0, long_history=T)
+  for name, last_cold in (("warm", False), ("cold", True)):
+    data = getattr(split, name)
+    expected = _expected_long(world, split.cold_rows, T, last_cold)
+    pos = np.flatnonzero(data.labels["click"] > 0)
+    for i in pos:
+      want = expected[data.user[i]]
+      got = data.long_history[i]
+      assert (got[:T - len(want)] == -1).all() and (got[T - len(want):] == want).all()
+  train = split.train
+  assert train.long_history.shape == (len(train), T)
+  assert not np.isin(train.long_history, split.cold_rows).any()
+  # The short window is the long history's tail; the long one reaches beyond it.
+  assert (train.long_history[:, -h:] == train.history).all()
+  assert ((train.long_history >= 0).sum(1) > h).any()
+  # Positives and their negatives share one history; take() keeps it aligned.
+  rows = np.arange(0, len(train), 7)
+  assert (train.take(rows).long_history == train.long_history[rows]).all()
+
+
+def test_long_history_off_by_default_and_bounded(world):
+  split = cold_warm_split(world.sequences, world.catalog, max_history=4, num_negatives=1,
+                          eval_negatives=2, seed=0)
+  assert split.train.long_history is None and split.cold.long_history is None
+  with pytest.raises(ConfigError, match="long_history"):
+    cold_warm_split(world.sequences, world.catalog, long_history=513)
