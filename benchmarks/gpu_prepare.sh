@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares what a GPU benchmark run carries (the device machine has no network and does not see
 # ../shared): run here from the project root, then name `.gpu` in the run's carry.
-#   .gpu/{amazon_beauty,amazon_sports,movielens_100k}/  items.jsonl + sequences.txt
+#   .gpu/{amazon_beauty,amazon_sports,movielens_100k}/  items.jsonl + sequences.txt (+ MovieLens'
+#                            RecBole ml-100k.inter/.item/.user)
 #                            (research-use data: ignored by git; ~15 MB together)
 #   .gpu/all-MiniLM-L6-v2-fp16/  the encoder with fp16 weights (45 MB; fp32 does not fit the
 #                            64 MiB carry limit); the loader upcasts to float32 parameters.
@@ -12,6 +13,8 @@ for name in amazon_beauty amazon_sports movielens_100k; do
   mkdir -p .gpu/$name
   cp ../shared/data/$name/{items.jsonl,sequences.txt} .gpu/$name/
 done
+# The ranking benchmark reads MovieLens' RecBole files (ratings, user attributes).
+cp ../shared/data/movielens_100k/ml-100k.{inter,item,user} .gpu/movielens_100k/
 src=$(../shared/tools/get-minilm)
 python3 - "$src" .gpu/all-MiniLM-L6-v2-fp16 <<'PY'
 import pathlib, shutil, sys
