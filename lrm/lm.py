@@ -54,7 +54,7 @@ from absl import logging
 from flax import nnx
 
 from lrm.core import artifacts
-from lrm.core.config import check_known
+from lrm.core.config import check_known, pipeline_config
 from lrm.core.errors import ConfigError, DataError
 
 SPLITS = ("valid", "test")
@@ -109,11 +109,6 @@ def lm_defaults() -> ml_collections.ConfigDict:
       eval_items=200,             # new items scored for text -> SID freshness
       threshold=0.5))             # freshness: first step with new-item text->SID acc@10 >= it
   return lm
-
-
-def pipeline_config(config) -> ml_collections.ConfigDict:
-  """The config without its `lm` section (what lrm.pipeline validates and runs)."""
-  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items() if k != "lm"})
 
 
 @dataclasses.dataclass(frozen=True)

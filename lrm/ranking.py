@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from lrm.core import artifacts
-from lrm.core.config import check_known
+from lrm.core.config import merged_section, pipeline_config
 from lrm.core.errors import ConfigError
 from lrm.data.types import Catalog
 from lrm.eval.ranking import task_metrics
@@ -93,20 +93,9 @@ def long_encoder_config(section) -> CompressionConfig | None:
   return CompressionConfig.from_dict(given, where="ranking.long_encoder")
 
 
-def pipeline_config(config) -> ml_collections.ConfigDict:
-  """The config without its `ranking` section (what lrm.pipeline validates and runs)."""
-  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
-                                    if k not in ("ranking", "replay")})
-
-
 def ranking_section(config) -> ml_collections.ConfigDict:
   """The `ranking` section merged over the defaults; unknown fields raise ConfigError."""
-  out = ranking_defaults()
-  given = config.get("ranking") if hasattr(config, "get") else None
-  if given is not None:
-    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
-    check_known(given, out.to_dict(), prefix="ranking.")
-    out.update(given)
+  out = merged_section(config, "ranking", ranking_defaults())
   for name in ("num_steps", "batch_size", "max_history", "num_negatives", "eval_negatives", "d"):
     if int(out[name]) < 1:
       raise ConfigError(f"ranking.{name}", f"must be >= 1, got {out[name]}")

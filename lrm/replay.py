@@ -74,7 +74,7 @@ from absl import logging
 from flax import nnx
 
 from lrm.core import artifacts
-from lrm.core.config import check_known
+from lrm.core.config import merged_section, pipeline_config
 from lrm.core.errors import ConfigError
 from lrm.core.report import print_table
 from lrm.data.types import Dataset
@@ -118,20 +118,9 @@ def replay_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-def pipeline_config(config) -> ml_collections.ConfigDict:
-  """The config without its `replay` (and `ranking`) sections: what lrm.pipeline validates."""
-  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
-                                    if k not in ("replay", "ranking")})
-
-
 def replay_section(config) -> ml_collections.ConfigDict:
   """The `replay` section of `config` merged over the defaults, checked (`check_section`)."""
-  out = replay_defaults()
-  given = config.get("replay") if hasattr(config, "get") else None
-  if given is not None:
-    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
-    check_known(given, out.to_dict(), prefix="replay.")
-    out.update(given)
+  out = merged_section(config, "replay", replay_defaults())
   check_section(out)
   return out
 

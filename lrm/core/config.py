@@ -7,6 +7,8 @@ import importlib.util
 import pathlib
 from typing import Any, Mapping
 
+import ml_collections
+
 from lrm.core.errors import ConfigError
 
 
@@ -15,7 +17,6 @@ def parse_arg(arg: str | None, **defaults: Any) -> Any:
 
   A bare word sets a default to True; values are cast to the default's type.
   """
-  import ml_collections
   out = dict(defaults)
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
@@ -47,6 +48,29 @@ def check_known(section: Mapping[str, Any], known: Mapping[str, Any], prefix: st
       raise ConfigError(name, f"unknown field; known: {sorted(known)}")
     if isinstance(value, Mapping) and isinstance(known[key], Mapping):
       check_known(value, known[key], prefix=name + ".")
+
+
+# Sections of a stage beyond the pipeline's (not in configs/base.py): `lrm lm`, `lrm rank` and
+# `lrm replay` read them; the pipeline stages they run first never see them.
+STAGE_SECTIONS = ("lm", "ranking", "replay")
+
+
+def pipeline_config(config) -> ml_collections.ConfigDict:
+  """The config without the stage sections (what lrm.pipeline validates and runs)."""
+  return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
+                                    if k not in STAGE_SECTIONS})
+
+
+def merged_section(config, name: str, defaults: ml_collections.ConfigDict
+                   ) -> ml_collections.ConfigDict:
+  """`config.<name>` merged over `defaults` (absent = the defaults); unknown fields raise
+  ConfigError naming `<name>.<field>`."""
+  given = config.get(name) if hasattr(config, "get") else None
+  if given is not None:
+    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+    check_known(given, defaults.to_dict(), prefix=f"{name}.")
+    defaults.update(given)
+  return defaults
 
 
 def section_fields(cls: type, section: Any, prefix: str) -> dict[str, Any]:

@@ -174,15 +174,14 @@ def read_items_jsonl(path: str | os.PathLike) -> Catalog:
   return catalog
 
 
-def _read_items_with_lines(path: str | os.PathLike) -> tuple[Catalog, dict[int, int]]:
-  path = pathlib.Path(path)
-  text = _read_text(path)
+def _jsonl_objects(path: pathlib.Path, id_key: str):
+  """Yields (line number, integer id, the other fields) per non-blank line of a JSONL file.
+
+  Raises DataError (`file:line: ...`) for bad JSON, a line that is not an object, and a missing
+  or non-integer `id_key`.
+  """
   decode = json.JSONDecoder().decode
-  ids: list[int] = []
-  records: list[dict[str, Any]] = []
-  line_of_item: dict[int, int] = {}
-  names: dict[str, None] = {}  # field names in order of first appearance
-  for lineno, line in enumerate(text.split("\n"), 1):
+  for lineno, line in enumerate(_read_text(path).split("\n"), 1):
     if not line.strip():
       continue
     try:
@@ -192,11 +191,21 @@ def _read_items_with_lines(path: str | os.PathLike) -> tuple[Catalog, dict[int, 
     if not isinstance(record, dict):
       raise DataError(f"expected a JSON object, got {type(record).__name__}", path=path,
                       line=lineno)
-    if "item_id" not in record:
-      raise DataError("missing required key 'item_id'", path=path, line=lineno)
-    item_id = record.pop("item_id")
-    if isinstance(item_id, bool) or not isinstance(item_id, int):
-      raise DataError(f"item_id must be an integer, got {item_id!r}", path=path, line=lineno)
+    if id_key not in record:
+      raise DataError(f"missing required key '{id_key}'", path=path, line=lineno)
+    key = record.pop(id_key)
+    if isinstance(key, bool) or not isinstance(key, int):
+      raise DataError(f"{id_key} must be an integer, got {key!r}", path=path, line=lineno)
+    yield lineno, key, record
+
+
+def _read_items_with_lines(path: str | os.PathLike) -> tuple[Catalog, dict[int, int]]:
+  path = pathlib.Path(path)
+  ids: list[int] = []
+  records: list[dict[str, Any]] = []
+  line_of_item: dict[int, int] = {}
+  names: dict[str, None] = {}  # field names in order of first appearance
+  for lineno, item_id, record in _jsonl_objects(path, "item_id"):
     if item_id < 0:
       raise DataError(f"negative item_id {item_id}", path=path, line=lineno)
     if item_id in line_of_item:
@@ -252,28 +261,12 @@ def read_users_jsonl(path: str | os.PathLike, user_ids: np.ndarray | None = None
   non-integer, unknown or repeated `user_id`, and a value that is not a str, number or null.
   """
   path = pathlib.Path(path)
-  text = _read_text(path)
-  decode = json.JSONDecoder().decode
   known = None if user_ids is None else set(np.asarray(user_ids).tolist())
   ids: list[int] = []
   records: list[dict[str, Any]] = []
   line_of_user: dict[int, int] = {}
   names: dict[str, None] = {}
-  for lineno, line in enumerate(text.split("\n"), 1):
-    if not line.strip():
-      continue
-    try:
-      record = decode(line)
-    except json.JSONDecodeError as e:
-      raise DataError(f"bad JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
-    if not isinstance(record, dict):
-      raise DataError(f"expected a JSON object, got {type(record).__name__}", path=path,
-                      line=lineno)
-    if "user_id" not in record:
-      raise DataError("missing required key 'user_id'", path=path, line=lineno)
-    user = record.pop("user_id")
-    if isinstance(user, bool) or not isinstance(user, int):
-      raise DataError(f"user_id must be an integer, got {user!r}", path=path, line=lineno)
+  for lineno, user, record in _jsonl_objects(path, "user_id"):
     if known is not None and user not in known:
       raise DataError(f"unknown user_id {user} (not in {SEQUENCES})", path=path, line=lineno)
     if user in line_of_user:
