@@ -265,8 +265,13 @@ def test_unseen_sid_prefixes_stay_zero_after_training():
   arrays = ranker_arrays(data.take(np.flatnonzero(keep)), codes, ("click", "watch_time"))
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
   model.train()
-  (_, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, arrays)
-  optimizer.update(model, grads)
+
+  @nnx.jit
+  def step(model, optimizer, batch):
+    (_, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
+    optimizer.update(model, grads)
+
+  step(model, optimizer, arrays)
   level2 = np.asarray(model.item_sid.tables[0][1].embedding[...])
   rows = np.r_[arrays["cand_id"], arrays["hist_id"][arrays["hist_id"] >= 0]]
   seen = {tuple(c) for c in codes[rows].tolist()}
