@@ -80,7 +80,8 @@ _TIME_STEPS = flags.DEFINE_integer("time_steps", 20, "steps timed per ranker (lo
 _CONTENT = flags.DEFINE_string("content", "", "an embed-stage folder (embeddings.npy + "
                                 "item_ids.npy, e.g. from `lrm embed`) for the items' SIDs; "
                                 "default: the dataset's embeddings, else hashed text")
-_OUT = flags.DEFINE_string("out", "", "results JSON (default benchmarks/results/ranking_...)")
+_OUT = flags.DEFINE_string("out", str(pathlib.Path(__file__).parent / "results"),
+                           "folder of the results JSON (ranking[_kind]_<dataset>_<time>.json)")
 
 
 def _lift_kept(r) -> float:
@@ -182,22 +183,24 @@ def main(argv):
   results["dynamic"] = {}
   if world is not None:
     _dynamic(world, section, split, content, results, checks, steps, seed)
-  device, _ = artifacts.device_description()
-  record = {"benchmark": "ranking", "dataset": dataset.name, "split": "cold_start_items_10pct",
-            "metrics": results, "checks": checks, "steps": steps,
-            "counts": {"train": len(split.train), "warm": len(split.warm),
-                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
-            "device": device, "wall_s": time.perf_counter() - start,
-            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
-  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
-                     f"ranking_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
-  artifacts.atomic_write_json(out, record)
+  _write("ranking", dataset, split, start, steps, metrics=results, checks=checks)
   print(json.dumps({"checks": checks, "variants": {k: {"warm": x["warm"]["click/auc"],
                                                        "cold": x["cold"]["click/auc"]}
                                                    for k, x in v.items()},
                     "two_tower": results["two_tower"], "dynamic": results["dynamic"],
                     "warmup_last": curve[-1]}, indent=1, default=float))
-  print("wrote", out)
+
+
+def _write(benchmark: str, dataset, split, start: float, steps: int, **fields) -> None:
+  """One run's JSON under --out: `fields` plus what every record of this script carries."""
+  device, _ = artifacts.device_description()
+  record = {"benchmark": benchmark, "dataset": dataset.name,
+            "split": "cold_start_items_10pct", **fields, "steps": steps,
+            "counts": {"train": len(split.train), "warm": len(split.warm),
+                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+            "device": device, "wall_s": time.perf_counter() - start,
+            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
+  artifacts.write_benchmark_result(_OUT.value, f"{benchmark}_{dataset.name}", record)
 
 
 def _movielens(section):
@@ -257,24 +260,14 @@ def _ablation(dataset, section, seed, steps, start) -> None:
     for v in variants:
       if v != "id":
         checks[f"{v}_cold_auc_above_id"] = auc("base", v, "cold") > auc("base", "id", "cold")
-  device, _ = artifacts.device_description()
-  record = {"benchmark": "ranking_user_side", "dataset": dataset.name,
-            "split": "cold_start_items_10pct", "metrics": {"ablation": runs},
-            "checks": checks, "baselines": baselines, "steps": steps, "section": on.to_dict(),
-            "user_features": (None if split.user_features is None else
-                              dict(zip(split.user_features.names, split.user_features.sizes))),
-            "counts": {"train": len(split.train), "warm": len(split.warm),
-                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
-            "device": device, "wall_s": time.perf_counter() - start,
-            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
-  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
-                     f"ranking_user_side_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
-  artifacts.atomic_write_json(out, record)
+  _write("ranking_user_side", dataset, split, start, steps, metrics={"ablation": runs},
+         checks=checks, baselines=baselines, section=on.to_dict(),
+         user_features=(None if split.user_features is None else
+                        dict(zip(split.user_features.names, split.user_features.sizes))))
   summary = {run: {v: {f"{part}/{m}": round(float(r[part][m]), 4) for part in ("warm", "cold")
                        for m in ("click/auc", "click/gauc", "rating/rmse_stars") if m in r[part]}
                    for v, r in res.items()} for run, res in runs.items()}
   print(json.dumps({"checks": checks, "baselines": baselines, "ablation": summary}, indent=1))
-  print("wrote", out)
 
 
 def _step_seconds(model, arrays, batch_size: int, steps: int, seed: int) -> float:
@@ -337,27 +330,16 @@ def _long_history(dataset, section, seed, steps, start) -> None:
                              for k in ("click/auc",) if k in r[p]},
             f"{r['s_per_step']:.4f} s/step", flush=True)
   long = split.train.long_history
-  device, _ = artifacts.device_description()
-  record = {"benchmark": "ranking_long_history", "dataset": dataset.name,
-            "split": "cold_start_items_10pct", "metrics": {"long_history": runs},
-            "steps": steps, "section": section.to_dict(),
-            "long_history_events": {"mean": float((long >= 0).sum(1).mean()),
-                                    "full_rows_share": float((long[:, 0] >= 0).mean())},
-            "counts": {"train": len(split.train), "warm": len(split.warm),
-                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
-            "device": device, "wall_s": time.perf_counter() - start,
-            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
-  out = pathlib.Path(_OUT.value or pathlib.Path(__file__).parent / "results" /
-                     f"ranking_long_history_{dataset.name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
-  artifacts.atomic_write_json(out, record)
+  events = {"mean": float((long >= 0).sum(1).mean()),
+            "full_rows_share": float((long[:, 0] >= 0).mean())}
+  _write("ranking_long_history", dataset, split, start, steps,
+         metrics={"long_history": runs}, section=section.to_dict(), long_history_events=events)
   summary = {mixer: {v: {**{f"{part}/{m}": round(float(r[part][m]), 4)
                             for part in ("warm", "cold")
                             for m in ("click/auc", "click/gauc", "rating/rmse_stars")
                             if m in r[part]}, "s_per_step": round(r["s_per_step"], 4)}
                      for v, r in res.items()} for mixer, res in runs.items()}
-  print(json.dumps({"long_history": summary, "long_history_events":
-                    record["long_history_events"]}, indent=1))
-  print("wrote", out)
+  print(json.dumps({"long_history": summary, "long_history_events": events}, indent=1))
 
 
 def _dynamic(world, section, split, content, results, checks, steps, seed) -> None:
