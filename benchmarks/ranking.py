@@ -2,6 +2,8 @@
 
   python benchmarks/ranking.py                    # ~10 min on 2 CPU cores
   python benchmarks/ranking.py --train_steps=300        # a quick look
+  python benchmarks/ranking.py --seeds=0,1,2             # targets checked on the seed means
+  python benchmarks/ranking.py --merge=a.json,b.json     # single-seed records -> one record
   python benchmarks/ranking.py --dataset=movielens --train_steps=1000   # user-side ablation
   python benchmarks/ranking.py --dataset=beauty --ablation --variants=id,late
   python benchmarks/ranking.py --dataset=movielens --long_history=256 --variants=late \
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 import time
 
@@ -52,6 +55,12 @@ from lrm.tasks.ranking import room_examples
 
 _STEPS = flags.DEFINE_integer("train_steps", 1500, "training steps per ranker")
 _SEED = flags.DEFINE_integer("seed", 0, "seed")
+_SEEDS = flags.DEFINE_list("seeds", [], "several seeds (the full benchmark): one record with "
+                          "each seed's metrics and checks, their means and [min, max], and "
+                          "the targets checked on the means")
+_MERGE = flags.DEFINE_list("merge", [], "instead of training: result JSONs of single-seed "
+                          "full-benchmark runs (same dataset and steps, distinct seeds), "
+                          "written as one multi-seed record as --seeds would")
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "beauty", "movielens"],
                              "synthetic world (every measurement), Amazon Beauty (no rooms) or "
                              "MovieLens 100k (the user-side ablation)")
@@ -93,6 +102,9 @@ def main(argv):
   del argv
   start = time.perf_counter()
   seed, steps = _SEED.value, _STEPS.value
+  if _MERGE.value:
+    _merge(_MERGE.value, start)
+    return
   section = ranking_defaults()
   section.num_steps = steps
   if _DATASET.value == "movielens":
@@ -122,18 +134,72 @@ def main(argv):
     return
   section.user_features = _USER_FEATURES.value
   section.interaction_counts = _COUNTS.value
+  seeds = [int(x) for x in _SEEDS.value] or [seed]
+  runs = {}
+  for s in seeds:
+    if _DATASET.value == "synthetic" and len(seeds) > 1:   # a world per seed
+      world = make_world(WorldConfig(seed=s, num_rooms=300, room_slices=48))
+      dataset = world.dataset
+    runs[s], split = _full_benchmark(world, dataset, section, s, steps)
+  _write_seeds(runs, dataset.name, _split_counts(split), start, steps)
+
+
+def _write_seeds(runs: dict, dataset_name: str, counts: dict, start: float, steps: int,
+                 **fields) -> None:
+  """One record of the full benchmark: one seed's results, or every seed's and their means."""
+  seeds = list(runs)
+  if len(seeds) == 1:
+    results = runs[seeds[0]]
+    _write("ranking", dataset_name, counts, start, steps, seeds=seeds, metrics=results,
+           checks=_checks(results), **fields)
+  else:
+    # The targets are checked on the seed means; each seed's own checks are kept beside them.
+    results = _reduce_tree(list(runs.values()), np.mean)
+    results["late_lift_kept"] = _lift_kept(results["variants"]["late"])
+    _write("ranking", dataset_name, counts, start, steps, seeds=seeds, metrics=results,
+           checks=_checks(results), spread=_reduce_tree(list(runs.values()),
+                                                        lambda x: [min(x), max(x)]),
+           per_seed={str(s): {"metrics": r, "checks": _checks(r)} for s, r in runs.items()},
+           **fields)
+    print(_seed_table(runs))
+  v = results["variants"]
+  print(json.dumps({"checks": _checks(results),
+                    "variants": {k: {"warm": x["warm"]["click/auc"], "cold": x["cold"]["click/auc"]}
+                                 for k, x in v.items()},
+                    "two_tower": results["two_tower"], "dynamic": results["dynamic"]},
+                   indent=1, default=float))
+
+
+def _merge(paths: list[str], start: float) -> None:
+  """Single-seed records of the full benchmark -> one multi-seed record (no training)."""
+  runs, sources, first = {}, [], None
+  for path in paths:
+    record = artifacts.read_json(pathlib.Path(path))
+    if record.get("benchmark") != "ranking" or "variants" not in record.get("metrics", {}):
+      raise SystemExit(f"{path}: not a full ranking benchmark record")
+    seeds = record.get("seeds") or [int(re.search(r"--seed=(\d+)", record["command"]).group(1))
+                                    if "--seed=" in record["command"] else 0]
+    if len(seeds) != 1 or seeds[0] in runs:
+      raise SystemExit(f"{path}: needs one seed not already merged, has {seeds}")
+    first = first or record
+    for key in ("dataset", "steps", "split"):
+      if record[key] != first[key]:
+        raise SystemExit(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
+                         f"{first[key]!r}")
+    runs[seeds[0]] = record["metrics"]
+    sources.append({"path": str(path), "commit": record["commit"], "command": record["command"],
+                    "wall_s": record["wall_s"], "counts": record["counts"]})
+  _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
+               merged_from=sources)
+
+
+def _full_benchmark(world, dataset, section, seed: int, steps: int):
+  """Every measurement of the cold-start benchmark at one seed -> (results, split)."""
   split, codes = prepare(section, dataset, seed, content=_content(dataset))
   results = {"variants": run_variants(section, split, codes, seed=seed)}
   v = results["variants"]
   if not {"id", "replace", "concat", "gate", "late"} <= set(v):
     raise SystemExit("the full benchmark needs every variant; use --ablation for a subset")
-  best_warm = max(r["warm"]["click/auc"] for r in v.values())
-  early_cold = max(v[k]["cold"]["click/auc"] for k in ("replace", "concat", "gate"))
-  checks = {
-      "id_cold_auc_near_chance": abs(v["id"]["cold"]["click/auc"] - 0.5) < 0.03,
-      "late_keeps_80pct_lift": _lift_kept(v["late"]) >= 0.8,
-      "late_ge_early_on_cold": v["late"]["cold"]["click/auc"] >= early_cold,
-      "late_within_1pct_of_best_warm": v["late"]["warm"]["click/auc"] >= best_warm - 0.01}
   results["late_lift_kept"] = _lift_kept(v["late"])
 
   # Staged warmup: an ID-carrying late ranker, then the ID retired over `steps` steps.
@@ -150,7 +216,7 @@ def main(argv):
   curve = warmup_train(model, arrays, num_steps=steps, hold_steps=steps // 5,
                        decay_steps=steps // 2, batch_size=256, learning_rate=1e-3, seed=seed,
                        eval_every=max(steps // 6, 1), evaluate_fn=evaluate)
-  results["warmup"] = {"before": before, "curve": curve}
+  results["warmup"] = {"before": before, "after": curve[-1], "curve": curve}
 
   # Two-tower: ID only vs cluster IDs (+ content).
   content = _content(dataset)
@@ -176,31 +242,77 @@ def main(argv):
         "loss": loss, "cold_coverage@20": tt.cold_coverage(top_warm, split.cold_rows),
         "cold_recall@20": tt.recall_at_k(top_cold, split.cold.candidate[cpos]),
         "warm_recall@20": tt.recall_at_k(top_warm, split.warm.candidate[wpos])}
-  checks["cluster_ids_raise_cold_coverage"] = (
-      results["two_tower"]["cluster_ids"]["cold_coverage@20"]
-      > results["two_tower"]["id_only"]["cold_coverage@20"])
 
   results["dynamic"] = {}
   if world is not None:
-    _dynamic(world, section, split, content, results, checks, steps, seed)
-  _write("ranking", dataset, split, start, steps, metrics=results, checks=checks)
-  print(json.dumps({"checks": checks, "variants": {k: {"warm": x["warm"]["click/auc"],
-                                                       "cold": x["cold"]["click/auc"]}
-                                                   for k, x in v.items()},
-                    "two_tower": results["two_tower"], "dynamic": results["dynamic"],
-                    "warmup_last": curve[-1]}, indent=1, default=float))
+    _dynamic(world, section, split, content, results, steps, seed)
+  return results, split
 
 
-def _write(benchmark: str, dataset, split, start: float, steps: int, **fields) -> None:
+def _checks(results) -> dict:
+  """Issue 8's targets, from one seed's results or from the seed means."""
+  v = results["variants"]
+  best_warm = max(r["warm"]["click/auc"] for r in v.values())
+  early_cold = max(v[k]["cold"]["click/auc"] for k in ("replace", "concat", "gate"))
+  towers = results["two_tower"]
+  checks = {
+      "id_cold_auc_near_chance": bool(abs(v["id"]["cold"]["click/auc"] - 0.5) < 0.03),
+      "late_keeps_80pct_lift": bool(_lift_kept(v["late"]) >= 0.8),
+      "late_ge_early_on_cold": bool(v["late"]["cold"]["click/auc"] >= early_cold),
+      "late_within_1pct_of_best_warm": bool(v["late"]["warm"]["click/auc"] >= best_warm - 0.01),
+      "cluster_ids_raise_cold_coverage": bool(towers["cluster_ids"]["cold_coverage@20"]
+                                              > towers["id_only"]["cold_coverage@20"])}
+  d = results.get("dynamic") or {}
+  if d:
+    checks["dynamic_sids_raise_follow_auc"] = bool(
+        d["static+dynamic"]["follow/auc"] > d["static"]["follow/auc"])
+    checks["dynamic_sids_raise_follow_auc/own_tables"] = bool(
+        d["static+dynamic/own_tables"]["follow/auc"] > d["static/own_tables"]["follow/auc"])
+  return checks
+
+
+def _reduce_tree(trees: list, fn):
+  """fn over the seeds of every number the trees share (lists such as curves are skipped)."""
+  first = trees[0]
+  if isinstance(first, dict):
+    out = {k: _reduce_tree([t[k] for t in trees], fn) for k in first
+           if all(isinstance(t, dict) and k in t for t in trees)}
+    return {k: x for k, x in out.items() if x is not None}
+  if all(isinstance(t, (int, float, np.number)) and not isinstance(t, bool) for t in trees):
+    out = fn([float(t) for t in trees])
+    return float(out) if np.ndim(out) == 0 else [float(x) for x in out]
+  return None
+
+
+def _seed_table(runs: dict) -> str:
+  """Click AUC warm / cold per variant and seed, then the mean."""
+  seeds = list(runs)
+  names = list(runs[seeds[0]]["variants"])
+  auc = lambda r, k, part: r["variants"][k][part]["click/auc"]
+  lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+           "|---" * (len(seeds) + 2) + "|"]
+  for k in names:
+    cells = [f"{auc(r, k, 'warm'):.3f} / {auc(r, k, 'cold'):.3f}" for r in runs.values()]
+    mw = np.mean([auc(r, k, "warm") for r in runs.values()])
+    mc = np.mean([auc(r, k, "cold") for r in runs.values()])
+    lines.append(f"| {k} | " + " | ".join(cells) + f" | {mw:.3f} / {mc:.3f} |")
+  return "\n".join(lines)
+
+
+def _split_counts(split) -> dict:
+  return {"train": len(split.train), "warm": len(split.warm), "cold": len(split.cold),
+          "cold_items": len(split.cold_rows)}
+
+
+def _write(benchmark: str, dataset_name: str, counts: dict, start: float, steps: int,
+           **fields) -> None:
   """One run's JSON under --out: `fields` plus what every record of this script carries."""
   device, _ = artifacts.device_description()
-  record = {"benchmark": benchmark, "dataset": dataset.name,
-            "split": "cold_start_items_10pct", **fields, "steps": steps,
-            "counts": {"train": len(split.train), "warm": len(split.warm),
-                       "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+  record = {"benchmark": benchmark, "dataset": dataset_name,
+            "split": "cold_start_items_10pct", **fields, "steps": steps, "counts": counts,
             "device": device, "wall_s": time.perf_counter() - start,
             "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
-  artifacts.write_benchmark_result(_OUT.value, f"{benchmark}_{dataset.name}", record)
+  artifacts.write_benchmark_result(_OUT.value, f"{benchmark}_{dataset_name}", record)
 
 
 def _movielens(section):
@@ -260,8 +372,8 @@ def _ablation(dataset, section, seed, steps, start) -> None:
     for v in variants:
       if v != "id":
         checks[f"{v}_cold_auc_above_id"] = auc("base", v, "cold") > auc("base", "id", "cold")
-  _write("ranking_user_side", dataset, split, start, steps, metrics={"ablation": runs},
-         checks=checks, baselines=baselines, section=on.to_dict(),
+  _write("ranking_user_side", dataset.name, _split_counts(split), start, steps,
+         metrics={"ablation": runs}, checks=checks, baselines=baselines, section=on.to_dict(),
          user_features=(None if split.user_features is None else
                         dict(zip(split.user_features.names, split.user_features.sizes))))
   summary = {run: {v: {f"{part}/{m}": round(float(r[part][m]), 4) for part in ("warm", "cold")
@@ -332,7 +444,7 @@ def _long_history(dataset, section, seed, steps, start) -> None:
   long = split.train.long_history
   events = {"mean": float((long >= 0).sum(1).mean()),
             "full_rows_share": float((long[:, 0] >= 0).mean())}
-  _write("ranking_long_history", dataset, split, start, steps,
+  _write("ranking_long_history", dataset.name, _split_counts(split), start, steps,
          metrics={"long_history": runs}, section=section.to_dict(), long_history_events=events)
   summary = {mixer: {v: {**{f"{part}/{m}": round(float(r[part][m]), 4)
                             for part in ("warm", "cold")
@@ -342,7 +454,7 @@ def _long_history(dataset, section, seed, steps, start) -> None:
   print(json.dumps({"long_history": summary, "long_history_events": events}, indent=1))
 
 
-def _dynamic(world, section, split, content, results, checks, steps, seed) -> None:
+def _dynamic(world, section, split, content, results, steps, seed) -> None:
   """Static vs static + dynamic SIDs on the live rooms' slice-dependent signals."""
   # Slice codes from the items' RQ-KMeans (one code space), room code by majority vote.
   t = world.truth
@@ -360,7 +472,8 @@ def _dynamic(world, section, split, content, results, checks, steps, seed) -> No
   users = np.unique(rooms.user)
   test_users = np.random.default_rng(seed).choice(users, len(users) // 5, replace=False)
   is_test = np.isin(rooms.user, test_users)
-  train_rooms, test_rooms = rooms.take(np.flatnonzero(~is_test)), rooms.take(np.flatnonzero(is_test))
+  train_rooms = rooms.take(np.flatnonzero(~is_test))
+  test_rooms = rooms.take(np.flatnonzero(is_test))
   sizes = tuple(section.codebook_sizes)
   for name, families, cand, shared in (
       ("static", (("room", sizes),), {"room": room_codes}, True),
@@ -375,13 +488,6 @@ def _dynamic(world, section, split, content, results, checks, steps, seed) -> No
     arr = ranker_arrays(train_rooms, rq.codes, cfg.tasks, candidate_codes=cand)
     train_ranker(m, arr, num_steps=steps, batch_size=256, learning_rate=2e-3, seed=seed)
     results["dynamic"][name] = evaluate_ranker(m, test_rooms, rq.codes, candidate_codes=cand)
-  checks["dynamic_sids_raise_follow_auc"] = (
-      results["dynamic"]["static+dynamic"]["follow/auc"]
-      > results["dynamic"]["static"]["follow/auc"])
-  checks["dynamic_sids_raise_follow_auc/own_tables"] = (
-      results["dynamic"]["static+dynamic/own_tables"]["follow/auc"]
-      > results["dynamic"]["static/own_tables"]["follow/auc"])
-
   results["room_counts"] = {"train": len(train_rooms), "test": len(test_rooms)}
 
 
