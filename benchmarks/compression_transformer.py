@@ -44,6 +44,8 @@ from absl import app, flags  # noqa: E402
 _WHAT = flags.DEFINE_enum("what", "speed", ["speed", "quality"], "which benchmark")
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of data, SIDs and initialisation")
+_SEEDS = flags.DEFINE_list("seeds", [], "quality: several seeds (overrides --seed); results "
+                           "are reported per seed and as means")
 # Model (both parts).
 _D = flags.DEFINE_integer("d_model", 32, "model width")
 _HEADS = flags.DEFINE_integer("num_heads", 2, "attention heads")
@@ -55,6 +57,10 @@ _FOLD = flags.DEFINE_integer("fold", 16, "F: events per window")
 _SUMMARIES = flags.DEFINE_integer("summaries", 2, "S: tokens per window")
 _GLOBALS = flags.DEFINE_integer("num_globals", 8, "G: global tokens")
 _FOLD_MODE = flags.DEFINE_enum("fold_mode", "mean", ["mean", "concat"], "folding")
+_READS = flags.DEFINE_enum("summary_reads", None, ["folded", "events"], "what the summary "
+                           "tokens read (default: CompressionConfig's)")
+_RECENT = flags.DEFINE_integer("recent_windows", None, "R: last windows kept at full "
+                               "resolution (default: CompressionConfig's)")
 _FULL_IMPL = flags.DEFINE_string("full_impl", "", "full attention's implementation "
                                  "('' = default, xla, cudnn)")
 _COMPRESS_IMPL = flags.DEFINE_string("compress_impl", "", "the compression attention's "
@@ -75,6 +81,9 @@ _SYN_T = flags.DEFINE_integer("synthetic_length", 512, "T on the synthetic world
 _ML_T = flags.DEFINE_integer("movielens_length", 512, "T on MovieLens-100k")
 _MODELS = flags.DEFINE_list("models", ["compress", "full", "truncated"], "quality: which of "
                             "compress at T, full at T, full truncated to the memory budget")
+_VARIANTS = flags.DEFINE_list("variants", [], "quality: more compression models at T, each "
+                              "name:field=value+field=value over the compress flags, e.g. "
+                              "pooled:summaries=2+summary_reads=folded+recent_windows=0")
 _DATASETS = flags.DEFINE_list("datasets", ["synthetic", "movielens_100k"], "quality datasets")
 _ML_PATH = flags.DEFINE_string("movielens_path", str(REPO.parent / "shared" / "data" /
                                                      "movielens_100k"), "ML-100k folder")
@@ -85,15 +94,22 @@ _SYN_LONG_MIN = flags.DEFINE_integer("synthetic_long_min", 0, "shortest long his
 _SYN_RETURNING = flags.DEFINE_float("returning_fraction", 0.5, "long users with a returning "
                                     "interest")
 _SYN_BURST = flags.DEFINE_integer("return_burst", 32, "events of the early burst")
+_SYN_EARLY = flags.DEFINE_float("return_early_fraction", 0.1, "the burst lies in this first "
+                                "share of the history")
+_SYN_TEST = flags.DEFINE_float("test_fraction", 0.5, "share of long users held out")
 
 
 def encoder_config(mixer: str, **over):
   from lrm.models.compression import CompressionConfig
   impl = (_FULL_IMPL.value if mixer == "full" else _COMPRESS_IMPL.value) or None
+  for name, holder in (("summary_reads", _READS), ("recent_windows", _RECENT)):
+    if holder.value is not None:
+      over.setdefault(name, holder.value)
+  over.setdefault("summaries", _SUMMARIES.value)
   return CompressionConfig(
       mixer=mixer, d_model=_D.value, num_heads=_HEADS.value, head_dim=_HEAD_DIM.value,
       mlp_dim=_MLP.value, num_layers=_LAYERS.value, dropout=over.pop("dropout", 0.0),
-      dtype=_DTYPE.value, attention_impl=impl, fold=_FOLD.value, summaries=_SUMMARIES.value,
+      dtype=_DTYPE.value, attention_impl=impl, fold=_FOLD.value,
       num_globals=_GLOBALS.value, fold_mode=_FOLD_MODE.value, **over)
 
 
@@ -186,9 +202,10 @@ def synthetic_data(seed: int):
       seed=seed, num_items=1000, num_users=_SYN_USERS.value, long_history_users=_SYN_LONG.value,
       long_history_min=_SYN_LONG_MIN.value or max(400, _SYN_T.value // 2),
       long_history_max=_SYN_T.value, returning_fraction=_SYN_RETURNING.value,
-      return_burst=_SYN_BURST.value))
+      return_burst=_SYN_BURST.value, return_early_fraction=_SYN_EARLY.value))
   split = lh.returning_split(world.sequences, world.truth.long_users,
-                             world.truth.returning_users, test_fraction=0.5, seed=seed)
+                             world.truth.returning_users, test_fraction=_SYN_TEST.value,
+                             seed=seed)
   emb = np.concatenate([world.catalog.embeddings[m] for m in sorted(world.catalog.embeddings)],
                        1)
   groups = {"all": np.ones(len(split.test), bool), "returning": split.test_returning,
@@ -227,7 +244,8 @@ def train_step_memory(cfg, item_codes, t: int, batch: int) -> int:
   return memory(jax.jit(grads).lower(params, rest, shapes).compile())["temp_bytes"]
 
 
-def train_and_evaluate(name, cfg, catalog, train_seqs, test, item_codes, groups, t, workdir):
+def train_and_evaluate(name, cfg, catalog, train_seqs, test, item_codes, groups, t, workdir,
+                       seed):
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -237,14 +255,14 @@ def train_and_evaluate(name, cfg, catalog, train_seqs, test, item_codes, groups,
   from lrm.train.trainer import train
   examples = lh.training_examples(train_seqs, catalog, length=t, per_user=_PER_USER.value)
   examples.pop("user")
-  model = LongHistoryRecommender(cfg, rngs=nnx.Rngs(params=_SEED.value, dropout=_SEED.value + 1))
+  model = LongHistoryRecommender(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
   codes = jnp.asarray(item_codes)
   loss_fn = functools.partial(long_history_loss, item_codes=codes)
   start = time.perf_counter()
   result = train(model, loss_fn, examples, workdir=workdir, progress=False, config={
       "batch_size": _TRAIN_BATCH.value, "num_steps": _STEPS.value, "log_every": 50,
       "checkpoint_every": 10 ** 9, "learning_rate": _LR.value,
-      "warmup_steps": max(1, _STEPS.value // 10), "decay": "cosine", "seed": _SEED.value})
+      "warmup_steps": max(1, _STEPS.value // 10), "decay": "cosine", "seed": seed})
   train_s = time.perf_counter() - start
   model.eval()
   ev = lh.eval_examples(test, catalog, length=t)
@@ -256,7 +274,7 @@ def train_and_evaluate(name, cfg, catalog, train_seqs, test, item_codes, groups,
     batch = {k: jnp.asarray(v[i:i + 64]) for k, v in ev.items() if k != "target"}
     scores.append(np.asarray(scorer(state, batch)))
   ranked = rank_full_scores(np.concatenate(scores), catalog.item_ids, 10)
-  out = {"model": name, "T": t, "train_examples": int(len(examples["target"])),
+  out = {"model": name, "seed": seed, "T": t, "train_examples": int(len(examples["target"])),
          "train_s": round(train_s, 1), "steps_per_s": result.steps_per_s}
   for group, mask in groups.items():
     if mask.any():
@@ -266,37 +284,74 @@ def train_and_evaluate(name, cfg, catalog, train_seqs, test, item_codes, groups,
   return out
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+  """'name:field=value+field=value' -> (name, {field: value}), values as ints when they are."""
+  name, _, body = text.partition(":")
+  over = {}
+  for item in filter(None, body.split("+")):
+    key, _, value = item.partition("=")
+    over[key] = int(value) if value.lstrip("-").isdigit() else value
+  return name, over
+
+
+def mean_results(results: list[dict]) -> dict:
+  """Per model: the mean and standard deviation over seeds of each group's HR@10 / NDCG@10."""
+  out = {}
+  for name in dict.fromkeys(r["model"] for r in results):
+    rows = [r for r in results if r["model"] == name]
+    out[name] = {"seeds": len(rows)}
+    for group in ("all", "returning", "not_returning"):
+      if group in rows[0]:
+        out[name][group] = {f"{m}_{stat}": float(fn([r[group][m] for r in rows]))
+                            for m in ("hr@10", "ndcg@10")
+                            for stat, fn in (("mean", np.mean), ("std", np.std))}
+        out[name][group]["users"] = sum(r[group]["users"] for r in rows)
+  return out
+
+
 def quality_rows() -> list[dict]:
   import jax.numpy as jnp
   from lrm.models.compression import LongHistoryConfig
   from lrm.tasks import long_history as lh
+  seeds = [int(x) for x in _SEEDS.value] or [_SEED.value]
+  variants = [parse_variant(v) for v in _VARIANTS.value]
   rows = []
   for dataset in _DATASETS.value:
     loader = {"synthetic": synthetic_data, "movielens_100k": movielens_data}[dataset]
-    catalog, train_seqs, test, emb, groups = loader(_SEED.value)
-    codes, sizes = lh.item_sids(emb, (16, 16), seed=_SEED.value)
     t = _SYN_T.value if dataset == "synthetic" else _ML_T.value
-    make = lambda mixer: LongHistoryConfig(codebook_sizes=sizes, history_levels=2,
-                                           encoder=encoder_config(mixer, dropout=0.1))
-    budget = train_step_memory(make("compress"), jnp.asarray(codes), t, _TRAIN_BATCH.value)
-    candidates = [c for c in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if c < t]
-    fits = {c: train_step_memory(make("full"), jnp.asarray(codes), c, _TRAIN_BATCH.value)
-            for c in candidates}
-    truncated = max([c for c, m in fits.items() if m <= budget], default=candidates[0])
-    info = {"dataset": dataset, "sid_codebook_sizes": list(sizes),
-            "compress_train_temp_bytes": budget, "full_train_temp_bytes_by_T": fits,
-            "truncated_T": truncated, "test_users": len(test)}
-    print(info, flush=True)
-    results = []
-    for key, name, mixer, length in (
-        ("compress", "compress", "compress", t), ("full", "full", "full", t),
-        ("truncated", f"full_truncated_T{truncated}", "full", truncated)):
-      if key not in _MODELS.value:
-        continue
-      with tempfile.TemporaryDirectory() as workdir:
-        results.append(train_and_evaluate(name, make(mixer), catalog, train_seqs, test, codes,
-                                          groups, length, workdir))
-    rows.append({**info, "results": results})
+    info, results = {"dataset": dataset, "seeds": seeds}, []
+    for seed in seeds:
+      catalog, train_seqs, test, emb, groups = loader(seed)
+      codes, sizes = lh.item_sids(emb, (16, 16), seed=seed)
+      make = lambda mixer, **over: LongHistoryConfig(
+          codebook_sizes=sizes, history_levels=2,
+          encoder=encoder_config(mixer, dropout=0.1, **over))
+      if "truncated_T" not in info:   # the memory budget depends on shapes only
+        budget = train_step_memory(make("compress"), jnp.asarray(codes), t, _TRAIN_BATCH.value)
+        candidates = [c for c in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if c < t]
+        fits = {c: train_step_memory(make("full"), jnp.asarray(codes), c, _TRAIN_BATCH.value)
+                for c in candidates}
+        truncated = max([c for c, m in fits.items() if m <= budget], default=candidates[0])
+        info.update({"sid_codebook_sizes": list(sizes), "compress_train_temp_bytes": budget,
+                     "full_train_temp_bytes_by_T": fits, "truncated_T": truncated,
+                     "test_users": len(test)})
+        for name, over in variants:
+          info[f"{name}_train_temp_bytes"] = train_step_memory(
+              make("compress", **over), jnp.asarray(codes), t, _TRAIN_BATCH.value)
+        print(info, flush=True)
+      truncated = info["truncated_T"]
+      runs = [("compress", "compress", make("compress"), t)]
+      runs += [(None, name, make("compress", **over), t) for name, over in variants]
+      runs += [("full", "full", make("full"), t),
+               ("truncated", f"full_truncated_T{truncated}", make("full"), truncated)]
+      for key, name, cfg, length in runs:
+        if key is not None and key not in _MODELS.value:
+          continue
+        with tempfile.TemporaryDirectory() as workdir:
+          results.append(train_and_evaluate(name, cfg, catalog, train_seqs, test, codes,
+                                            groups, length, workdir, seed))
+    rows.append({**info, "results": results, "mean_over_seeds": mean_results(results)})
+    print(rows[-1]["mean_over_seeds"], flush=True)
   return rows
 
 
