@@ -70,7 +70,8 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _CHOICES = {"mixer": ("compress", "full"), "fold_mode": ("mean", "concat"),
             "global_init": ("learned", "pooled"), "readout": ("query", "mean"),
             "activation": ("gelu", "relu"), "dtype": tuple(_DTYPES),
-            "attention_impl": (None, "xla", "cudnn")}
+            "attention_impl": (None, "xla", "cudnn"),
+            "summary_reads": ("folded", "events")}
 # Log2 buckets: time gaps / ages in seconds (0 = padding, 1 + floor(log2(1 + s)) capped), and
 # positions from the end of the history.
 NUM_TIME_BUCKETS = 40
@@ -99,6 +100,8 @@ class CompressionConfig:
   causal_window: bool = True     # ... to earlier tokens only
   fold_reads_globals: bool = True  # folded tokens attend to the global tokens
   readout: str = "query"         # "query" token output or "mean" over all outputs
+  summary_reads: str = "folded"  # the summary tokens read "folded" tokens or every "event"
+  recent_windows: int = 0        # R: the last R windows keep every event (S = F there)
 
   def __post_init__(self):
     for name in ("d_model", "num_heads", "head_dim", "mlp_dim", "num_layers", "fold",
@@ -106,9 +109,10 @@ class CompressionConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(name, f"must be a positive integer, got {value!r}")
-    if isinstance(self.num_globals, bool) or not isinstance(self.num_globals, int) \
-        or self.num_globals < 0:
-      raise ConfigError("num_globals", f"must be an integer >= 0, got {self.num_globals!r}")
+    for name in ("num_globals", "recent_windows"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(name, f"must be an integer >= 0, got {value!r}")
     if not 0 <= self.dropout < 1:
       raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout!r}")
     for name, allowed in _CHOICES.items():
@@ -169,29 +173,53 @@ class CompressionBlock(nnx.Module):
                                        implementation=self.cfg.attention_impl)
     return self._mlp(x + self.dropout(a.out(ctx)))
 
-  def compress(self, summary: jax.Array, folded: jax.Array,
-               folded_valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def compress(self, summary: jax.Array, folded, folded_valid,
+               events: tuple[jax.Array, jax.Array] | None = None):
     """Summary tokens read everything; folded tokens read their window and the globals.
 
-    Shape: summary [b, p, d] (G globals then the query), folded [b, w, s, d],
-    folded_valid bool [b, w, s] -> (summary, folded) of the same shapes.
+    Shape: summary [b, p, d] (G globals then the query); folded [b, w, s, d] and
+    folded_valid bool [b, w, s], or tuples of such groups of windows (each with its own s);
+    events: None (the summary tokens read the folded tokens) or (tokens [b, t, d], valid
+    bool [b, t]) that they read instead -> (summary, folded) of the same shapes.
     """
     cfg, a = self.cfg, self.attention
-    b, w, s, d = folded.shape
-    p = summary.shape[1]
+    single = not isinstance(folded, (tuple, list))
+    if single:
+      folded, folded_valid = (folded,), (folded_valid,)
+    b, p, d = summary.shape
     g = p - 1
     impl = cfg.attention_impl
-    hs, hf = self.attention_norm(summary), self.attention_norm(folded)
+    hs = self.attention_norm(summary)
     qs, ks, vs = a.query(hs), a.key(hs), a.value(hs)                   # [b, p, h, k]
-    qf, kf, vf = a.query(hf), a.key(hf), a.value(hf)                   # [b, w, s, h, k]
-    heads = qf.shape[-2:]
-    flat = lambda t: t.reshape(b, w * s, *heads)
-    keys_valid = jnp.concatenate([jnp.ones((b, p), bool), folded_valid.reshape(b, w * s)], 1)
+    hf = [self.attention_norm(f) for f in folded]
+    kf, vf = [a.key(h) for h in hf], [a.value(h) for h in hf]          # [b, w, s, h, k]
+    flat = lambda t: t.reshape(b, -1, *t.shape[3:])
+    if events is None:
+      kc, vc = jnp.concatenate([flat(k) for k in kf], 1), jnp.concatenate([flat(v) for v in vf], 1)
+      context_valid = jnp.concatenate([v.reshape(b, -1) for v in folded_valid], 1)
+    else:
+      he = self.attention_norm(events[0])
+      kc, vc, context_valid = a.key(he), a.value(he), events[1]
+    keys_valid = jnp.concatenate([jnp.ones((b, p), bool), context_valid], 1)
     ctx = jax.nn.dot_product_attention(
-        qs, jnp.concatenate([ks, flat(kf)], 1), jnp.concatenate([vs, flat(vf)], 1),
+        qs, jnp.concatenate([ks, kc], 1), jnp.concatenate([vs, vc], 1),
         mask=keys_valid[:, None, None, :], implementation=impl)
     summary = summary + self.dropout(a.out(ctx))
+    out = tuple(self._local(f, v, h, k_, v_, ks[:, :g], vs[:, :g])
+                for f, v, h, k_, v_ in zip(folded, folded_valid, hf, kf, vf))
+    return self._mlp(summary), (out[0] if single else out)
 
+  def _local(self, folded: jax.Array, folded_valid: jax.Array, hf: jax.Array, kf: jax.Array,
+             vf: jax.Array, kg: jax.Array, vg: jax.Array) -> jax.Array:
+    """Folded tokens attend within their window and to the globals, then the MLP.
+
+    Shape: folded, hf [b, w, s, d], folded_valid [b, w, s], kf, vf [b, w, s, h, k],
+    kg, vg [b, g, h, k] (the globals' keys / values) -> [b, w, s, d].
+    """
+    cfg, a = self.cfg, self.attention
+    b, w, s, _ = folded.shape
+    g = kg.shape[1]
+    heads = kf.shape[-2:]
     local, read_globals = cfg.local_attention, cfg.fold_reads_globals and g > 0
     if local or read_globals:
       per_window = lambda t: t.reshape(b * w, *t.shape[2:])
@@ -205,17 +233,17 @@ class CompressionBlock(nnx.Module):
         k_parts.append(per_window(kf))
         v_parts.append(per_window(vf))
       if read_globals:
-        glob = lambda t: jnp.broadcast_to(t[:, None, :g], (b, w, g, *heads)).reshape(
+        glob = lambda t: jnp.broadcast_to(t[:, None], (b, w, g, *heads)).reshape(
             b * w, g, *heads)
-        k_parts.append(glob(ks))
-        v_parts.append(glob(vs))
+        k_parts.append(glob(kg))
+        v_parts.append(glob(vg))
         m_parts.append(jnp.ones((b * w, s, g), bool))
       ctx = jax.nn.dot_product_attention(
-          per_window(qf), jnp.concatenate(k_parts, 1), jnp.concatenate(v_parts, 1),
-          mask=jnp.concatenate(m_parts, -1)[:, None], implementation=impl)
+          per_window(a.query(hf)), jnp.concatenate(k_parts, 1), jnp.concatenate(v_parts, 1),
+          mask=jnp.concatenate(m_parts, -1)[:, None], implementation=cfg.attention_impl)
       folded = folded + self.dropout(a.out(ctx.reshape(b, w, s, *heads)))
       folded = constrain(folded, ("batch", "length", None, None))
-    return self._mlp(summary), self._mlp(folded)
+    return self._mlp(folded)
 
 
 class HistoryEncoder(nnx.Module):
@@ -276,8 +304,10 @@ class HistoryEncoder(nnx.Module):
     keep = (jnp.arange(t + 1)[None] <= n[:, None]).astype(tokens.dtype)[..., None]
     return (tokens * keep).sum(1) / keep.sum(1)
 
-  def fold(self, x: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Non-parametric folding (plus the projection in concat mode).
+  def fold(self, x: jax.Array, valid: jax.Array,
+           summaries: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Non-parametric folding (plus the projection in concat mode) into `summaries` (default
+    S) tokens per window.
 
     Shape: x [b, t, d], valid [b, t] -> folded [b, w, s, d], folded_valid bool [b, w, s].
     """
@@ -285,34 +315,78 @@ class HistoryEncoder(nnx.Module):
     b, t, d = x.shape
     if t % cfg.fold:
       raise ConfigError("fold", f"history length {t} is not a multiple of fold={cfg.fold}")
-    w, s = t // cfg.fold, cfg.summaries
+    w, s = t // cfg.fold, summaries or cfg.summaries
     group = cfg.fold // s
     weight = valid.astype(x.dtype).reshape(b, w, s, group, 1)
     xs = x.reshape(b, w, s, group, d) * weight
-    if cfg.fold_mode == "mean":
+    if cfg.fold_mode == "mean" or s != cfg.summaries:   # recent windows: no projection
       folded = xs.sum(3) / jnp.maximum(weight.sum(3), 1.0)
     else:
       folded = self.fold_projection(xs.reshape(b, w, s, group * d))
     return folded, valid.reshape(b, w, s, group).any(-1)
 
+  def fold_groups(self, x: jax.Array, valid: jax.Array) -> list[tuple[jax.Array, jax.Array,
+                                                                       jax.Array, jax.Array]]:
+    """The history split into older windows (pooled to S) and the last R (every event kept).
+
+    Shape: x [b, t, d], valid [b, t] -> per non-empty group (folded [b, w_i, s_i, d],
+    folded_valid [b, w_i, s_i], its events x_i [b, t_i, d], valid_i [b, t_i]), oldest first.
+    """
+    cfg = self.config
+    t = x.shape[1]
+    if t % cfg.fold:
+      raise ConfigError("fold", f"history length {t} is not a multiple of fold={cfg.fold}")
+    cut = max(t - cfg.recent_windows * cfg.fold, 0)
+    groups = []
+    for lo, hi, s in ((0, cut, cfg.summaries), (cut, t, cfg.fold)):
+      if hi > lo:
+        xi, vi = x[:, lo:hi], valid[:, lo:hi]
+        groups.append((*self.fold(xi, vi, s), xi, vi))
+    return groups
+
   def _compress(self, x: jax.Array, valid: jax.Array, q: jax.Array,
                 global_rows: jax.Array) -> jax.Array:
     cfg = self.config
     b = x.shape[0]
-    folded, folded_valid = self.fold(x, valid)
-    folded = constrain(folded, ("batch", "length", None, None))
+    groups = self.fold_groups(x, valid)
+    folded = tuple(constrain(f, ("batch", "length", None, None)) for f, *_ in groups)
+    folded_valid = tuple(v for _, v, *_ in groups)
     globals_ = jnp.broadcast_to(global_rows[None], (b, *global_rows.shape))
     if cfg.global_init == "pooled":
-      globals_ = globals_ + _segment_means(folded, folded_valid, cfg.num_globals)
+      flat = lambda ts: jnp.concatenate([t.reshape(b, -1, 1, t.shape[-1]) for t in ts], 1)
+      globals_ = globals_ + _segment_means(
+          flat(folded), jnp.concatenate([v.reshape(b, -1, 1) for v in folded_valid], 1),
+          cfg.num_globals)
     summary = jnp.concatenate([globals_, q[:, None]], 1)               # [b, G + 1, d]
+    initial = folded
     for block in self.blocks:
-      summary, folded = block.compress(summary, folded, folded_valid)
-    summary, folded = self.final_norm(summary), self.final_norm(folded)
+      events = None
+      if cfg.summary_reads == "events":
+        events = (_unpool(initial, folded, [xi for *_, xi, _ in groups]), valid)
+      summary, folded = block.compress(summary, folded, folded_valid, events)
+    summary = self.final_norm(summary)
     if cfg.readout == "query":
       return summary[:, -1]
-    weight = folded_valid.astype(folded.dtype)[..., None]
-    total = (folded * weight).sum((1, 2)) + summary.sum(1)
-    return total / (weight.sum((1, 2)) + summary.shape[1])
+    folded = [self.final_norm(f) for f in folded]
+    weight = [v.astype(f.dtype)[..., None] for f, v in zip(folded, folded_valid)]
+    total = sum((f * w).sum((1, 2)) for f, w in zip(folded, weight)) + summary.sum(1)
+    return total / (sum(w.sum((1, 2)) for w in weight) + summary.shape[1])
+
+
+def _unpool(initial, folded, events) -> jax.Array:
+  """Every event plus the update its folded token has gathered so far (no parameters).
+
+  An event's token at layer l is x_t + (f_l - f_0) for the folded token f it was pooled into,
+  so the summary tokens read each event with its window's context at full resolution; with
+  S = F it is exactly the folded token.
+  Shape: initial, folded: per group [b, w, s, d]; events: per group [b, t_i, d] -> [b, t, d].
+  """
+  out = []
+  for f0, f, x in zip(initial, folded, events):
+    b, w, s, d = f.shape
+    delta = jnp.repeat((f - f0).astype(x.dtype), x.shape[1] // (w * s), axis=2)
+    out.append(x + delta.reshape(b, -1, d))
+  return jnp.concatenate(out, 1)
 
 
 def _segment_means(folded: jax.Array, folded_valid: jax.Array, g: int) -> jax.Array:
