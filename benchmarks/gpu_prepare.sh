@@ -44,4 +44,4 @@ fi
 rm -rf .gpu/beauty_minilm_embed && mkdir -p .gpu/beauty_minilm_embed
 cp "$embed"/{embeddings.npy,item_ids.npy,manifest.json} .gpu/beauty_minilm_embed/
 cp "$embed/embeddings.npy" .gpu/beauty_minilm.npy
-du -sh .gpu/* .gpu/*.npy 2>/dev/null; du -sh .gpu
+du -sh .gpu/*; du -sh .gpu
