@@ -18,7 +18,12 @@ more capacity, and the first level (512 codes, ~24 items per code) is about as f
 TIGER's 256 on Beauty's 12,101 items is coarse.
 
 Per row and seed: uniqueness of the 3-level code before the collision level (distinct codes /
-items), fit seconds; with `--retrieval_steps` > 0 also generative retrieval (TIGER seq2seq,
+items), fit seconds, each level's code perplexity, and a behaviour signal that switching the
+co-occurrence term off cannot win: `heldout_share@1/2`, the share of held-out co-consumed pairs
+(each evaluated user's validation target with the last `--pair_window` items of its history,
+pairs that are not training pairs) whose codes agree on the first 1 / 2 levels, next to
+`chance_share@1/2`, the same for the pairs with their second items shuffled (what code sizes
+and popularity alone give); with `--retrieval_steps` > 0 also generative retrieval (TIGER seq2seq,
 configs/<dataset>.py, the same budget for every row) Recall/NDCG@5/10 on the test split, and
 Recall@10 on test targets rare in training (<= 5 training interactions). Means and spreads
 (max - min over seeds); a difference to v1 smaller than the larger of the two spreads is
@@ -71,6 +76,10 @@ _SID_STEPS = flags.DEFINE_integer("sid_steps", 20000, "tokenizer training steps 
 _SID_BATCH = flags.DEFINE_integer("sid_batch", 1024, "tokenizer batch size")
 _COOC_WEIGHT = flags.DEFINE_float("cooccurrence_weight", 0.1, "SID-v2 co-occurrence weight")
 _WINDOW = flags.DEFINE_integer("pair_window", 3, "co-consumption window (positions)")
+_COOC_SIMILARITY = flags.DEFINE_enum("cooccurrence_similarity", None, ["l2", "cosine"],
+                                     "SID-v2 co-occurrence similarity (default: SIDv2Config's)")
+_COOC_SPACE = flags.DEFINE_enum("cooccurrence_space", None, ["quantized", "latent"],
+                                "SID-v2 co-occurrence space (default: SIDv2Config's)")
 _RETRIEVAL_STEPS = flags.DEFINE_integer("retrieval_steps", 0, "TIGER training steps per row "
                                         "and seed (0: SID part only)")
 _CONFIG_ARG = flags.DEFINE_string("config_arg", "", "argument of configs/<dataset>.py (cpu)")
@@ -105,6 +114,10 @@ def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
   if row.startswith("v1"):
     return SIDSpec(method="rq_vae", codebook_sizes=UNIFORM, seed=seed, rqvae=rq), fused
   v2 = {**rq, "cooccurrence_weight": _COOC_WEIGHT.value, "pair_window": _WINDOW.value}
+  for key, flag in (("cooccurrence_similarity", _COOC_SIMILARITY),
+                    ("cooccurrence_space", _COOC_SPACE)):
+    if flag.value is not None:
+      v2[key] = flag.value
   sizes, x = MULTIRES, np.concatenate(split, 1)
   if row == "v2_no_multires":
     sizes = UNIFORM
@@ -114,6 +127,43 @@ def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
     v2["cooccurrence_weight"] = 0.0
   v2["modality_dims"] = (x.shape[1],) if x is fused else tuple(m.shape[1] for m in split)
   return SIDSpec(method="sid_v2", codebook_sizes=sizes, seed=seed, sid_v2=v2), x
+
+
+def heldout_pairs(valid, catalog, window: int, train_pairs: np.ndarray) -> np.ndarray:
+  """Catalog-row pairs (a < b) of each evaluated user's validation target with the last
+  `window` items of its history, minus the training pairs: co-consumption the tokenizer never
+  saw. Shape: train_pairs int [p, 2] -> int64 [q, 2]."""
+  hist = valid.histories
+  target = catalog.rows(valid.targets, what="validation target")
+  parts = []
+  for back in range(1, window + 1):
+    has = hist.lengths >= back
+    a = catalog.rows(hist.items[hist.offsets[1:][has] - back], what="history item")
+    b = target[has]
+    parts.append(np.stack([np.minimum(a, b), np.maximum(a, b)], 1))
+  pairs = np.unique(np.concatenate(parts), axis=0)
+  pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+  n = len(catalog)
+  seen = np.isin(pairs[:, 0] * n + pairs[:, 1], train_pairs[:, 0] * n + train_pairs[:, 1])
+  return pairs[~seen].astype(np.int64)
+
+
+def behaviour_metrics(codes: np.ndarray, pairs: np.ndarray, sizes, seed: int) -> dict[str, Any]:
+  """Shares of `pairs` whose codes agree on the first 1 / 2 levels, the same with the second
+  items shuffled (chance), and each level's code perplexity. Shape: codes int [n, L]."""
+  from lrm.sid.sid_v2 import prefix_sharing
+  shuffled = np.stack([pairs[:, 0], np.random.default_rng(seed).permutation(pairs[:, 1])], 1)
+  out: dict[str, Any] = {}
+  for level in (1, 2):
+    out[f"heldout_share@{level}"] = prefix_sharing(codes, pairs, level)
+    out[f"chance_share@{level}"] = prefix_sharing(codes, shuffled, level)
+  ppl = []
+  for c, k in enumerate(sizes):
+    p = np.bincount(codes[:, c], minlength=k) / len(codes)
+    p = p[p > 0]
+    ppl.append(round(float(np.exp(-(p * np.log(p)).sum())), 1))
+  out["perplexity"] = ppl
+  return out
 
 
 def _rare_recall(predictions: pathlib.Path, split, train_counts: dict[int, int],
@@ -152,7 +202,8 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict[str, Any]:
   for row, runs in per_seed.items():
     metrics: dict[str, list[float]] = {}
     for run in runs:
-      flat = {"uniqueness": run["uniqueness"], "fit_s": run["fit_s"]}
+      flat = {k: run[k] for k in ("uniqueness", "fit_s", "heldout_share@1", "heldout_share@2",
+                                  "chance_share@1", "chance_share@2") if k in run}
       if "retrieval" in run:
         flat.update({k: v for k, v in run["retrieval"]["test"].items()
                      if k.startswith(("recall@", "ndcg@"))})
@@ -201,6 +252,7 @@ def main(argv):
   split = leave_one_out(dataset.sequences)
   train_rows = stage.cooccurrence_rows(stage.SIDSpec(sid_v2={"pair_window": _WINDOW.value}),
                                        catalog.item_ids, split.train)
+  held_out = heldout_pairs(split.valid, catalog, _WINDOW.value, train_rows)
 
   base = load_encoder(_ENCODER.value)
   modalities = {"fused": _embeddings(workdir, catalog, base, "fused",
@@ -238,6 +290,7 @@ def main(argv):
       run = {"seed": seed, "fit_s": round(result.fit_s, 2),
              "uniqueness": len(np.unique(codes, axis=0)) / len(codes),
              "codebook_sizes": list(spec.sizes),
+             **behaviour_metrics(codes, held_out, spec.sizes, seed),
              "quality": stage.summary(result.report)}
       sid_dir = workdir / row / f"seed{seed}" / "sid"
       stage.write_sids(sid_dir, result, spec)
@@ -246,7 +299,9 @@ def main(argv):
         run["retrieval"] = _retrieval(config, workdir / row / f"seed{seed}", dataset, sid_dir,
                                       split)
       per_seed.setdefault(row, []).append(run)
-      print(row, seed, {k: v for k, v in run.items() if k in ("uniqueness", "fit_s")},
+      print(row, seed, {k: v for k, v in run.items() if k in (
+          "uniqueness", "fit_s", "heldout_share@1", "heldout_share@2", "chance_share@1",
+          "perplexity")},
             run.get("retrieval", {}).get("test", {}).get("recall@10"), flush=True)
 
   device, slug = device_description()
@@ -256,7 +311,8 @@ def main(argv):
       "sid_steps": _SID_STEPS.value, "sid_batch": _SID_BATCH.value,
       "multires_sizes": list(MULTIRES), "uniform_sizes": list(UNIFORM),
       "cooccurrence_weight": _COOC_WEIGHT.value, "pair_window": _WINDOW.value,
-      "cooccurrence_pairs": int(len(train_rows)),
+      "cooccurrence_pairs": int(len(train_rows)), "heldout_pairs": int(len(held_out)),
+      "cooccurrence_similarity": _COOC_SIMILARITY.value, "cooccurrence_space": _COOC_SPACE.value,
       "retrieval_steps": _RETRIEVAL_STEPS.value, "config_arg": _CONFIG_ARG.value,
       "finetuned": _FINETUNED.value,
       "per_seed": per_seed, "summary": _summarise(per_seed),

@@ -246,7 +246,8 @@ def train_stage(model: ContrastiveEncoder, pairs: PairSet, tokens: PairTokens,
     idx = next(batches)
     q, it = pairs.query[idx], pairs.item[idx]
     if cfg.false_negative_masking:
-      fn = false_negative_mask(q, it, pairs.positive_keys, pairs.num_items)
+      fn = false_negative_mask(q, it, pairs.positive_keys, pairs.num_items,
+                               pairs.query_item[q])
     else:
       fn = np.zeros((batch, batch), bool)
     loss = _train_step(model, opt, jnp.asarray(tokens.query_ids[q]),

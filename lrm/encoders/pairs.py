@@ -4,7 +4,9 @@ A `PairSet` holds (query, item) positives: the query is a text (an item's catego
 brand, or a synthetic topic name) or another item (item-to-item pairs of items a user consumed
 close together). Every query has an integer id; `positive_keys` lists every (query id, item row)
 that is a positive, so a batch can mask in-batch "negatives" that are in fact positives of the
-query (false-negative masking, FLUID).
+query (false-negative masking, FLUID). An item query also names its own catalog row
+(`query_item`), so the anchor item met again among the in-batch candidates is masked too: its
+similarity to itself is the largest there is, and as a negative it only floors the loss.
 
 No leakage: co-consumption pairs are read from the *training part* of leave-one-out only.
 `co_consumption_pairs` takes the `LeaveOneOut` split (not raw sequences) so that the validation
@@ -35,12 +37,15 @@ class PairSet:
     item: int64 [p], catalog row of each pair's item.
     positive_keys: int64 sorted unique, query id * num_items + item row of every positive.
     num_items: catalog size (the key's base).
+    query_item: int64 [q], the catalog row an item query stands for, -1 for a text query
+      (None: all text queries).
   """
   query_texts: list[str]
   query: np.ndarray
   item: np.ndarray
   positive_keys: np.ndarray
   num_items: int
+  query_item: np.ndarray | None = None
 
   def __post_init__(self):
     q, i = np.asarray(self.query, np.int64), np.asarray(self.item, np.int64)
@@ -50,8 +55,15 @@ class PairSet:
       raise DataError(f"query ids must lie in [0, {len(self.query_texts)})")
     if len(i) and (i.min() < 0 or i.max() >= self.num_items):
       raise DataError(f"item rows must lie in [0, {self.num_items})")
+    qi = (np.full(len(self.query_texts), -1, np.int64) if self.query_item is None
+          else np.asarray(self.query_item, np.int64))
+    if qi.shape != (len(self.query_texts),) or (len(qi) and (qi.min() < -1
+                                                             or qi.max() >= self.num_items)):
+      raise DataError(f"query_item must be [{len(self.query_texts)}] rows in "
+                      f"[-1, {self.num_items}), got shape {qi.shape}")
     object.__setattr__(self, "query", q)
     object.__setattr__(self, "item", i)
+    object.__setattr__(self, "query_item", qi)
 
   def __len__(self) -> int:
     return len(self.query)
@@ -62,11 +74,11 @@ def _keys(query: np.ndarray, item: np.ndarray, num_items: int) -> np.ndarray:
 
 
 def make_pair_set(query_texts: Sequence[str], query: np.ndarray, item: np.ndarray,
-                  num_items: int) -> PairSet:
+                  num_items: int, query_item: np.ndarray | None = None) -> PairSet:
   """A PairSet whose positives are exactly the given pairs (deduplicated)."""
   keys = np.unique(_keys(query, item, num_items))
   return PairSet(list(query_texts), query=keys // num_items, item=keys % num_items,
-                 positive_keys=keys, num_items=num_items)
+                 positive_keys=keys, num_items=num_items, query_item=query_item)
 
 
 def concat(a: PairSet, b: PairSet) -> PairSet:
@@ -75,16 +87,19 @@ def concat(a: PairSet, b: PairSet) -> PairSet:
     raise DataError(f"pair sets over {a.num_items} and {b.num_items} items")
   shift = len(a.query_texts)
   return make_pair_set(a.query_texts + b.query_texts, np.concatenate([a.query, b.query + shift]),
-                       np.concatenate([a.item, b.item]), a.num_items)
+                       np.concatenate([a.item, b.item]), a.num_items,
+                       np.concatenate([a.query_item, b.query_item]))
 
 
 def false_negative_mask(query: np.ndarray, item: np.ndarray,
-                        positive_keys: np.ndarray, num_items: int) -> np.ndarray:
+                        positive_keys: np.ndarray, num_items: int,
+                        query_item: np.ndarray | None = None) -> np.ndarray:
   """bool [b, b]: True where in-batch item j must leave query i's denominator.
 
-  Item j is masked for query i (j != i) when it is the same item as i's positive (a duplicate)
-  or a known positive of query i. The diagonal (the pair itself) is never masked.
-  Shape: query, item int [b] -> bool [b, b].
+  Item j is masked for query i (j != i) when it is the same item as i's positive (a duplicate),
+  a known positive of query i, or the item query i stands for (`query_item[i]`, the anchor
+  itself; -1 for a text query). The diagonal (the pair itself) is never masked.
+  Shape: query, item, query_item int [b] -> bool [b, b].
   """
   query, item = np.asarray(query, np.int64), np.asarray(item, np.int64)
   same_item = item[:, None] == item[None, :]
@@ -93,6 +108,8 @@ def false_negative_mask(query: np.ndarray, item: np.ndarray,
   pos = np.minimum(pos, max(len(positive_keys) - 1, 0))
   known = (positive_keys[pos] == keys) if len(positive_keys) else np.zeros_like(same_item)
   mask = same_item | known
+  if query_item is not None:
+    mask |= np.asarray(query_item, np.int64)[:, None] == item[None, :]
   np.fill_diagonal(mask, False)
   return mask
 
@@ -135,7 +152,7 @@ def co_consumption_pairs(split: LeaveOneOut, catalog: Catalog, *, window: int = 
   n = len(catalog)
   query = np.concatenate([rows[:, 0], rows[:, 1]])
   item = np.concatenate([rows[:, 1], rows[:, 0]])
-  return make_pair_set(texts, query, item, n)
+  return make_pair_set(texts, query, item, n, query_item=np.arange(n))
 
 
 def category_brand_queries(catalog: Catalog, *, fields: Sequence[str] = ("categories", "brand")

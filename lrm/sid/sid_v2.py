@@ -13,10 +13,30 @@ each switchable for the ablation (PLUM, arXiv 2510.07784):
     a large one. With one block this is the plain RQ-VAE (SID-v1's fused input).
 (b) **Multi-resolution codebooks**: `codebook_sizes` may fall with depth (PLUM: 2048, 1024,
     512, ...), with progressive masking (each example trains the first r levels, r uniform).
-(c) **Co-occurrence contrastive loss**: latents of items co-consumed in the training part
-    (pairs from lrm/encoders/pairs.py) are pulled together with a symmetric in-batch InfoNCE
-    on L2-normalised latents; in-batch items that are known co-occurrences of the anchor, or
-    duplicates, are masked out of the denominator. `cooccurrence_weight = 0` turns it off.
+(c) **Co-occurrence contrastive loss**: items co-consumed in the training part (pairs from
+    lrm/encoders/pairs.py) are pulled together with a symmetric in-batch InfoNCE; in-batch
+    items that are known co-occurrences of the anchor, duplicates of its positive, or the
+    anchor itself are masked out of the denominator. `cooccurrence_weight = 0` turns it off.
+
+Where the co-occurrence term acts (issue 10's diagnosis, Amazon Beauty, 300 steps). The first
+version took the InfoNCE on L2-normalised encoder latents (`cooccurrence_space="latent"`,
+`cooccurrence_similarity="cosine"`) and collapsed the codes: uniqueness .95 -> .56-.62, first-
+level perplexity 413 -> 124, second 159 -> 11. Beauty's co-consumption positives are noisy (the
+loss stays near chance, 5.1 against ln 256 = 5.5), and for noisy positives the cheapest way down
+for a fixed-temperature InfoNCE is to compress the spread of all similarities, i.e. to raise its
+effective temperature: the latents crowd into a cone (mean cosine .68 at initialisation falls to
+.09 with reconstruction alone but rises to .73 with the term, .86 at temperature .05), the same
+at weight .01, .1 or 1 because the reconstruction gradient (a mean over 768 dims of unit rows,
+~3e-3) is tiny next to it. The quantizer reads that cone through L2 distances and puts it on
+few codes. Masking the anchor itself, a projection head, centring, or switching the term on
+after 100 steps did not fix it (uniqueness .47-.55, measured). What does
+(`cooccurrence_similarity="l2"`, `cooccurrence_space="quantized"`, the defaults): logits are
+minus squared L2 distances, the quantizer's own metric, divided by their batch mean (with
+gradient), so no shrinking or crowding of the whole geometry lowers the loss, only moving
+co-consumed items closer than the others; and they are taken between the quantized latents
+(the codewords' sum, straight-through to the encoder, no gradient to the codebooks), so the
+term acts on which codes items get rather than on a direction the quantizer never sees.
+benchmarks/README.md has the numbers.
 
 The input to `train_sid_v2`, `rqvae.rqvae_assign` and the `sid` stage is the concatenated row
 [n, sum(modality_dims)], so a `SIDv2` is an `RQVAE` everywhere codes are read.
@@ -41,12 +61,13 @@ from flax import nnx
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError, DataError
-from lrm.encoders.contrastive import info_nce
 from lrm.encoders.pairs import false_negative_mask
 from lrm.sid import rqvae
 from lrm.sid.rqvae import RQVAE
 
 STAGE = "sid_v2"
+COOCCURRENCE_SIMILARITIES = ("l2", "cosine")
+COOCCURRENCE_SPACES = ("quantized", "latent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +85,12 @@ class SIDv2Config(rqvae.RQVAEConfig):
   # Weight of the co-occurrence InfoNCE (0: off) and its temperature.
   cooccurrence_weight: float = 0.1
   cooccurrence_temperature: float = 0.1
+  # Similarity of the InfoNCE: "l2" (minus squared distance over its batch mean; scale-
+  # invariant, the quantizer's metric) or "cosine" (unit vectors; the first version).
+  cooccurrence_similarity: str = "l2"
+  # What the InfoNCE compares: "quantized" (the codewords' sum, straight-through to the
+  # encoder) or "latent" (the encoder output before quantization; the first version).
+  cooccurrence_space: str = "quantized"
   # Co-occurrence pairs per step.
   cooccurrence_batch_size: int = 256
   # SID-v2 defaults: PLUM's multi-resolution sizes and progressive masking.
@@ -98,6 +125,10 @@ class SIDv2Config(rqvae.RQVAEConfig):
       if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
           v <= 0 if strict else v < 0):
         raise ConfigError(name, f"must be a finite number {'>' if strict else '>='} 0, got {v!r}")
+    for name, allowed in (("cooccurrence_similarity", COOCCURRENCE_SIMILARITIES),
+                          ("cooccurrence_space", COOCCURRENCE_SPACES)):
+      if getattr(self, name) not in allowed:
+        raise ConfigError(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
     if isinstance(self.cooccurrence_batch_size, bool) or not isinstance(
         self.cooccurrence_batch_size, int) or self.cooccurrence_batch_size < 2:
       raise ConfigError("cooccurrence_batch_size", f"must be an integer >= 2, got "
@@ -133,6 +164,16 @@ class SIDv2Output(NamedTuple):
   modality_losses: jax.Array
 
 
+def latent_cosine(z: jax.Array) -> jax.Array:
+  """Mean cosine over all ordered pairs of rows (self-pairs included), |mean unit row|^2: near
+  0 for latents spread around the origin, near 1 when they crowd into one cone.
+
+  Shape: z [n, h] -> scalar.
+  """
+  u = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  return jnp.sum(jnp.square(jnp.mean(u, axis=0)))
+
+
 def split_modalities(x: jax.Array, dims: tuple[int, ...]) -> list[jax.Array]:
   """Shape: x [n, sum(dims)] -> [n, d_m] per block."""
   bounds = np.cumsum(dims)[:-1].tolist()
@@ -149,13 +190,40 @@ def reconstruction_losses(x: jax.Array, reconstruction: jax.Array,
                     zip(split_modalities(x, dims), split_modalities(reconstruction, dims))])
 
 
+def cooccurrence_logits(za: jax.Array, zb: jax.Array, similarity: str,
+                        temperature: float) -> jax.Array:
+  """logits[i, j] between anchor a_i and candidate b_j.
+
+  "cosine": cos(a_i, b_j) / t. "l2": -|a_i - b_j|^2 / (t * mean over the batch of |a - b|^2),
+  invariant to scaling all rows (the mean carries gradient, so shrinking the geometry cannot
+  lower the loss).
+  Shape: za, zb [p, h] -> [p, p].
+  """
+  if similarity == "cosine":
+    norm = lambda z: z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+    return jnp.dot(norm(za), norm(zb).T, precision=jax.lax.Precision.HIGHEST) / temperature
+  d2 = jnp.sum(jnp.square(za[:, None, :] - zb[None, :, :]), axis=-1)
+  return -d2 / (temperature * (jnp.mean(d2) + 1e-12))
+
+
+def masked_softmax_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """InfoNCE from logits: row i's positive is column i; `mask[i, j]` drops column j from row
+  i's denominator (as `info_nce`, which it equals for cosine logits).
+
+  Shape: logits [p, p], mask bool [p, p] -> scalar.
+  """
+  logits = jnp.where(mask, -jnp.inf, logits)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits))
+
+
 class SIDv2(RQVAE):
   """Per-modality encoders -> concat -> fusion MLP -> residual quantizer -> per-modality decoders.
 
   Inherits `quantize` and `lookup` from RQVAE (the same codebooks and nearest-code rule).
   """
 
-  def __init__(self, config: SIDv2Config, *, rngs: nnx.Rngs):  # pylint: disable=super-init-not-called
+  # RQVAE.__init__ builds one encoder; SID-v2 builds its own modules instead.
+  def __init__(self, config: SIDv2Config, *, rngs: nnx.Rngs):  # pylint: disable=W0231
     self.config = config
     cfg = config
     eager = (nnx.use_eager_sharding(False) if not rqvae._mesh_is_set()
@@ -207,15 +275,28 @@ class SIDv2(RQVAE):
     return SIDv2Output(recon, codes, z, z_q, loss, recon_loss, codebook_loss, commitment_loss,
                        modality_losses)
 
+  def cooccurrence_embed(self, x: jax.Array) -> jax.Array:
+    """What the co-occurrence term compares: the latent, or (`cooccurrence_space="quantized"`)
+    the quantized latent, straight-through (value z_q, gradient to the encoder as for z).
+
+    Shape: x [n, D] -> [n, h].
+    """
+    z = self.encode(x)
+    if self.config.cooccurrence_space == "latent":
+      return z
+    _, words, _ = self.quantize(z)
+    return z + jax.lax.stop_gradient(jnp.sum(words, axis=1) - z)
+
   def cooccurrence_loss(self, xa: jax.Array, xb: jax.Array, mask: jax.Array) -> jax.Array:
-    """Symmetric in-batch InfoNCE on unit latents of co-consumed pairs (a_i, b_i).
+    """Symmetric in-batch InfoNCE of co-consumed pairs (a_i, b_i); see `cooccurrence_logits`.
 
     Shape: xa, xb [p, D], mask bool [p, p] (True: not a negative) -> scalar.
     """
-    t = self.config.cooccurrence_temperature
-    norm = lambda z: z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
-    za, zb = norm(self.encode(xa)), norm(self.encode(xb))
-    return 0.5 * (info_nce(za, zb, t, mask) + info_nce(zb, za, t, mask.T))
+    cfg = self.config
+    za, zb = self.cooccurrence_embed(xa), self.cooccurrence_embed(xb)
+    logits = cooccurrence_logits(za, zb, cfg.cooccurrence_similarity,
+                                 cfg.cooccurrence_temperature)
+    return 0.5 * (masked_softmax_loss(logits, mask) + masked_softmax_loss(logits.T, mask.T))
 
 
 # ------------------------------------------------------------------------------- training
@@ -237,7 +318,8 @@ def _train_step(model: SIDv2, opt: nnx.Optimizer, x: jax.Array, key: jax.Array,
   opt.update(model, grads)
   metrics = {"loss": loss, "reconstruction": out.reconstruction_loss,
              "codebook": out.codebook_loss, "commitment": out.commitment_loss,
-             "cooccurrence": cooc, "modality_reconstruction": out.modality_losses}
+             "cooccurrence": cooc, "modality_reconstruction": out.modality_losses,
+             "latent_cosine": latent_cosine(out.latent)}
   return metrics, rqvae._code_counts(model, out.codes)
 
 
@@ -258,7 +340,8 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
   catalog rows of items co-consumed in the training part) when `cooccurrence_weight` > 0.
 
   Returns the model and its history (per step `loss`, `reconstruction`, `codebook`,
-  `commitment`, `cooccurrence`, `modality_reconstruction` [steps, M]; `utilisation`,
+  `commitment`, `cooccurrence`, `modality_reconstruction` [steps, M], `latent_cosine` (see
+  `latent_cosine`, of the step's batch); `utilisation`,
   `restarted`, `window_end` per restart window; `steps`, `batch_size`), as `train_rqvae`.
   Shape: x [n, D], pairs int [p, 2].
   """
@@ -305,7 +388,8 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
       # Orient each pair at random so both directions are trained.
       flip = np.random.default_rng([cfg.seed, step]).random(len(rows)) < 0.5
       rows = np.where(flip[:, None], rows[:, ::-1], rows)
-      fn = false_negative_mask(rows[:, 0], rows[:, 1], keys, n)
+      # The anchor itself among the candidates is masked too (query_item = the anchor).
+      fn = false_negative_mask(rows[:, 0], rows[:, 1], keys, n, query_item=rows[:, 0])
       return xb, ((jnp.asarray(x[rows[:, 0]]), jnp.asarray(x[rows[:, 1]]), jnp.asarray(fn)),)
 
     history = rqvae.run_training_steps(

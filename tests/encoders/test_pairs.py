@@ -81,6 +81,34 @@ def test_false_negative_mask_by_hand():
   np.testing.assert_array_equal(mask, expected)
 
 
+def test_false_negative_mask_drops_the_anchor_item_itself():
+  # Item queries 0, 1, 2 (query_item = their own rows) with positives 1, 3, 0. Anchor 1 meets
+  # itself as row 0's positive, anchor 0 as row 2's: both leave the denominator although no
+  # pair says so; a text query (query_item -1) masks nothing extra.
+  anchors, positives = np.array([0, 1, 2]), np.array([1, 3, 0])
+  keys = np.unique([0 * 5 + 1, 1 * 5 + 3, 2 * 5 + 0])
+  plain = pairs_lib.false_negative_mask(anchors, positives, keys, 5)
+  mask = pairs_lib.false_negative_mask(anchors, positives, keys, 5, query_item=anchors)
+  assert not plain.any()
+  expected = np.zeros((3, 3), bool)
+  expected[1, 0] = expected[0, 2] = True
+  np.testing.assert_array_equal(mask, expected)
+  text = pairs_lib.false_negative_mask(anchors, positives, keys, 5,
+                                       query_item=np.array([-1, -1, -1]))
+  np.testing.assert_array_equal(text, plain)
+
+
+def test_item_queries_name_their_rows_and_concat_keeps_them():
+  seqs = Sequences.from_lists([1, 2], [[1, 2, 3, 4, 5], [2, 4, 5, 6, 3]])
+  catalog = _catalog(6)
+  co = pairs_lib.co_consumption_pairs(leave_one_out(seqs), catalog, window=1)
+  np.testing.assert_array_equal(co.query_item, np.arange(6))
+  both = pairs_lib.concat(co, pairs_lib.category_brand_queries(catalog))
+  np.testing.assert_array_equal(both.query_item, np.r_[np.arange(6), [-1] * 4])
+  with pytest.raises(Exception, match="query_item"):
+    pairs_lib.make_pair_set(["a"], np.array([0]), np.array([1]), 3, query_item=np.array([3]))
+
+
 def test_topic_queries_name_each_items_leaf():
   world = make_world(WorldConfig(branching=(2, 2), num_items=40, num_users=20))
   qs = pairs_lib.topic_queries(world)

@@ -89,6 +89,56 @@ def test_cooccurrence_loss_pulls_co_consumed_items_into_shared_prefixes():
   assert shared[1.0] > shared[0.0] + 0.04, shared
 
 
+def _loss(logits, mask=None):
+  mask = np.zeros(logits.shape, bool) if mask is None else mask
+  return float(sid_v2.masked_softmax_loss(logits, mask))
+
+
+def test_l2_logits_by_hand_and_invariant_to_scaling_and_shifting():
+  za = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+  zb = jnp.array([[0.0, 1.0], [3.0, 0.0]])
+  # Squared distances [[1, 9], [2, 4]], mean 4; logits = -d2 / (t * 4), t = 0.5.
+  expected = -np.array([[1.0, 9.0], [2.0, 4.0]]) / 2.0
+  np.testing.assert_allclose(sid_v2.cooccurrence_logits(za, zb, "l2", 0.5), expected, rtol=1e-6)
+  # Row 0: log(e^-.5 + e^-4.5) + .5; row 1: log(e^-1 + e^-2) + 2.
+  by_hand = 0.5 * (np.log(np.exp(-0.5) + np.exp(-4.5)) + 0.5 + np.log(np.exp(-1) + np.exp(-2)) + 2)
+  assert _loss(sid_v2.cooccurrence_logits(za, zb, "l2", 0.5)) == pytest.approx(by_hand, rel=1e-6)
+  # Shrinking the geometry or crowding it around one point leaves the l2 logits as they are.
+  shift = jnp.array([5.0, -3.0])
+  np.testing.assert_allclose(sid_v2.cooccurrence_logits(0.1 * za + shift, 0.1 * zb + shift,
+                                                        "l2", 0.5), expected, rtol=1e-4)
+
+
+def test_cosine_loss_rewards_crowding_noisy_positives_into_a_cone_and_l2_does_not():
+  # The failure on Beauty: positives no closer than chance (noisy co-consumption). Moving every
+  # latent towards one direction (a cone) lowers the cosine InfoNCE; the l2 one is unchanged.
+  z = jax.random.normal(jax.random.key(0), (64, 16))
+  za, zb = z[:32], z[32:]
+  cone = jnp.zeros(16).at[0].set(6.0)
+  for similarity, lower in (("cosine", True), ("l2", False)):
+    before = _loss(sid_v2.cooccurrence_logits(za, zb, similarity, 0.1))
+    after = _loss(sid_v2.cooccurrence_logits(za + cone, zb + cone, similarity, 0.1))
+    if lower:
+      assert after < before - 0.5, (before, after)
+    else:
+      assert after == pytest.approx(before, rel=1e-4)
+
+
+def test_quantized_space_reads_the_codes_and_trains_only_the_encoder():
+  cfg = sid_v2.SIDv2Config(modality_dims=(4,), **SMALL)
+  model = sid_v2.SIDv2(cfg, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(3), (6, 4))
+  np.testing.assert_allclose(model.cooccurrence_embed(x),
+                             model.lookup(model(x).codes), rtol=1e-5, atol=1e-6)
+  mask = jnp.zeros((3, 3), bool)
+  grads = nnx.grad(lambda m: m.cooccurrence_loss(x[:3], x[3:], mask))(model)
+  assert all(np.abs(np.asarray(grads["codebooks"][c][...])).sum() == 0 for c in range(3))
+  assert np.abs(np.asarray(grads["encoder"][0].kernel[...])).sum() > 0
+  latent = sid_v2.SIDv2(sid_v2.SIDv2Config(modality_dims=(4,), cooccurrence_space="latent",
+                                           **SMALL), rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(latent.cooccurrence_embed(x), latent.encode(x), rtol=1e-6)
+
+
 def test_config_checks_name_the_field():
   with pytest.raises(ConfigError, match="modality_dims"):
     sid_v2.SIDv2Config(modality_dims=())
@@ -96,6 +146,10 @@ def test_config_checks_name_the_field():
     sid_v2.SIDv2Config(modality_dims=(3, 4), input_dim=5)
   with pytest.raises(ConfigError, match="cooccurrence_temperature"):
     sid_v2.SIDv2Config(cooccurrence_temperature=0.0)
+  with pytest.raises(ConfigError, match="cooccurrence_similarity"):
+    sid_v2.SIDv2Config(cooccurrence_similarity="dot")
+  with pytest.raises(ConfigError, match="cooccurrence_space"):
+    sid_v2.SIDv2Config(cooccurrence_space="codes")
   with pytest.raises(ConfigError, match="cooccurrence_weight"):
     sid_v2.train_sid_v2(np.zeros((10, 4), np.float32),
                         sid_v2.SIDv2Config(modality_dims=(4,), **SMALL), show_progress=False)
