@@ -15,8 +15,16 @@ quality: next-item HR@10 (= recall@10 with one target) / NDCG@10 of the full mod
   at T, and full attention truncated to the longest history T' whose training-step temp memory
   fits in the compression model's at T (found from the compiled memory analyses).
 
-  python benchmarks/compression_transformer.py --what=speed                          # CPU, small width
-  python benchmarks/compression_transformer.py --what=quality                        # ~15 min on 2 cores
+  python benchmarks/compression_transformer.py --what=speed              # CPU, small width
+  python benchmarks/compression_transformer.py --what=quality            # ~15 min on 2 cores
+  python benchmarks/compression_transformer.py --what=quality --datasets=synthetic --seeds=0,1 \
+      --synthetic_length=128 --synthetic_users=2400 --synthetic_long_users=2000 \
+      --synthetic_long_min=96 --returning_fraction=1.0 --return_burst=8 \
+      --return_early_fraction=0.25 --per_user=1 --steps=1500 \
+      --variants=old_pooled:recent_windows=0     # the sized long-range task, ~12 min on 2 cores
+
+--variants adds compression models (name:field=value+...) trained and evaluated beside the
+others; --seeds repeats everything per seed (data, SIDs, initialisation) and reports means.
   python benchmarks/compression_transformer.py --what=speed --batch=4 --d_model=512 --num_heads=8 \\
       --head_dim=64 --mlp_dim=2048 --num_layers=4 --dtype=bfloat16 --full_impl=cudnn \\
       --lengths=512,2048,8192,32768 --max_temp_gib=100                   # GPU

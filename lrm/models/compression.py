@@ -17,16 +17,29 @@ scores are materialised. This encoder keeps every cost linear in T:
 3. Readout: the query token's output (`readout="query"`), or the masked mean over all output
    positions (`"mean"`, the paper's user vector).
 
+Pooling S < F events into one token is what loses quality (the next item depends most on the
+latest events, and a mean blurs them). Two options restore full resolution where it matters
+while every cost stays linear in T, still without learned folding parameters:
+- `recent_windows` (R, default 1): the last R windows keep every event (S = F there); only
+  older windows are pooled. Extra cost R * F tokens, constant in T.
+- `summary_reads="events"`: the P summary tokens read every event instead of the folded
+  tokens (cost P * T per layer). Event t enters layer l as x_t + (f_l - f_0) for the folded
+  token f it was pooled into: its own input plus the context its window gathered so far
+  (non-parametric unpooling; with S = F it is exactly the folded token).
+Measured (benchmarks/README.md): R = 1 recovers most of the gap on MovieLens at a quarter of
+the memory of no pooling; "events" costs ~4x the memory at T = 8k and did not win on CPU.
+
 `mixer="full"` is the drop-in baseline with the same parameters and interface: causal
 self-attention over the T events followed by the query token, through
 `jax.nn.dot_product_attention(is_causal=True)` with no mask (the history is moved from left to
 right padding first, so no real token ever sees padding and every padded row sees at least
 one key), which lets the fused flash kernel run on GPUs (`attention_impl="cudnn"`).
 
-Degenerate case (tested): one window (F = T), no pooling (S = F, mean fold), no globals
-(G = 0), `local_attention` and `causal_window` on: every event attends causally to the events
-before it and the query attends to all of them and itself, which is exactly `mixer="full"`
-with the same parameters (the outputs agree to float rounding).
+Degenerate case (tested, with or without the two options above): one window (F = T), no
+pooling (S = F, mean fold), no globals (G = 0), `local_attention` and `causal_window` on:
+every event attends causally to the events before it and the query attends to all of them
+and itself, which is exactly `mixer="full"` with the same parameters (the outputs agree to
+float rounding).
 
 Causality: the model predicts the item after the WHOLE history it is given (one user vector
 per example); a (history, target) example only ever holds events strictly before its target
@@ -101,7 +114,7 @@ class CompressionConfig:
   fold_reads_globals: bool = True  # folded tokens attend to the global tokens
   readout: str = "query"         # "query" token output or "mean" over all outputs
   summary_reads: str = "folded"  # the summary tokens read "folded" tokens or every "event"
-  recent_windows: int = 0        # R: the last R windows keep every event (S = F there)
+  recent_windows: int = 1        # R: the last R windows keep every event (S = F there)
 
   def __post_init__(self):
     for name in ("d_model", "num_heads", "head_dim", "mlp_dim", "num_layers", "fold",
@@ -195,7 +208,8 @@ class CompressionBlock(nnx.Module):
     kf, vf = [a.key(h) for h in hf], [a.value(h) for h in hf]          # [b, w, s, h, k]
     flat = lambda t: t.reshape(b, -1, *t.shape[3:])
     if events is None:
-      kc, vc = jnp.concatenate([flat(k) for k in kf], 1), jnp.concatenate([flat(v) for v in vf], 1)
+      kc = jnp.concatenate([flat(k) for k in kf], 1)
+      vc = jnp.concatenate([flat(v) for v in vf], 1)
       context_valid = jnp.concatenate([v.reshape(b, -1) for v in folded_valid], 1)
     else:
       he = self.attention_norm(events[0])

@@ -1,5 +1,6 @@
 """The compression transformer: folding bookkeeping, masking, causality, the degenerate case
-equal to full attention, sharding, and finite gradients at T = 32k."""
+equal to full attention (also with the full-resolution options), recent windows and event
+reads, sharding, and finite gradients at T = 32k."""
 
 from __future__ import annotations
 
@@ -58,12 +59,16 @@ def test_folding_keeps_every_event_once_and_drops_padding(mode, summaries):
                                np.asarray(x).sum(1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("readout", ["query", "mean"])
-def test_one_window_no_pooling_no_globals_equals_full_attention(readout):
-  """The degenerate case: F = T, S = F (mean fold), G = 0, causal local attention."""
+@pytest.mark.parametrize("readout,options", [
+    ("query", dict(recent_windows=0)), ("mean", dict(recent_windows=0)),
+    ("query", dict(recent_windows=1, summary_reads="events")),
+    ("mean", dict(recent_windows=3, summary_reads="events"))])
+def test_one_window_no_pooling_no_globals_equals_full_attention(readout, options):
+  """The degenerate case: F = T, S = F (mean fold), G = 0, causal local attention; with
+  S = F, reading events is reading folded tokens and a recent window is any window."""
   t = 16
   kw = dict(fold=t, summaries=t, num_globals=0, local_attention=True, causal_window=True,
-            readout=readout)
+            readout=readout, **options)
   comp, full = encoder(**kw), encoder(mixer="full", **kw)
   nnx.update(full, nnx.state(comp))
   x, valid = history(3, t, [0, 5, 15])
@@ -80,6 +85,10 @@ def test_one_window_no_pooling_no_globals_equals_full_attention(readout):
     dict(fold=4, summaries=1, fold_mode="concat", num_globals=2, readout="mean"),
     dict(fold=8, summaries=8, num_globals=2, global_init="pooled", causal_window=False),
     dict(fold=4, summaries=4, num_globals=2, local_attention=False),
+    dict(fold=4, summaries=2, num_globals=2, summary_reads="events", recent_windows=0),
+    dict(fold=4, summaries=1, fold_mode="concat", num_globals=2, recent_windows=2),
+    dict(fold=4, summaries=2, num_globals=1, summary_reads="events", recent_windows=9,
+         readout="mean"),
 ])
 def test_padding_is_masked_and_left_padding_by_whole_windows_changes_nothing(kw):
   enc = encoder(**kw)
@@ -93,6 +102,39 @@ def test_padding_is_masked_and_left_padding_by_whole_windows_changes_nothing(kw)
     longer = jnp.concatenate([jnp.zeros((2, 8, 16)), x], 1)
     longer_valid = jnp.concatenate([jnp.zeros((2, 8), bool), valid], 1)
     np.testing.assert_allclose(apply(enc, longer, longer_valid), out, rtol=1e-5, atol=1e-5)
+
+
+def test_recent_windows_keep_every_event_and_older_windows_are_pooled():
+  enc = encoder(fold=4, summaries=2, recent_windows=1)
+  x, valid = history(2, 16, [3, 0])
+  groups = apply(enc, x, valid, method="fold_groups")
+  assert [g[0].shape for g in groups] == [(2, 3, 2, 16), (2, 1, 4, 16)]
+  old, recent = groups
+  np.testing.assert_allclose(recent[0].reshape(2, 4, 16), x[:, 12:], rtol=1e-6)
+  np.testing.assert_array_equal(recent[1].reshape(2, 4), valid[:, 12:])
+  pooled, pooled_valid = apply(enc, x[:, :12], valid[:, :12], method="fold")
+  np.testing.assert_allclose(old[0], pooled, rtol=1e-6)
+  np.testing.assert_array_equal(old[1], pooled_valid)
+  np.testing.assert_array_equal(np.concatenate([old[3], recent[3]], 1), valid)
+  # R >= W: every window is recent (nothing pooled).
+  (only,) = apply(encoder(fold=4, summaries=2, recent_windows=5), x, valid,
+                  method="fold_groups")
+  assert only[0].shape == (2, 4, 4, 16)
+
+
+@pytest.mark.parametrize("kw,sees_events", [
+    (dict(summary_reads="folded", recent_windows=0), False),
+    (dict(summary_reads="events", recent_windows=0), True),
+    (dict(summary_reads="folded", recent_windows=1), True)])
+def test_what_resolution_the_query_sees(kw, sees_events):
+  """Two events pooled together can be replaced by their mean without changing a pooled
+  model; a model whose summary tokens read events, or whose window is recent, sees it."""
+  enc = encoder(fold=4, summaries=2, num_globals=2, **kw)
+  x, valid = history(1, 8, [0])
+  mean = (x[:, 4] + x[:, 5]) / 2
+  blurred = x.at[:, 4].set(mean).at[:, 5].set(mean)    # same pooled tokens, last window
+  diff = np.abs(np.asarray(apply(enc, x, valid) - apply(enc, blurred, valid))).max()
+  assert (diff > 1e-4) == sees_events, diff
 
 
 def test_folded_tokens_never_see_later_windows_or_later_events():
@@ -115,6 +157,11 @@ def test_config_errors_name_the_field():
     CompressionConfig(fold=8, summaries=3)
   with pytest.raises(ConfigError, match="mixer"):
     CompressionConfig(mixer="linear")
+  with pytest.raises(ConfigError, match="summary_reads"):
+    CompressionConfig(summary_reads="windows")
+  for bad in (-1, True, 1.5):
+    with pytest.raises(ConfigError, match="recent_windows"):
+      CompressionConfig(recent_windows=bad)
   with pytest.raises(ConfigError, match="encoder.foldd"):
     CompressionConfig.from_dict({"foldd": 3})
   with pytest.raises(ConfigError, match="fold"):
@@ -145,7 +192,7 @@ def test_gradients_are_finite_at_32k_events():
   t = 32768
   cfg = LongHistoryConfig(codebook_sizes=(8, 8, 4), history_levels=2, encoder=CompressionConfig(
       d_model=8, num_heads=1, head_dim=8, mlp_dim=16, num_layers=1, dropout=0.0, fold=64,
-      summaries=2, num_globals=4))
+      summaries=2, num_globals=4, summary_reads="events", recent_windows=2))
   model = LongHistoryRecommender(cfg, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(0)
   item_codes = jnp.asarray(np.stack([rng.integers(0, k, 50) for k in (8, 8, 4)], 1), jnp.int32)
