@@ -1,6 +1,6 @@
 """ID-free ranking on the synthetic world's cold-start split (issue 8's targets), on CPU.
 
-  python benchmarks/ranking.py                    # ~10 min on 2 CPU cores
+  python benchmarks/ranking.py                    # ~20-30 min per seed on 2 CPU cores
   python benchmarks/ranking.py --train_steps=300        # a quick look
   python benchmarks/ranking.py --seeds=0,1,2             # targets checked on the seed means
   python benchmarks/ranking.py --merge=a.json,b.json     # single-seed records -> one record
