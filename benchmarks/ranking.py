@@ -383,20 +383,15 @@ def _ablation(dataset, section, seed, steps, start) -> None:
 
 
 def _step_seconds(model, arrays, batch_size: int, steps: int, seed: int) -> float:
-  """Mean seconds of one jitted AdamW training step (as `fit_sampled`'s), after two warmup
+  """Mean seconds of one jitted AdamW training step (`fit_sampled`'s), after two warmup
   steps; on a copy, so `model` is untouched."""
   import optax
   from lrm.models.ranker import ranker_loss
+  from lrm.train.sampled_fit import train_step
   model = nnx.clone(model)
   model.train()
   optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
-
-  @nnx.jit
-  def step(model, optimizer, batch):
-    (loss, _), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(model, batch)
-    optimizer.update(model, grads)
-    return loss
-
+  step = train_step(ranker_loss)
   rng = np.random.default_rng(seed)
   n = len(arrays["cand_id"])
   batches = [{k: v[rows] for k, v in arrays.items()}

@@ -155,6 +155,15 @@ def info_nce(queries: jax.Array, items: jax.Array, temperature: float,
   Shape: queries, items [b, e]; mask bool [b, b] or None -> scalar.
   """
   logits = jnp.dot(queries, items.T, precision=jax.lax.Precision.HIGHEST) / temperature
+  return info_nce_from_logits(logits, mask)
+
+
+def info_nce_from_logits(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """InfoNCE from any similarity logits: row i's positive is column i; `mask[i, j]` drops
+  column j from row i's denominator. The diagonal must not be masked.
+
+  Shape: logits [b, b]; mask bool [b, b] or None -> scalar.
+  """
   if mask is not None:
     logits = jnp.where(mask, -jnp.inf, logits)
   return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits))

@@ -61,6 +61,7 @@ from flax import nnx
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError, DataError
+from lrm.encoders.contrastive import info_nce_from_logits
 from lrm.encoders.pairs import false_negative_mask
 from lrm.sid import rqvae
 from lrm.sid.rqvae import RQVAE
@@ -206,16 +207,6 @@ def cooccurrence_logits(za: jax.Array, zb: jax.Array, similarity: str,
   return -d2 / (temperature * (jnp.mean(d2) + 1e-12))
 
 
-def masked_softmax_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
-  """InfoNCE from logits: row i's positive is column i; `mask[i, j]` drops column j from row
-  i's denominator (as `info_nce`, which it equals for cosine logits).
-
-  Shape: logits [p, p], mask bool [p, p] -> scalar.
-  """
-  logits = jnp.where(mask, -jnp.inf, logits)
-  return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits))
-
-
 class SIDv2(RQVAE):
   """Per-modality encoders -> concat -> fusion MLP -> residual quantizer -> per-modality decoders.
 
@@ -296,7 +287,7 @@ class SIDv2(RQVAE):
     za, zb = self.cooccurrence_embed(xa), self.cooccurrence_embed(xb)
     logits = cooccurrence_logits(za, zb, cfg.cooccurrence_similarity,
                                  cfg.cooccurrence_temperature)
-    return 0.5 * (masked_softmax_loss(logits, mask) + masked_softmax_loss(logits.T, mask.T))
+    return 0.5 * (info_nce_from_logits(logits, mask) + info_nce_from_logits(logits.T, mask.T))
 
 
 # ------------------------------------------------------------------------------- training

@@ -13,13 +13,9 @@ import optax
 from flax import nnx
 
 
-def fit_sampled(model: nnx.Module, loss_fn: Callable, arrays: Mapping[str, np.ndarray], *,
-                num_steps: int, batch_size: int, learning_rate: float, weight_decay: float,
-                seed: int, tail: int) -> float:
-  """Trains `model` in place on batches of `arrays` rows; returns the mean loss of the last
-  `tail` steps. `loss_fn(model, batch) -> (loss, aux)`."""
-  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=weight_decay),
-                            wrt=nnx.Param)
+def train_step(loss_fn: Callable) -> Callable:
+  """One jitted AdamW update: `step(model, optimizer, batch) -> loss`, with
+  `loss_fn(model, batch) -> (loss, aux)`."""
 
   @nnx.jit
   def step(model, optimizer, batch):
@@ -27,6 +23,17 @@ def fit_sampled(model: nnx.Module, loss_fn: Callable, arrays: Mapping[str, np.nd
     optimizer.update(model, grads)
     return loss
 
+  return step
+
+
+def fit_sampled(model: nnx.Module, loss_fn: Callable, arrays: Mapping[str, np.ndarray], *,
+                num_steps: int, batch_size: int, learning_rate: float, weight_decay: float,
+                seed: int, tail: int) -> float:
+  """Trains `model` in place on batches of `arrays` rows; returns the mean loss of the last
+  `tail` steps. `loss_fn(model, batch) -> (loss, aux)`."""
+  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=weight_decay),
+                            wrt=nnx.Param)
+  step = train_step(loss_fn)
   rng = np.random.default_rng(seed)
   n = len(next(iter(arrays.values())))
   losses = []

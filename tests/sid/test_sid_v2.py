@@ -11,6 +11,7 @@ from flax import nnx
 from lrm.core.errors import ConfigError
 from lrm.data.splits import leave_one_out
 from lrm.data.synthetic import WorldConfig, make_world
+from lrm.encoders.contrastive import info_nce_from_logits
 from lrm.encoders.pairs import co_consumption_rows
 from lrm.sid import rqvae, sid_v2
 
@@ -90,8 +91,7 @@ def test_cooccurrence_loss_pulls_co_consumed_items_into_shared_prefixes():
 
 
 def _loss(logits, mask=None):
-  mask = np.zeros(logits.shape, bool) if mask is None else mask
-  return float(sid_v2.masked_softmax_loss(logits, mask))
+  return float(info_nce_from_logits(logits, mask))
 
 
 def test_l2_logits_by_hand_and_invariant_to_scaling_and_shifting():
