@@ -151,18 +151,15 @@ def heldout_pairs(valid, catalog, window: int, train_pairs: np.ndarray) -> np.nd
 def behaviour_metrics(codes: np.ndarray, pairs: np.ndarray, sizes, seed: int) -> dict[str, Any]:
   """Shares of `pairs` whose codes agree on the first 1 / 2 levels, the same with the second
   items shuffled (chance), and each level's code perplexity. Shape: codes int [n, L]."""
+  from lrm.sid.quality import level_usage
   from lrm.sid.sid_v2 import prefix_sharing
   shuffled = np.stack([pairs[:, 0], np.random.default_rng(seed).permutation(pairs[:, 1])], 1)
   out: dict[str, Any] = {}
   for level in (1, 2):
     out[f"heldout_share@{level}"] = prefix_sharing(codes, pairs, level)
     out[f"chance_share@{level}"] = prefix_sharing(codes, shuffled, level)
-  ppl = []
-  for c, k in enumerate(sizes):
-    p = np.bincount(codes[:, c], minlength=k) / len(codes)
-    p = p[p > 0]
-    ppl.append(round(float(np.exp(-(p * np.log(p)).sum())), 1))
-  out["perplexity"] = ppl
+  out["perplexity"] = [round(level_usage(codes[:, c], k)["perplexity"], 1)
+                       for c, k in enumerate(sizes)]
   return out
 
 
