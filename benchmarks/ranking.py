@@ -137,7 +137,7 @@ def main(argv):
   seeds = [int(x) for x in _SEEDS.value] or [seed]
   runs = {}
   for s in seeds:
-    if _DATASET.value == "synthetic" and len(seeds) > 1:   # a world per seed
+    if world is not None and world.config.seed != s:       # a world per seed
       world = make_world(WorldConfig(seed=s, num_rooms=300, room_slices=48))
       dataset = world.dataset
     runs[s], split = _full_benchmark(world, dataset, section, s, steps)
