@@ -38,6 +38,7 @@ import optax
 from flax import nnx
 
 from lrm.core import artifacts
+from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
 from lrm.encoders import bert
 from lrm.encoders.pairs import PairSet, false_negative_mask, sample_batches
@@ -98,11 +99,7 @@ class ContrastiveConfig:
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ContrastiveConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    for name in values:
-      if name not in known:
-        raise ConfigError(f"finetune.{name}", f"unknown field; known: {sorted(known)}")
-    return cls(**dict(values))
+    return dataclass_from_dict(cls, values, "finetune")
 
 
 # ----------------------------------------------------------------------------------- model

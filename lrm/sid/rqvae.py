@@ -55,6 +55,7 @@ import optax
 from flax import nnx
 
 from lrm.core import artifacts
+from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
 
 STAGE = "rqvae"
@@ -170,11 +171,7 @@ class RQVAEConfig:
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> RQVAEConfig:
-    known = {f.name for f in dataclasses.fields(cls)}
-    for name in values:
-      if name not in known:
-        raise ConfigError(name, f"unknown RQ-VAE option (known: {', '.join(sorted(known))})")
-    return cls(**dict(values))
+    return dataclass_from_dict(cls, values, "rqvae")
 
 
 # ----------------------------------------------------------------------------------- model

@@ -60,6 +60,7 @@ import numpy as np
 from flax import nnx
 
 from lrm.core import artifacts
+from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
 from lrm.encoders.contrastive import info_nce_from_logits
 from lrm.encoders.pairs import false_negative_mask
@@ -141,11 +142,7 @@ class SIDv2Config(rqvae.RQVAEConfig):
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "SIDv2Config":
-    known = {f.name for f in dataclasses.fields(cls)}
-    for name in values:
-      if name not in known:
-        raise ConfigError(name, f"unknown SID-v2 option (known: {', '.join(sorted(known))})")
-    return cls(**dict(values))
+    return dataclass_from_dict(cls, values, "sid_v2")
 
 
 class SIDv2Output(NamedTuple):

@@ -198,7 +198,7 @@ def test_from_dict_rejects_unknown_fields_and_round_trips():
   assert RQVAEConfig.from_dict(SMALL.to_dict()) == SMALL
   with pytest.raises(ConfigError) as e:
     RQVAEConfig.from_dict({"codebook_size": 3})
-  assert e.value.field == "codebook_size"
+  assert e.value.field == "rqvae.codebook_size"
 
 
 def test_bad_input_is_a_data_error(trained, x):
