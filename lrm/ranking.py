@@ -77,7 +77,7 @@ def ranking_defaults() -> ml_collections.ConfigDict:
 # the full-attention baseline with the same parameters.
 LONG_ENCODER_DEFAULTS = {"mixer": "compress", "num_heads": 2, "head_dim": 16, "mlp_dim": 64,
                          "num_layers": 2, "dropout": 0.0, "fold": 16, "summaries": 4,
-                         "num_globals": 4}
+                         "num_globals": 4, "recent_windows": 1, "summary_reads": "folded"}
 
 
 def long_encoder_config(section) -> CompressionConfig | None:
