@@ -28,6 +28,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs" / "lm_b
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 _ABLATION = flags.DEFINE_bool("ablation", True, "also train the next-item-only variant")
 _COLD = flags.DEFINE_float("cold_start", 0.0, "cold-start item share (0: no cold-start rows)")
+_ONLY = flags.DEFINE_list("only", [], "run only these variants (main, next_only, cold_all, "
+                          "cold_next_only); default: all that the other flags enable")
 
 LINKING = ("sid2text", "text2sid", "masked")
 
@@ -39,6 +41,8 @@ def variants(config, cold: float):
   for name, linking, frac in (("", True, 0.0), ("next_only", False, 0.0),
                               ("cold_all", True, cold), ("cold_next_only", False, cold)):
     if (name == "next_only" and not _ABLATION.value) or (name.startswith("cold") and not cold):
+      continue
+    if _ONLY.value and (name or "main") not in _ONLY.value:
       continue
     c = copy.deepcopy(config)
     c.lm.variant = name or config.lm.variant
@@ -67,6 +71,9 @@ def main(argv):
   from lrm.eval.report import TIGER_REFERENCE
   from lrm.lm import run
   config = _CONFIG.value
+  unknown = set(_ONLY.value) - {"main", "next_only", "cold_all", "cold_next_only"}
+  if unknown:
+    raise app.UsageError(f"--only: unknown variants {sorted(unknown)}")
   start = time.perf_counter()
   rows, results = [], {}
   for name, c in variants(config, float(_COLD.value)):
@@ -88,7 +95,7 @@ def main(argv):
                   "text2sid_acc@10": (main_row.get("text2sid_heldout") or {}).get(
                       "text2sid_acc@10"),
                   "sid2text_f1": (main_row.get("sid2text_heldout") or {}).get("sid2text_f1")},
-      "rows": rows, "retrieval_models": evaluated.get("retrieval_models"),
+      "metrics_variant": main_row["variant"], "rows": rows, "retrieval_models": evaluated.get("retrieval_models"),
       "device": device, "jax_devices": len(jax.devices()),
       "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
       "command": " ".join(["python", *sys.argv]),
