@@ -33,6 +33,8 @@ reported as "none".
   python benchmarks/plum_ablation.py --dataset=beauty --sid_steps=300 --seeds=0,1,2
   python benchmarks/plum_ablation.py --dataset=beauty --sid_steps=300 --seeds=0 \
       --rows=v1,v2 --retrieval_steps=100 --config_arg=cpu
+  # records of other seeds (one per session or per 10-minute GPU call) -> one record
+  python benchmarks/plum_ablation.py --merge=a.json,b.json,c.json
   # GPU (full)
   python benchmarks/plum_ablation.py --dataset=beauty --finetuned=runs/finetune_beauty/encoder \
       --sid_steps=20000 --retrieval_steps=30000 --seeds=0,1,2
@@ -86,6 +88,12 @@ _CONFIG_ARG = flags.DEFINE_string("config_arg", "", "argument of configs/<datase
 _WORKDIR = flags.DEFINE_string("workdir", "runs/plum_ablation", "embeddings cache, SID tables, "
                                "retrieval runs")
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
+_MERGE = flags.DEFINE_list("merge", [], "instead of fitting: records of this benchmark with the "
+                           "same settings and disjoint seeds -> one record over all their seeds")
+# Settings that must agree for records to be merged (rows and seeds may differ).
+MERGE_KEYS = ("benchmark", "dataset", "sid_steps", "sid_batch", "multires_sizes",
+              "uniform_sizes", "cooccurrence_weight", "pair_window", "cooccurrence_similarity",
+              "cooccurrence_space", "retrieval_steps", "config_arg", "finetuned")
 
 
 def _embeddings(workdir: pathlib.Path, catalog, encoder, name: str, fields) -> np.ndarray:
@@ -221,8 +229,58 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict[str, Any]:
   return summary
 
 
+def merge_records(records: list[dict], paths: list[str]) -> dict:
+  """Records of the same settings and disjoint seeds -> one record: the per-seed runs of every
+  row pooled and summarised again. Raises ValueError naming the record that does not fit."""
+  first = records[0]
+  per_seed: dict[str, list[dict]] = {}
+  for record, path in zip(records, paths):
+    if record.get("benchmark") != "plum_ablation":
+      raise ValueError(f"{path}: not a plum_ablation record")
+    for key in MERGE_KEYS:
+      if record.get(key) != first.get(key):
+        raise ValueError(f"{path}: {key} {record.get(key)!r} differs from {paths[0]}'s "
+                         f"{first.get(key)!r}")
+    for row, runs in record["per_seed"].items():
+      have = {r["seed"] for r in per_seed.get(row, [])}
+      for run in runs:
+        if run["seed"] in have:
+          raise ValueError(f"{path}: row {row!r} seed {run['seed']} is already in an earlier "
+                           "record")
+        per_seed.setdefault(row, []).append(run)
+  rows = [r for r in ROWS if r in per_seed]
+  per_seed = {r: sorted(per_seed[r], key=lambda run: run["seed"]) for r in rows}
+  seeds = sorted({run["seed"] for runs in per_seed.values() for run in runs})
+  return {**{k: v for k, v in first.items() if k not in ("per_seed", "summary", "command")},
+          "rows": rows, "seeds": seeds, "per_seed": per_seed, "summary": _summarise(per_seed),
+          "wall_s": round(sum(r["wall_s"] for r in records), 1),
+          "merged_from": [{"path": str(p), "commit": r.get("commit"), "command": r.get("command"),
+                           "wall_s": r.get("wall_s"), "device": r.get("device")}
+                          for r, p in zip(records, paths)]}
+
+
+def _merge(paths: list[str]) -> None:
+  from lrm.core.artifacts import git_commit, read_json, write_benchmark_result
+  try:
+    record = merge_records([read_json(pathlib.Path(p)) for p in paths], paths)
+  except ValueError as e:
+    raise app.UsageError(f"--merge: {e}") from None
+  record.update(commit=git_commit(), command=" ".join(["python", *sys.argv]))
+  _print_summary(record["summary"])
+  write_benchmark_result(_OUT.value, f"plum_ablation_{record['dataset']}_merged", record)
+
+
+def _print_summary(summary: dict) -> None:
+  for row, metrics in summary.items():
+    print(row, {k: (round(m["mean"], 4), round(m["spread"], 4), m.get("vs_v1"))
+                for k, m in metrics.items()}, flush=True)
+
+
 def main(argv):
   del argv
+  if _MERGE.value:
+    _merge(_MERGE.value)
+    return
   import jax
 
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
