@@ -95,7 +95,8 @@ def main(argv):
                   "text2sid_acc@10": (main_row.get("text2sid_heldout") or {}).get(
                       "text2sid_acc@10"),
                   "sid2text_f1": (main_row.get("sid2text_heldout") or {}).get("sid2text_f1")},
-      "metrics_variant": main_row["variant"], "rows": rows, "retrieval_models": evaluated.get("retrieval_models"),
+      "metrics_variant": main_row["variant"], "rows": rows,
+      "retrieval_models": evaluated.get("retrieval_models"),
       "device": device, "jax_devices": len(jax.devices()),
       "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
       "command": " ".join(["python", *sys.argv]),
