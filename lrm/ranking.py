@@ -77,7 +77,10 @@ def ranking_defaults() -> ml_collections.ConfigDict:
 # the full-attention baseline with the same parameters.
 LONG_ENCODER_DEFAULTS = {"mixer": "compress", "num_heads": 2, "head_dim": 16, "mlp_dim": 64,
                          "num_layers": 2, "dropout": 0.0, "fold": 16, "summaries": 4,
-                         "num_globals": 4, "recent_windows": 1, "summary_reads": "folded"}
+                         "num_globals": 4,
+                         # Accepted with CompressionConfig's own defaults (not restated here).
+                         "recent_windows": CompressionConfig.recent_windows,
+                         "summary_reads": CompressionConfig.summary_reads}
 
 
 def long_encoder_config(section) -> CompressionConfig | None:
