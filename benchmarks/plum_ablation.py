@@ -10,6 +10,9 @@ Rows (each fitted with `--seeds` seeds):
   v2_no_cooccurrence   v2 with cooccurrence_weight = 0
   v1_ft, v2_ft  the same two on the contrastively fine-tuned encoder's embeddings (FLUID;
                 `--finetuned=W/encoder` from `lrm finetune`; skipped without it)
+  rq_kmeans     reference, not in PLUM's table: the project's default tokenizer (RQ-KMeans,
+                configs/<dataset>.py's `sid` section) on the same fused embedding, 3 x 256, so
+                the strongest row can be set against both plain RQ-VAE and RQ-KMeans SIDs
 
 Multi-resolution sizes for a 12k-item catalog: (512, 256, 128). PLUM halves the sizes with
 depth from 2048 for a corpus of many millions; here the product stays 2^24, the same capacity as
@@ -55,7 +58,7 @@ from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ROWS = ("v1", "v2", "v2_no_multires", "v2_no_multi_input", "v2_no_cooccurrence", "v1_ft",
-        "v2_ft")
+        "v2_ft", "rq_kmeans")
 MULTIRES = (512, 256, 128)
 UNIFORM = (256, 256, 256)
 PLUM_REFERENCE = {  # PLUM's table (900M model, YouTube video Recall@10); theirs, not ours.
@@ -93,7 +96,7 @@ _MERGE = flags.DEFINE_list("merge", [], "instead of fitting: records of this ben
 # Settings that must agree for records to be merged (rows and seeds may differ).
 MERGE_KEYS = ("benchmark", "dataset", "sid_steps", "sid_batch", "multires_sizes",
               "uniform_sizes", "cooccurrence_weight", "pair_window", "cooccurrence_similarity",
-              "cooccurrence_space", "retrieval_steps", "config_arg", "finetuned")
+              "cooccurrence_space", "retrieval_steps", "config_arg")
 
 
 def _embeddings(workdir: pathlib.Path, catalog, encoder, name: str, fields) -> np.ndarray:
@@ -118,6 +121,8 @@ def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
   fused = modalities["ft_fused" if ft else "fused"]
   split = [modalities["ft_title" if ft else "title"], modalities["ft_brand_cat" if ft
                                                                  else "brand_cat"]]
+  if row == "rq_kmeans":    # k-means needs no training steps: the retrieval config's defaults
+    return SIDSpec(method="rq_kmeans", codebook_sizes=UNIFORM, seed=seed), fused
   rq = {"steps": _SID_STEPS.value, "batch_size": _SID_BATCH.value}
   if row.startswith("v1"):
     return SIDSpec(method="rq_vae", codebook_sizes=UNIFORM, seed=seed, rqvae=rq), fused
@@ -234,6 +239,9 @@ def merge_records(records: list[dict], paths: list[str]) -> dict:
   row pooled and summarised again. Raises ValueError naming the record that does not fit."""
   first = records[0]
   per_seed: dict[str, list[dict]] = {}
+  # The fine-tuned encoder only matters to the *_ft rows: it must agree among the records that
+  # have such rows (a record without them may have been run without --finetuned).
+  finetuned, ft_path = None, None
   for record, path in zip(records, paths):
     if record.get("benchmark") != "plum_ablation":
       raise ValueError(f"{path}: not a plum_ablation record")
@@ -241,6 +249,11 @@ def merge_records(records: list[dict], paths: list[str]) -> dict:
       if record.get(key) != first.get(key):
         raise ValueError(f"{path}: {key} {record.get(key)!r} differs from {paths[0]}'s "
                          f"{first.get(key)!r}")
+    if any(row.endswith("_ft") for row in record["per_seed"]):
+      if ft_path is not None and record.get("finetuned") != finetuned:
+        raise ValueError(f"{path}: finetuned {record.get('finetuned')!r} differs from "
+                         f"{ft_path}'s {finetuned!r}")
+      finetuned, ft_path = record.get("finetuned"), path
     for row, runs in record["per_seed"].items():
       have = {r["seed"] for r in per_seed.get(row, [])}
       for run in runs:
@@ -253,6 +266,7 @@ def merge_records(records: list[dict], paths: list[str]) -> dict:
   seeds = sorted({run["seed"] for runs in per_seed.values() for run in runs})
   return {**{k: v for k, v in first.items() if k not in ("per_seed", "summary", "command")},
           "rows": rows, "seeds": seeds, "per_seed": per_seed, "summary": _summarise(per_seed),
+          "finetuned": finetuned,
           "wall_s": round(sum(r["wall_s"] for r in records), 1),
           "merged_from": [{"path": str(p), "commit": r.get("commit"), "command": r.get("command"),
                            "wall_s": r.get("wall_s"), "device": r.get("device")}
