@@ -207,7 +207,8 @@ def _full_benchmark(world, dataset, section, seed: int, steps: int):
   arrays = ranker_arrays(split.train, codes, tasks)
   model = Ranker(ranker_config(section, "late", split.num_items, tasks, candidate_id=True),
                  rngs=nnx.Rngs(seed))
-  train_ranker(model, arrays, num_steps=steps, batch_size=256, learning_rate=2e-3, seed=seed)
+  train_ranker(model, arrays, num_steps=steps, batch_size=256, learning_rate=2e-3, seed=seed,
+               desc="ranker late+id (before warmup)")
   evaluate = lambda m: {
       "warm_auc_id": evaluate_ranker(m, split.warm, codes, id_keep=1.0)["click/auc"],
       "warm_auc_no_id": evaluate_ranker(m, split.warm, codes, id_keep=0.0)["click/auc"],
@@ -235,7 +236,7 @@ def _full_benchmark(world, dataset, section, seed: int, steps: int):
     cfg = tt.TwoTowerConfig(num_items=split.num_items, content_dim=content.shape[1], **kw)
     m = tt.TwoTower(cfg, content, clusters, id_known=known, rngs=nnx.Rngs(seed))
     loss = tt.train_two_tower(m, hist, target, num_steps=steps, batch_size=256,
-                              learning_rate=3e-3, seed=seed)
+                              learning_rate=3e-3, seed=seed, desc=f"two-tower {name}")
     top_warm = tt.top_k(m, split.warm.history[wpos], 20)
     top_cold = tt.top_k(m, split.cold.history[cpos], 20)
     results["two_tower"][name] = {

@@ -134,12 +134,15 @@ def fit_codes(content: np.ndarray, sizes, *, seed: int, iters: int):
 
 
 def train_ranker(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
-                 batch_size: int, learning_rate: float, seed: int) -> float:
-  """A light AdamW loop (seeded batches, no checkpoints); returns the last 100 steps' mean loss.
-  For resumable runs with checkpoints use `lrm.train.trainer.train(model, ranker_loss, ...)`."""
+                 batch_size: int, learning_rate: float, seed: int,
+                 desc: str | None = None) -> float:
+  """A light AdamW loop (seeded batches, no checkpoints); returns the last 100 steps' mean loss
+  (`desc`: show progress under that name). For resumable runs with checkpoints use
+  `lrm.train.trainer.train(model, ranker_loss, ...)`."""
   model.train()
   return fit_sampled(model, ranker_loss, arrays, num_steps=num_steps, batch_size=batch_size,
-                     learning_rate=learning_rate, weight_decay=0.01, seed=seed, tail=100)
+                     learning_rate=learning_rate, weight_decay=0.01, seed=seed, tail=100,
+                     desc=desc)
 
 
 def evaluate_ranker(model: Ranker, data: RankingData, item_codes: np.ndarray, *,
@@ -232,7 +235,8 @@ def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
     if workdir is None:
       loss = train_ranker(model, used, num_steps=int(section.num_steps),
                           batch_size=int(section.batch_size),
-                          learning_rate=float(section.learning_rate), seed=seed)
+                          learning_rate=float(section.learning_rate), seed=seed,
+                          desc=f"ranker {variant}")
     else:
       train(model, ranker_loss, used, config=trainer_section(section, seed),
             workdir=workdir / variant, progress=False)

@@ -178,13 +178,14 @@ def recall_at_k(top: np.ndarray, targets: np.ndarray) -> float:
 
 
 def train_two_tower(model: TwoTower, history: np.ndarray, target: np.ndarray, *,
-                    num_steps: int, batch_size: int, learning_rate: float, seed: int) -> float:
+                    num_steps: int, batch_size: int, learning_rate: float, seed: int,
+                    desc: str | None = None) -> float:
   """A plain AdamW loop (batches with distinct targets matter less than speed here); returns
-  the mean loss of the last 50 steps."""
+  the mean loss of the last 50 steps (`desc`: show progress under that name)."""
   if len(target) < batch_size:
     raise ConfigError("batch_size", f"{batch_size} > {len(target)} examples")
   log_q = log_sampling_probability(target, model.cfg.num_items)
   return fit_sampled(model, two_tower_loss, {"history": history, "target": target,
                                              "log_q": log_q},
                      num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate,
-                     weight_decay=0.0, seed=seed, tail=50)
+                     weight_decay=0.0, seed=seed, tail=50, desc=desc)

@@ -28,16 +28,18 @@ def train_step(loss_fn: Callable) -> Callable:
 
 def fit_sampled(model: nnx.Module, loss_fn: Callable, arrays: Mapping[str, np.ndarray], *,
                 num_steps: int, batch_size: int, learning_rate: float, weight_decay: float,
-                seed: int, tail: int) -> float:
+                seed: int, tail: int, desc: str | None = None) -> float:
   """Trains `model` in place on batches of `arrays` rows; returns the mean loss of the last
-  `tail` steps. `loss_fn(model, batch) -> (loss, aux)`."""
+  `tail` steps. `loss_fn(model, batch) -> (loss, aux)`. With `desc`, a progress line (rate,
+  ETA) at most every 30 s."""
+  from tqdm.auto import tqdm
   optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=weight_decay),
                             wrt=nnx.Param)
   step = train_step(loss_fn)
   rng = np.random.default_rng(seed)
   n = len(next(iter(arrays.values())))
   losses = []
-  for _ in range(num_steps):
+  for _ in tqdm(range(num_steps), desc=desc, disable=desc is None, mininterval=30):
     rows = rng.integers(0, n, batch_size)
     losses.append(step(model, optimizer, {k: v[rows] for k, v in arrays.items()}))
   return float(np.mean([float(x) for x in losses[-tail:]]))
