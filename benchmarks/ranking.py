@@ -160,7 +160,8 @@ def main(argv):
       world = make_world(WorldConfig(seed=s, num_rooms=300, room_slices=48))
       dataset = world.dataset
     runs[s], split = _full_benchmark(world, dataset, section, s, steps)
-  _write_seeds(runs, dataset.name, _split_counts(split), start, steps)
+  _write_seeds(runs, dataset.name, _split_counts(split), start, steps,
+               sid_level_dropout=list(section.sid_level_dropout))
 
 
 def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: float) -> None:
@@ -218,8 +219,10 @@ def _merge(paths: list[str], start: float) -> None:
                                     if "--seed=" in record["command"] else 0]
     if len(seeds) != 1 or seeds[0] in runs:
       raise SystemExit(f"{path}: needs one seed not already merged, has {seeds}")
+    # Records from before the flag existed ran the section's default rates.
+    record.setdefault("sid_level_dropout", list(ranking_defaults().sid_level_dropout))
     first = first or record
-    for key in ("dataset", "steps", "split"):
+    for key in ("dataset", "steps", "split", "sid_level_dropout"):
       if record[key] != first[key]:
         raise SystemExit(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
                          f"{first[key]!r}")
@@ -227,7 +230,7 @@ def _merge(paths: list[str], start: float) -> None:
     sources.append({"path": str(path), "commit": record["commit"], "command": record["command"],
                     "wall_s": record["wall_s"], "counts": record["counts"]})
   _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
-               merged_from=sources)
+               sid_level_dropout=first["sid_level_dropout"], merged_from=sources)
 
 
 def _full_benchmark(world, dataset, section, seed: int, steps: int):
