@@ -121,7 +121,7 @@ def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
   fused = modalities["ft_fused" if ft else "fused"]
   split = [modalities["ft_title" if ft else "title"], modalities["ft_brand_cat" if ft
                                                                  else "brand_cat"]]
-  if row == "rq_kmeans":    # k-means needs no training steps: the retrieval config's defaults
+  if row == "rq_kmeans":    # SIDSpec's k-means settings, which configs/base.py's sid takes
     return SIDSpec(method="rq_kmeans", codebook_sizes=UNIFORM, seed=seed), fused
   rq = {"steps": _SID_STEPS.value, "batch_size": _SID_BATCH.value}
   if row.startswith("v1"):

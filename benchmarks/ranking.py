@@ -104,6 +104,11 @@ _OUT = flags.DEFINE_string("out", str(pathlib.Path(__file__).parent / "results")
 ALL_VARIANTS = ("id", "replace", "concat", "gate", "late")   # the full benchmark's rankers
 
 
+def _world(seed: int):
+  """The synthetic world of one seed (rooms for the dynamic-SID measurement)."""
+  return make_world(WorldConfig(seed=seed, num_rooms=300, room_slices=48))
+
+
 def _lift_kept(r) -> float:
   warm, cold = r["warm"]["click/auc"], r["cold"]["click/auc"]
   return (cold - 0.5) / max(warm - 0.5, 1e-9)
@@ -126,7 +131,7 @@ def main(argv):
       _ablation(dataset, section, seed, steps, start)
     return
   if _DATASET.value == "synthetic":
-    world = make_world(WorldConfig(seed=seed, num_rooms=300, room_slices=48))
+    world = _world(seed)
     dataset = world.dataset
   else:
     from lrm.data.layout import read_dataset
@@ -151,13 +156,13 @@ def main(argv):
   if not set(ALL_VARIANTS) <= set(section.variants):
     # A new world per seed on synthetic, as in the full benchmark.
     dataset_of = lambda s: (dataset if world is None or world.config.seed == s else
-                            make_world(WorldConfig(seed=s, num_rooms=300, room_slices=48)).dataset)
+                            _world(s).dataset)
     _variants_only(dataset_of, section, seeds, steps, start)
     return
   runs = {}
   for s in seeds:
     if world is not None and world.config.seed != s:       # a world per seed
-      world = make_world(WorldConfig(seed=s, num_rooms=300, room_slices=48))
+      world = _world(s)
       dataset = world.dataset
     runs[s], split = _full_benchmark(world, dataset, section, s, steps)
   _write_seeds(runs, dataset.name, _split_counts(split), start, steps,
