@@ -7,7 +7,8 @@
   python benchmarks/ranking.py --dataset=movielens --train_steps=1000   # user-side ablation
   python benchmarks/ranking.py --dataset=beauty --ablation --variants=id,late
   python benchmarks/ranking.py --dataset=beauty --variants=late --seeds=0,1,2 \
-      --sid_level_dropout=0,0.2,0.8                  # a subset of the rankers, other settings
+      --sid_level_dropout=0,0.2,0.8 \
+      --history_level_dropout=0,0.2,0.5              # a subset of the rankers, other settings
   python benchmarks/ranking.py --dataset=movielens --long_history=256 --variants=late \
       --train_steps=600                              # long-history user encoder comparison
 
@@ -94,6 +95,8 @@ _EVAL_NEG = flags.DEFINE_integer("eval_negatives", 0, "negatives per evaluation 
 _TIME_STEPS = flags.DEFINE_integer("time_steps", 20, "steps timed per ranker (long history)")
 _LEVEL_DROPOUT = flags.DEFINE_list("sid_level_dropout", [], "per-level SID dropout rates of "
                                    "the SID rankers (e.g. 0,0.2,0.8); default: the section's")
+_HISTORY_DROPOUT = flags.DEFINE_list("history_level_dropout", [], "the same for history "
+                                     "items; default: the section's (None = the candidate's)")
 _CONTENT = flags.DEFINE_string("content", "", "an embed-stage folder (embeddings.npy + "
                                 "item_ids.npy, e.g. from `lrm embed`) for the items' SIDs; "
                                 "default: the dataset's embeddings, else hashed text")
@@ -144,6 +147,8 @@ def main(argv):
     section.max_train_events = _MAX_TRAIN.value
   if _LEVEL_DROPOUT.value:
     section.sid_level_dropout = tuple(float(x) for x in _LEVEL_DROPOUT.value)
+  if _HISTORY_DROPOUT.value:
+    section.history_level_dropout = tuple(float(x) for x in _HISTORY_DROPOUT.value)
   if _LONG.value:
     _long_history(dataset, section, seed, steps, start)
     return
@@ -165,8 +170,7 @@ def main(argv):
       world = _world(s)
       dataset = world.dataset
     runs[s], split = _full_benchmark(world, dataset, section, s, steps)
-  _write_seeds(runs, dataset.name, _split_counts(split), start, steps,
-               sid_level_dropout=list(section.sid_level_dropout))
+  _write_seeds(runs, dataset.name, _split_counts(split), start, steps, **_dropout_fields(section))
 
 
 def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: float) -> None:
@@ -180,8 +184,7 @@ def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: flo
     runs[str(s)] = {"variants": v, **({"late_lift_kept": _lift_kept(v["late"])} if "late" in v
                                       else {})}
   _write("ranking_variants", dataset.name, _split_counts(split), start, steps, seeds=seeds,
-         variants=list(section.variants), sid_level_dropout=list(section.sid_level_dropout),
-         per_seed=runs)
+         variants=list(section.variants), **_dropout_fields(section), per_seed=runs)
   for s, r in runs.items():
     print(s, {k: (round(x["warm"]["click/auc"], 4), round(x["cold"]["click/auc"], 4))
               for k, x in r["variants"].items()}, r.get("late_lift_kept"))
@@ -224,10 +227,11 @@ def _merge(paths: list[str], start: float) -> None:
                                     if "--seed=" in record["command"] else 0]
     if len(seeds) != 1 or seeds[0] in runs:
       raise SystemExit(f"{path}: needs one seed not already merged, has {seeds}")
-    # Records from before the flag existed ran the section's default rates.
-    record.setdefault("sid_level_dropout", list(ranking_defaults().sid_level_dropout))
+    # Records from before the flags existed ran the section's default rates.
+    for key, value in _dropout_fields(ranking_defaults()).items():
+      record.setdefault(key, value)
     first = first or record
-    for key in ("dataset", "steps", "split", "sid_level_dropout"):
+    for key in ("dataset", "steps", "split", *_dropout_fields(ranking_defaults())):
       if record[key] != first[key]:
         raise SystemExit(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
                          f"{first[key]!r}")
@@ -235,7 +239,14 @@ def _merge(paths: list[str], start: float) -> None:
     sources.append({"path": str(path), "commit": record["commit"], "command": record["command"],
                     "wall_s": record["wall_s"], "counts": record["counts"]})
   _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
-               sid_level_dropout=first["sid_level_dropout"], merged_from=sources)
+               **{k: first[k] for k in _dropout_fields(ranking_defaults())}, merged_from=sources)
+
+
+def _dropout_fields(section) -> dict:
+  """The SID level dropout rates a record names (history: None = the candidate's)."""
+  history = section.get("history_level_dropout")
+  return {"sid_level_dropout": list(section.sid_level_dropout),
+          "history_level_dropout": None if history is None else list(history)}
 
 
 def _full_benchmark(world, dataset, section, seed: int, steps: int):

@@ -55,6 +55,8 @@ def ranking_defaults() -> ml_collections.ConfigDict:
   c.late_tokens = "family"       # late fusion: one token per code family, or "level"
   # Per-level rates of zeroing a training item's SID level (lrm/models/ranker.py: cold items).
   c.sid_level_dropout = (0.0, 0.2, 0.5)
+  # The same for history items (always warm, so these only regularise); None = the above.
+  c.history_level_dropout = None
   # Item content for the SIDs: "catalog" = the dataset's own embeddings, else hashed text;
   # "embed" = the pipeline's embed stage (config.embed: MiniLM where configured or cached).
   c.content = "catalog"
@@ -169,6 +171,9 @@ def ranker_config(section, variant: str, num_items: int, tasks, *,
                       late_tokens=str(section.get("late_tokens", "family")),
                       sid_level_dropout=(tuple(section.get("sid_level_dropout", ()))
                                          if variant != "id" else ()),
+                      history_level_dropout=(
+                          None if variant == "id" or section.get("history_level_dropout") is None
+                          else tuple(section.history_level_dropout)),
                       long_encoder=long_encoder_config(section), **kw)
 
 

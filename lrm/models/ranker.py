@@ -25,10 +25,11 @@ Cold items, and why the SID tables start at zero: a cold item's deep prefixes (i
 code, often its level-2 prefix) have no training event, so their rows keep their initial
 values. Prefix tables start at zero (Adam never moves a row without gradient, so an unseen
 prefix reads exactly zero), and `sid_level_dropout` zeroes level l of a training item's SID
-with probability rate[l] (history and candidate alike, DropoutNet-style): the model learns to
-rank from the coarse levels when the fine ones are missing, which is what a cold item looks
-like. With both (rates 0 / .2 / .5, 2 layers) the SID ranker kept 80% of its warm lift on
-Beauty's cold items instead of 70%.
+with probability rate[l] (DropoutNet-style): the model learns to rank from the coarse levels
+when the fine ones are missing, which is what a cold item looks like. History items use the
+same rates unless `history_level_dropout` gives their own: a history item is always warm, so
+there the rates only regularise. With zero-initialised tables and rates 0 / .2 / .5 (2 layers,
+1,500 steps) the SID ranker kept 80% of its warm lift on Beauty's cold items instead of 70%.
 
 User-side tokens beyond the history (off by default; each adds parameters created after all
 the others, so a ranker without them initialises exactly as before):
@@ -121,6 +122,10 @@ class RankerConfig:
   # Training-time probability of zeroing each SID level's prefix embedding (module docstring:
   # cold items); levels beyond the tuple keep theirs. Empty = off.
   sid_level_dropout: tuple[float, ...] = ()
+  # The same for history items (short and long history); None = `sid_level_dropout`. History
+  # items are warm by construction (a cold item has no training event), so these rates only
+  # regularise; the candidate's rates are what mimic a cold item.
+  history_level_dropout: tuple[float, ...] | None = None
   # The long-term user token's encoder (a CompressionConfig or a dict of its fields; d_model
   # must equal d); None = off.
   long_encoder: CompressionConfig | None = None
@@ -137,11 +142,15 @@ class RankerConfig:
                                                         self.sid_level_dropout))
     if self.late_tokens not in ("family", "level"):
       raise ConfigError("late_tokens", f"must be 'family' or 'level', got {self.late_tokens!r}")
-    if any(not 0.0 <= x < 1.0 for x in self.sid_level_dropout):
-      raise ConfigError("sid_level_dropout", f"rates must be in [0, 1), got "
-                        f"{list(self.sid_level_dropout)}")
-    if self.sid_level_dropout and self.variant == "id":
-      raise ConfigError("sid_level_dropout", "the id variant has no SID levels")
+    if self.history_level_dropout is not None:
+      object.__setattr__(self, "history_level_dropout",
+                         tuple(float(x) for x in self.history_level_dropout))
+    for name in ("sid_level_dropout", "history_level_dropout"):
+      rates = getattr(self, name) or ()
+      if any(not 0.0 <= x < 1.0 for x in rates):
+        raise ConfigError(name, f"rates must be in [0, 1), got {list(rates)}")
+      if rates and self.variant == "id":
+        raise ConfigError(name, "the id variant has no SID levels")
     if self.variant not in VARIANTS:
       raise ConfigError("variant", f"must be one of {list(VARIANTS)}, got {self.variant!r}")
     if self.variant != "id" and not self.item_codebook_sizes:
@@ -262,8 +271,10 @@ class Ranker(nnx.Module):
       self.count_table = small(cols * cfg.count_buckets) if cols else None
       self.count_type = small(cols) if cols else None
       # Last again: its dropout stream forks the rngs, which must not shift earlier inits.
-      self.level_dropout = (LevelDropout(cfg.sid_level_dropout, rngs=rngs)
-                            if cfg.sid_level_dropout else None)
+      history_rates = (cfg.sid_level_dropout if cfg.history_level_dropout is None
+                       else cfg.history_level_dropout)
+      self.level_dropout = (LevelDropout(cfg.sid_level_dropout, history_rates, rngs=rngs)
+                            if cfg.sid_level_dropout or history_rates else None)
       # The long-term user token, last of all (module docstring).
       on = cfg.long_encoder is not None
       self.long_encoder = HistoryEncoder(cfg.long_encoder, rngs=rngs) if on else None
@@ -284,13 +295,15 @@ class Ranker(nnx.Module):
         for table in tables:
           table.embedding[...] = jnp.zeros_like(table.embedding[...])
 
-  def _sid_tokens(self, module: PrefixNGramEmbedding, codes) -> jax.Array:
-    """Per-level prefix embeddings, levels dropped in training. Shape: -> [..., n, d]."""
+  def _sid_tokens(self, module: PrefixNGramEmbedding, codes, *, history: bool = False
+                  ) -> jax.Array:
+    """Per-level prefix embeddings, levels dropped in training (at the history's rates for
+    history items). Shape: -> [..., n, d]."""
     tokens = module(codes)
     if self.level_dropout is None:
       return tokens
     levels = np.concatenate([np.arange(f.depth) for f in module.families])
-    return self.level_dropout(tokens, levels)
+    return self.level_dropout(tokens, levels, history=history)
 
   def _family_tokens(self, tokens: jax.Array, sizes: Sequence[tuple[int, ...]]) -> jax.Array:
     """Per-level tokens of consecutive families -> one summed token per family, unless
@@ -303,13 +316,14 @@ class Ranker(nnx.Module):
   def _shares(self, sizes: tuple[int, ...]) -> bool:
     return self.cfg.shared_tables and tuple(sizes) == self.cfg.item_codebook_sizes
 
-  def _item_vectors(self, ids: jax.Array, codes: jax.Array | None) -> jax.Array:
+  def _item_vectors(self, ids: jax.Array, codes: jax.Array | None, *, history: bool = False
+                    ) -> jax.Array:
     """One vector per item (history, or an early-fusion candidate). Shape: ids [...] -> [..., d]."""
     v = self.cfg.variant
     id_vec = self.item_id(jnp.maximum(ids, 0)) if self.item_id is not None and v in _USES_ID \
         else None
-    sid_vec = (self._sid_tokens(self.item_sid, codes).sum(-2) if self.item_sid is not None
-               else None)
+    sid_vec = (self._sid_tokens(self.item_sid, codes, history=history).sum(-2)
+               if self.item_sid is not None else None)
     if v == "id":
       return id_vec
     if v in ("replace", "late"):
@@ -328,7 +342,7 @@ class Ranker(nnx.Module):
     if h > cfg.max_history:
       raise ConfigError("hist_id", f"history length {h} > max_history {cfg.max_history}")
     hist_valid = hist_id >= 0
-    hist = self._item_vectors(hist_id, batch.get("hist_sid"))
+    hist = self._item_vectors(hist_id, batch.get("hist_sid"), history=True)
     hist = hist + self.position.embedding[...][cfg.max_history - h:][None] + \
         self.segment(jnp.zeros((), jnp.int32))
     hist = jnp.where(hist_valid[..., None], hist, 0.0)
@@ -384,7 +398,7 @@ class Ranker(nnx.Module):
     if self.long_codes is not None:
       table = self.long_codes[...]
       codes = jnp.where(valid[..., None], table[jnp.maximum(rows, 0)], -1)
-    x = self._item_vectors(rows, codes)                                # [b, T, d]
+    x = self._item_vectors(rows, codes, history=True)                  # [b, T, d]
     t = rows.shape[1]
     position = log_bucket(jnp.arange(t - 1, -1, -1), NUM_POSITION_BUCKETS)  # most recent: 1
     x = x + self.long_position(position)[None]
@@ -433,16 +447,21 @@ class LevelDropout(nnx.Module):
   """Zeroes whole SID levels with a per-level rate, in training only (no rescaling: a dropped
   level must look like an unseen prefix, which reads zero)."""
 
-  def __init__(self, rates: Sequence[float], *, rngs: nnx.Rngs):
+  def __init__(self, rates: Sequence[float], history_rates: Sequence[float] | None = None, *,
+               rngs: nnx.Rngs):
     self.rates = tuple(float(r) for r in rates)
+    self.history_rates = self.rates if history_rates is None else tuple(
+        float(r) for r in history_rates)
     self.deterministic = False
     self.rngs = rngs["dropout"].fork()
 
-  def __call__(self, tokens: jax.Array, levels: np.ndarray) -> jax.Array:
+  def __call__(self, tokens: jax.Array, levels: np.ndarray, *, history: bool = False
+               ) -> jax.Array:
     """Shape: tokens [..., n, d], levels int [n] (each token's SID level) -> the same."""
-    if self.deterministic:
+    own = self.history_rates if history else self.rates
+    if self.deterministic or not any(own):
       return tokens
-    padded = self.rates + (0.0,) * (int(levels.max()) + 1)
+    padded = own + (0.0,) * (int(levels.max()) + 1)
     rates = jnp.asarray([padded[level] for level in levels])
     keep = jax.random.uniform(self.rngs(), tokens.shape[:-1]) >= rates
     return tokens * keep[..., None].astype(tokens.dtype)

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def plum():
-  spec = importlib.util.spec_from_file_location("plum_ablation",
-                                                REPO / "benchmarks" / "plum_ablation.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _record(plum, rows_seeds: dict[str, list[int]], *, finetuned=None, sid_steps=1000):

@@ -295,13 +295,47 @@ def test_level_dropout_rates_per_level_in_training_only():
   assert np.array_equal(np.asarray(drop(tokens, levels)), np.asarray(tokens))
 
 
+def test_level_dropout_history_rates_apply_to_history_tokens_only():
+  from lrm.models.ranker import LevelDropout
+  drop = LevelDropout((0.0, 0.9), (0.0, 0.0), rngs=nnx.Rngs(0))
+  tokens = jnp.ones((2000, 2, 3))
+  levels = np.array([0, 1])
+  assert np.array_equal(np.asarray(drop(tokens, levels, history=True)), np.asarray(tokens))
+  zeroed = (np.asarray(drop(tokens, levels)) == 0).all(-1).mean(0)
+  assert zeroed[0] == 0 and 0.85 < zeroed[1] < 0.95
+  same = LevelDropout((0.0, 0.9), rngs=nnx.Rngs(0))      # no history rates: the candidate's
+  assert 0.85 < (np.asarray(same(tokens, levels, history=True)) == 0).all(-1).mean(0)[1] < 0.95
+
+
+@pytest.mark.parametrize("variant", ["replace", "late"])
+def test_ranker_reads_history_rates_for_history_items(variant, monkeypatch):
+  from lrm.models import ranker as ranker_module
+  calls = []
+  original = ranker_module.LevelDropout.__call__
+
+  def spy(self, tokens, levels, *, history=False):
+    calls.append((history, self.history_rates if history else self.rates))
+    return original(self, tokens, levels, history=history)
+
+  monkeypatch.setattr(ranker_module.LevelDropout, "__call__", spy)
+  model = Ranker(_cfg(variant, sid_level_dropout=(0.0, 0.5), history_level_dropout=(0.1, 0.0)),
+                 rngs=nnx.Rngs(0))
+  arrays = ranker_arrays(_data(), _codes(), model.cfg.tasks)
+  model(jax.tree.map(jnp.asarray, arrays))
+  assert sorted(calls) == [(False, (0.0, 0.5)), (True, (0.1, 0.0))]
+
+
 @pytest.mark.parametrize("kw, field", [({"late_tokens": "both"}, "late_tokens"),
-                                       ({"sid_level_dropout": (0.0, 1.0)}, "sid_level_dropout")])
+                                       ({"sid_level_dropout": (0.0, 1.0)}, "sid_level_dropout"),
+                                       ({"history_level_dropout": (-0.1,)},
+                                        "history_level_dropout")])
 def test_late_token_and_level_dropout_config_errors(kw, field):
   with pytest.raises(ConfigError, match=field):
     _cfg("late", **kw)
   with pytest.raises(ConfigError, match="sid_level_dropout"):
     _cfg("id", sid_level_dropout=(0.1,))
+  with pytest.raises(ConfigError, match="history_level_dropout"):
+    _cfg("id", history_level_dropout=(0.1,))
 
 
 # ------------------------------------------------------------------------------------------
