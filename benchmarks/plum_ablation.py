@@ -2,8 +2,9 @@
 
 Rows (each fitted with `--seeds` seeds):
   v1            plain RQ-VAE on the fused MiniLM embedding (title; brand; categories), 3 x 256
-  v2            SID-v2: title and brand + categories embeddings as two modalities, each its own
-                encoder and reconstruction; multi-resolution codebooks; progressive masking;
+  v2            SID-v2: two text embeddings as two modalities (MODALITIES: Beauty's title and
+                its brand + categories; Sports has no titles, so its brand and its categories),
+                each its own encoder and reconstruction; multi-resolution codebooks; progressive masking;
                 co-occurrence InfoNCE on items co-consumed in the leave-one-out training part
   v2_no_multires       v2 with uniform 3 x 256 codebooks
   v2_no_multi_input    v2 on the one fused embedding
@@ -41,6 +42,9 @@ reported as "none".
   # GPU (full)
   python benchmarks/plum_ablation.py --dataset=beauty --finetuned=runs/finetune_beauty/encoder \
       --sid_steps=20000 --retrieval_steps=30000 --seeds=0,1,2
+  # Sports (configs/finetune_sports.py for the fine-tuned encoder)
+  python benchmarks/plum_ablation.py --dataset=sports --finetuned=runs/finetune_sports/encoder \
+      --sid_steps=1000 --retrieval_steps=1500 --config_arg=cpu --rows=v1 --seeds=0
 
 Writes benchmarks/results/plum_ablation_<dataset>_<device>_<timestamp>.json.
 """
@@ -94,6 +98,14 @@ _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results
 _MERGE = flags.DEFINE_list("merge", [], "instead of fitting: records of this benchmark with the "
                            "same settings and disjoint seeds -> one record over all their seeds")
 # Settings that must agree for records to be merged (rows and seeds may differ).
+# The two input embeddings of the multi-input rows, per dataset: (cache name, item fields).
+# Sports items have no title (its README), so a title modality would be one constant vector.
+MODALITIES = {"beauty": (("title", ("title",)), ("brand_cat", ("brand", "categories"))),
+              "sports": (("brand", ("brand",)), ("cat", ("categories",)))}
+FUSED_FIELDS = ("title", "brand", "categories")
+# A modality whose text is empty for more than this share of items is refused.
+MAX_EMPTY_TEXT = 0.5
+
 MERGE_KEYS = ("benchmark", "dataset", "sid_steps", "sid_batch", "multires_sizes",
               "uniform_sizes", "cooccurrence_weight", "pair_window", "cooccurrence_similarity",
               "cooccurrence_space", "retrieval_steps", "config_arg")
@@ -104,10 +116,26 @@ def _embeddings(workdir: pathlib.Path, catalog, encoder, name: str, fields) -> n
   path = workdir / f"{name}.npy"
   if path.exists():
     return np.load(path)
-  x = encoder.encode(catalog.text(fields), show_progress=True).astype(np.float32)
+  texts = catalog.text(fields)
+  empty = sum(not t.strip() for t in texts) / max(len(texts), 1)
+  if empty > MAX_EMPTY_TEXT:
+    from lrm.core.errors import ConfigError
+    raise ConfigError("modalities", f"{name}: fields {list(fields)} are empty for {empty:.0%} "
+                      f"of {workdir.name}'s items; pick fields the catalog has (MODALITIES)")
+  x = encoder.encode(texts, show_progress=True).astype(np.float32)
   path.parent.mkdir(parents=True, exist_ok=True)
   np.save(path, x)
   return x
+
+
+def _input_embeddings(workdir: pathlib.Path, catalog, encoder, prefix: str, dataset: str
+                      ) -> dict:
+  """An encoder's unit-length inputs of every row: `<prefix>fused` (FUSED_FIELDS) and
+  `<prefix>split` (the dataset's MODALITIES, in order)."""
+  def embed(name, fields):
+    return _normalise(_embeddings(workdir, catalog, encoder, prefix + name, fields))
+  return {prefix + "fused": embed("fused", FUSED_FIELDS),
+          prefix + "split": [embed(name, fields) for name, fields in MODALITIES[dataset]]}
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -119,8 +147,7 @@ def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
   from lrm.sid.stage import SIDSpec
   ft = row.endswith("_ft")
   fused = modalities["ft_fused" if ft else "fused"]
-  split = [modalities["ft_title" if ft else "title"], modalities["ft_brand_cat" if ft
-                                                                 else "brand_cat"]]
+  split = modalities["ft_split" if ft else "split"]
   if row == "rq_kmeans":    # SIDSpec's k-means settings, which configs/base.py's sid takes
     return SIDSpec(method="rq_kmeans", codebook_sizes=UNIFORM, seed=seed), fused
   rq = {"steps": _SID_STEPS.value, "batch_size": _SID_BATCH.value}
@@ -323,20 +350,13 @@ def main(argv):
                                        catalog.item_ids, split.train)
   held_out = heldout_pairs(split.valid, catalog, _WINDOW.value, train_rows)
 
-  base = load_encoder(_ENCODER.value)
-  modalities = {"fused": _embeddings(workdir, catalog, base, "fused",
-                                     ("title", "brand", "categories")),
-                "title": _embeddings(workdir, catalog, base, "title", ("title",)),
-                "brand_cat": _embeddings(workdir, catalog, base, "brand_cat",
-                                         ("brand", "categories"))}
+  encoders = {"": load_encoder(_ENCODER.value)}
   if _FINETUNED.value:
     from lrm.encoders.contrastive import load_finetuned
-    ft = load_finetuned(_FINETUNED.value)
-    modalities.update(
-        ft_fused=_embeddings(workdir, catalog, ft, "ft_fused", ("title", "brand", "categories")),
-        ft_title=_embeddings(workdir, catalog, ft, "ft_title", ("title",)),
-        ft_brand_cat=_embeddings(workdir, catalog, ft, "ft_brand_cat", ("brand", "categories")))
-  modalities = {k: _normalise(v) for k, v in modalities.items()}
+    encoders["ft_"] = load_finetuned(_FINETUNED.value)
+  modalities = {}
+  for prefix, encoder in encoders.items():
+    modalities.update(_input_embeddings(workdir, catalog, encoder, prefix, _DATASET.value))
   categories = catalog.leaf_category("categories")
 
   config = None
@@ -384,6 +404,8 @@ def main(argv):
       "cooccurrence_similarity": _COOC_SIMILARITY.value, "cooccurrence_space": _COOC_SPACE.value,
       "retrieval_steps": _RETRIEVAL_STEPS.value, "config_arg": _CONFIG_ARG.value,
       "finetuned": _FINETUNED.value,
+      "fused_fields": list(FUSED_FIELDS),
+      "modalities": [list(fields) for _, fields in MODALITIES[_DATASET.value]],
       "per_seed": per_seed, "summary": _summarise(per_seed),
       "device": device, "jax_version": jax.__version__, "jax_devices": len(jax.devices()),
       "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
