@@ -69,6 +69,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   start = time.perf_counter()
+  artifacts.git_commit()     # the commit of the code that runs (read once)
   base = replay_defaults()
   base.update(rounds=_ROUNDS.value, users_per_round=_USERS.value, train_steps=_STEPS.value,
               update_steps=_UPDATE.value, slate_size=_SLATE.value,

@@ -368,6 +368,7 @@ def main(argv):
   import jax
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   start = time.perf_counter()
+  git_commit()     # the commit of the code that runs (read once)
   record = {"benchmark": f"compression_{_WHAT.value}",
             "flags": {h.name: h.value for h in globals().values()
                       if isinstance(h, flags.FlagHolder)}}

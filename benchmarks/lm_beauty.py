@@ -75,6 +75,7 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--only: unknown variants {sorted(unknown)}")
   start = time.perf_counter()
+  git_commit()     # the commit of the code that runs (read once)
   rows, results = [], {}
   for name, c in variants(config, float(_COLD.value)):
     t0 = time.perf_counter()

@@ -333,6 +333,7 @@ def main(argv):
   from lrm.sid import stage
 
   start = time.perf_counter()
+  git_commit()     # the commit of the code that runs (read once)
   rows = [r for r in _ROWS.value if r]
   for r in rows:
     if r not in ROWS:

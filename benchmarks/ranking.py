@@ -120,6 +120,7 @@ def _lift_kept(r) -> float:
 def main(argv):
   del argv
   start = time.perf_counter()
+  artifacts.git_commit()     # the commit of the code that runs (read once)
   seed, steps = _SEED.value, _STEPS.value
   if _MERGE.value:
     _merge(_MERGE.value, start)

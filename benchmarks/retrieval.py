@@ -36,6 +36,7 @@ def main(argv):
   from lrm.pipeline import run_pipeline
   config = _CONFIG.value
   start = time.perf_counter()
+  git_commit()     # the commit of the code that runs (read once)
   results = run_pipeline(config, train=True, evaluate=True)
   wall = time.perf_counter() - start
   retrieval = results["retrieval"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import io
 import json
 import os
@@ -101,8 +102,13 @@ def package_versions() -> dict[str, str]:
   return out
 
 
+@functools.cache
 def git_commit() -> str | None:
-  """The project's commit, when run from a git checkout (for benchmark records)."""
+  """The project's commit, when run from a git checkout (for benchmark records).
+
+  Read once per process, at the first call: a long benchmark calls it as it starts, so its
+  record names the code that ran even if the checkout moves on before it writes.
+  """
   root = pathlib.Path(__file__).resolve().parents[2]
   try:
     out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
