@@ -97,7 +97,6 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/plum_ablation", "embeddings cach
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 _MERGE = flags.DEFINE_list("merge", [], "instead of fitting: records of this benchmark with the "
                            "same settings and disjoint seeds -> one record over all their seeds")
-# Settings that must agree for records to be merged (rows and seeds may differ).
 # The two input embeddings of the multi-input rows, per dataset: (cache name, item fields).
 # Sports items have no title (its README), so a title modality would be one constant vector.
 MODALITIES = {"beauty": (("title", ("title",)), ("brand_cat", ("brand", "categories"))),
@@ -106,6 +105,7 @@ FUSED_FIELDS = ("title", "brand", "categories")
 # A modality whose text is empty for more than this share of items is refused.
 MAX_EMPTY_TEXT = 0.5
 
+# Settings that must agree for records to be merged (rows and seeds may differ).
 MERGE_KEYS = ("benchmark", "dataset", "sid_steps", "sid_batch", "multires_sizes",
               "uniform_sizes", "cooccurrence_weight", "pair_window", "cooccurrence_similarity",
               "cooccurrence_space", "retrieval_steps", "config_arg")

@@ -220,6 +220,7 @@ def _write_seeds(runs: dict, dataset_name: str, counts: dict, start: float, step
 def _merge(paths: list[str], start: float) -> None:
   """Single-seed records of the full benchmark -> one multi-seed record (no training)."""
   runs, sources, first = {}, [], None
+  defaults = _dropout_fields(ranking_defaults())
   for path in paths:
     record = artifacts.read_json(pathlib.Path(path))
     if record.get("benchmark") != "ranking" or "variants" not in record.get("metrics", {}):
@@ -229,10 +230,10 @@ def _merge(paths: list[str], start: float) -> None:
     if len(seeds) != 1 or seeds[0] in runs:
       raise SystemExit(f"{path}: needs one seed not already merged, has {seeds}")
     # Records from before the flags existed ran the section's default rates.
-    for key, value in _dropout_fields(ranking_defaults()).items():
+    for key, value in defaults.items():
       record.setdefault(key, value)
     first = first or record
-    for key in ("dataset", "steps", "split", *_dropout_fields(ranking_defaults())):
+    for key in ("dataset", "steps", "split", *defaults):
       if record[key] != first[key]:
         raise SystemExit(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
                          f"{first[key]!r}")
@@ -240,7 +241,7 @@ def _merge(paths: list[str], start: float) -> None:
     sources.append({"path": str(path), "commit": record["commit"], "command": record["command"],
                     "wall_s": record["wall_s"], "counts": record["counts"]})
   _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
-               **{k: first[k] for k in _dropout_fields(ranking_defaults())}, merged_from=sources)
+               **{k: first[k] for k in defaults}, merged_from=sources)
 
 
 def _dropout_fields(section) -> dict:

@@ -271,10 +271,9 @@ class Ranker(nnx.Module):
       self.count_table = small(cols * cfg.count_buckets) if cols else None
       self.count_type = small(cols) if cols else None
       # Last again: its dropout stream forks the rngs, which must not shift earlier inits.
-      history_rates = (cfg.sid_level_dropout if cfg.history_level_dropout is None
-                       else cfg.history_level_dropout)
-      self.level_dropout = (LevelDropout(cfg.sid_level_dropout, history_rates, rngs=rngs)
-                            if cfg.sid_level_dropout or history_rates else None)
+      self.level_dropout = (LevelDropout(cfg.sid_level_dropout, cfg.history_level_dropout,
+                                         rngs=rngs)
+                            if cfg.sid_level_dropout or cfg.history_level_dropout else None)
       # The long-term user token, last of all (module docstring).
       on = cfg.long_encoder is not None
       self.long_encoder = HistoryEncoder(cfg.long_encoder, rngs=rngs) if on else None
