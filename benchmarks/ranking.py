@@ -171,7 +171,8 @@ def main(argv):
       world = _world(s)
       dataset = world.dataset
     runs[s], split = _full_benchmark(world, dataset, section, s, steps)
-  _write_seeds(runs, dataset.name, _split_counts(split), start, steps, **_dropout_fields(section))
+  _write_seeds(runs, dataset.name, _split_counts(split), start, steps, **_dropout_fields(section),
+               **_content_fields())
 
 
 def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: float) -> None:
@@ -180,12 +181,13 @@ def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: flo
   runs, split = {}, None
   for s in seeds:
     dataset = dataset_of(s)
-    split, codes = prepare(section, dataset, s, content=_content(dataset))
+    split, codes = prepare(section, dataset, s, content=_content(dataset, s, section))
     v = run_variants(section, split, codes, seed=s)
     runs[str(s)] = {"variants": v, **({"late_lift_kept": _lift_kept(v["late"])} if "late" in v
                                       else {})}
   _write("ranking_variants", dataset.name, _split_counts(split), start, steps, seeds=seeds,
-         variants=list(section.variants), **_dropout_fields(section), per_seed=runs)
+         variants=list(section.variants), **_dropout_fields(section), **_content_fields(),
+         per_seed=runs)
   for s, r in runs.items():
     print(s, {k: (round(x["warm"]["click/auc"], 4), round(x["cold"]["click/auc"], 4))
               for k, x in r["variants"].items()}, r.get("late_lift_kept"))
@@ -232,16 +234,33 @@ def _merge(paths: list[str], start: float) -> None:
     # Records from before the flags existed ran the section's default rates.
     for key, value in defaults.items():
       record.setdefault(key, value)
+    record["content_kind"] = _content_kind(record)
     first = first or record
-    for key in ("dataset", "steps", "split", *defaults):
+    for key in ("dataset", "steps", "split", "content_kind", *defaults):
       if record[key] != first[key]:
         raise SystemExit(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
                          f"{first[key]!r}")
     runs[seeds[0]] = record["metrics"]
     sources.append({"path": str(path), "commit": record["commit"], "command": record["command"],
-                    "wall_s": record["wall_s"], "counts": record["counts"]})
+                    "wall_s": record["wall_s"], "counts": record["counts"],
+                    "content": record.get("content")})
   _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
-               **{k: first[k] for k in defaults}, merged_from=sources)
+               **{k: first[k] for k in defaults}, content_kind=first["content_kind"],
+               merged_from=sources)
+
+
+def _content_kind(record) -> str:
+  """Which item embeddings a record's SIDs came from: "finetuned" (an encoder fine-tuned on
+  this seed's warm co-consumption), "embed" (an encoder that read no interactions) or
+  "default" (the dataset's own, else hashed text). Seeds of one merge must agree; the folder
+  itself differs per seed when the encoder is fine-tuned per split."""
+  if "content" not in record:           # records from before the field: read the command
+    return "embed" if "--content=" in record["command"] else "default"
+  content = record["content"]
+  if content is None:
+    return "default"
+  pairs = content.get("pairs") or {}
+  return "finetuned" if pairs.get("item_to_item") else "embed"
 
 
 def _dropout_fields(section) -> dict:
@@ -253,7 +272,7 @@ def _dropout_fields(section) -> dict:
 
 def _full_benchmark(world, dataset, section, seed: int, steps: int):
   """Every measurement of the cold-start benchmark at one seed -> (results, split)."""
-  split, codes = prepare(section, dataset, seed, content=_content(dataset))
+  split, codes = prepare(section, dataset, seed, content=_content(dataset, seed, section))
   results = {"variants": run_variants(section, split, codes, seed=seed)}
   v = results["variants"]
   results["late_lift_kept"] = _lift_kept(v["late"])
@@ -276,7 +295,7 @@ def _full_benchmark(world, dataset, section, seed: int, steps: int):
   results["warmup"] = {"before": before, "after": curve[-1], "curve": curve}
 
   # Two-tower: ID only vs cluster IDs (+ content).
-  content = _content(dataset)
+  content = _content(dataset, seed, section)
   content = item_content(dataset.catalog) if content is None else content
   clusters = cluster_ids_fit(content, 64, key=jax.random.key(seed), iters=20).codes[:, 0]
   pos = split.train.labels["click"] > 0
@@ -386,15 +405,43 @@ def _movielens(section):
   return read_recbole_atomic(_MOVIELENS.value)
 
 
-def _content(dataset) -> np.ndarray | None:
-  """--content's embeddings in catalog order (None without the flag)."""
+def _content(dataset, seed: int, section) -> np.ndarray | None:
+  """--content's embeddings in catalog order (None without the flag).
+
+  An encoder fine-tuned on co-consumption pairs (lrm finetune) may feed the SIDs only when its
+  pairs came from this run's warm training part (`pairs.cold_fraction` and `cold_seed` equal to
+  the split's): otherwise the cold items' interactions, or the warm evaluation targets, would
+  have shaped their codes.
+  """
   if not _CONTENT.value:
     return None
   folder = pathlib.Path(_CONTENT.value)
   emb, ids = np.load(folder / "embeddings.npy"), np.load(folder / "item_ids.npy")
   if not np.array_equal(ids, dataset.catalog.item_ids):
     raise SystemExit(f"{folder}/item_ids.npy is not the catalog's item order")
+  pairs = _content_fields()["content"]["pairs"]
+  if pairs and pairs.get("item_to_item"):
+    want = (float(section.cold_fraction), int(seed))
+    got = (float(pairs.get("cold_fraction", 0.0)), int(pairs.get("cold_seed", 0)))
+    if got != want:
+      raise SystemExit(
+          f"{folder}/manifest.json: embedding_info.pairs has cold_fraction, cold_seed = {got}, "
+          f"but this run's cold-start split is {want}: the encoder learned from co-consumption "
+          f"outside this split's training part (lrm finetune --config.pairs.cold_fraction="
+          f"{want[0]} --config.pairs.cold_seed={want[1]})")
   return emb
+
+
+def _content_fields() -> dict:
+  """What a record says of --content: the folder, its encoder and, for a fine-tuned encoder,
+  the pairs it learned from (None without the flag or a manifest)."""
+  if not _CONTENT.value:
+    return {"content": None}
+  folder = pathlib.Path(_CONTENT.value)
+  manifest = (artifacts.read_json(folder / artifacts.MANIFEST)
+              if (folder / artifacts.MANIFEST).exists() else {})
+  return {"content": {"path": str(folder), "encoder": manifest.get("encoder"),
+                      "pairs": manifest.get("embedding_info", {}).get("pairs")}}
 
 
 def _ablation(dataset, section, seed, steps, start) -> None:

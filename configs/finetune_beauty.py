@@ -2,6 +2,8 @@
 
   lrm finetune --config=configs/finetune_beauty.py --workdir=runs/finetune_beauty
   lrm finetune --config=configs/finetune_beauty.py:cpu --workdir=runs/finetune_beauty_cpu
+  lrm finetune --config=configs/finetune_beauty.py:cpu --config.pairs.cold_fraction=0.1 \
+      --config.pairs.cold_seed=0 --workdir=runs/finetune_beauty_rank0   # for the ranker's SIDs
   lrm sid --embeddings=runs/finetune_beauty/embed/embeddings.npy --out=... --data=...
 
 `:cpu` is a budget a shared 2-core CPU finishes in minutes (fewer, shorter steps).
@@ -28,8 +30,11 @@ def get_config(arg: str | None = None):
   # Item text fields the item side encodes (the embed stage's default).
   config.fields = ("title", "brand", "categories")
   # Pairs: item-to-item co-consumption within `window` positions (training part only) and
-  # category path + brand text queries.
-  config.pairs = ml_collections.ConfigDict({"window": 3, "item_to_item": True, "queries": True})
+  # category path + brand text queries. cold_fraction > 0: co-consumption only from the warm
+  # training part of the cold-start split (fraction, cold_seed) that benchmarks/ranking.py
+  # evaluates at seed cold_seed, so the encoder can feed that ranker's SIDs without leakage.
+  config.pairs = ml_collections.ConfigDict({"window": 3, "item_to_item": True, "queries": True,
+                                            "cold_fraction": 0.0, "cold_seed": 0})
   # lrm/encoders/contrastive.py ContrastiveConfig: FLUID's 128-d output, projection first.
   config.finetune = ml_collections.ConfigDict(ContrastiveConfig(
       dim=128, batch_size=128, max_seq_length=48, align_steps=500, joint_steps=1500,

@@ -27,12 +27,23 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "fine-tuning 
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder", required=True)
 
 KNOWN_SECTIONS = ("data", "encoder", "fields", "pairs", "finetune")
+# pairs.cold_fraction > 0: co-consumption from the warm training part of the cold-start split of
+# that fraction and pairs.cold_seed (build_pairs).
+PAIRS_DEFAULTS = {"window": 3, "item_to_item": True, "queries": True, "cold_fraction": 0.0,
+                  "cold_seed": 0}
 
 
-def build_pairs(dataset, world=None, *, window: int, item_to_item: bool, queries: bool):
-  """The pair set of a dataset: co-consumption (training part) and/or text queries."""
+def build_pairs(dataset, world=None, *, window: int, item_to_item: bool, queries: bool,
+                cold_fraction: float = 0.0, cold_seed: int = 0):
+  """The pair set of a dataset: co-consumption (training part) and/or text queries.
+
+  `cold_fraction` > 0 reads co-consumption from the warm training part of the cold-start split
+  (`warm_leave_one_out`) instead of plain leave-one-out: an encoder whose SIDs feed the
+  cold-start ranker (benchmarks/ranking.py --content) must not learn from the cold items'
+  interactions or the warm evaluation targets of that split (same fraction and seed).
+  """
   from lrm.core.errors import ConfigError
-  from lrm.data.splits import leave_one_out
+  from lrm.data.splits import leave_one_out, warm_leave_one_out
   from lrm.encoders import pairs as pairs_lib
   parts = []
   if queries:
@@ -41,8 +52,12 @@ def build_pairs(dataset, world=None, *, window: int, item_to_item: bool, queries
     else:
       parts.append(pairs_lib.category_brand_queries(dataset.catalog))
   if item_to_item:
-    parts.append(pairs_lib.co_consumption_pairs(leave_one_out(dataset.sequences),
-                                                dataset.catalog, window=window))
+    if not 0.0 <= cold_fraction < 1.0:
+      raise ConfigError("pairs.cold_fraction", f"must be in [0, 1) (0 = off), got {cold_fraction}")
+    split = (warm_leave_one_out(dataset.sequences, dataset.catalog, cold_fraction=cold_fraction,
+                                seed=cold_seed) if cold_fraction
+             else leave_one_out(dataset.sequences))
+    parts.append(pairs_lib.co_consumption_pairs(split, dataset.catalog, window=window))
   if not parts:
     raise ConfigError("pairs", "needs item_to_item or queries (or both)")
   out = parts[0]
@@ -69,8 +84,8 @@ def run_finetune(config: Any, workdir: str | pathlib.Path, *,
     if key not in KNOWN_SECTIONS:
       raise ConfigError(key, f"unknown section; known: {KNOWN_SECTIONS}")
   cfg = C.ContrastiveConfig.from_dict(config.finetune.to_dict())
-  check_known(config.pairs.to_dict(), {"window": 3, "item_to_item": True, "queries": True},
-              prefix="pairs.")
+  check_known(config.pairs.to_dict(), PAIRS_DEFAULTS, prefix="pairs.")
+  pairs_cfg = {**PAIRS_DEFAULTS, **config.pairs.to_dict()}
   workdir = pathlib.Path(workdir)
   world = None
   if config.data == "synthetic":
@@ -81,9 +96,11 @@ def run_finetune(config: Any, workdir: str | pathlib.Path, *,
     dataset = read_dataset(config.data)
   fields = tuple(config.fields)
   item_texts = dataset.catalog.text(fields)
-  pairs = build_pairs(dataset, world, window=int(config.pairs.window),
-                      item_to_item=bool(config.pairs.item_to_item),
-                      queries=bool(config.pairs.queries))
+  pairs = build_pairs(dataset, world, window=int(pairs_cfg["window"]),
+                      item_to_item=bool(pairs_cfg["item_to_item"]),
+                      queries=bool(pairs_cfg["queries"]),
+                      cold_fraction=float(pairs_cfg["cold_fraction"]),
+                      cold_seed=int(pairs_cfg["cold_seed"]))
   base = resolve_encoder(config.encoder, field="encoder")
   model, tokenizer = C.build(base, cfg)
   tokens = C.tokenize_pairs(tokenizer, pairs, item_texts, cfg.max_seq_length)
@@ -108,7 +125,8 @@ def run_finetune(config: Any, workdir: str | pathlib.Path, *,
   spec = embed_stage.EmbedSpec(encoder=str(workdir / "encoder"), fields=fields)
   info = {"modalities": {"text": {"encoder": C.load_finetuned(workdir / "encoder").describe(),
                                   "fields": list(fields), "dim": int(emb.shape[1])}},
-          "quality": embed_stage.category_quality(dataset.catalog, emb)}
+          "quality": embed_stage.category_quality(dataset.catalog, emb),
+          "pairs": pairs_cfg}
   embed_stage.write_embeddings(workdir / "embed", emb.astype(np.float32),
                                catalog=dataset.catalog, spec=dataclasses.replace(spec),
                                info=info, data_dir=None if world else str(config.data))

@@ -5,6 +5,8 @@
 - `cold_start_split`: item cold-start; a set of items gets no training interactions at all, and
   each user's last interaction with one of them becomes a test target.
 - `time_split`: events before / from a time, for snapshots and temporal protocols.
+- `warm_leave_one_out`: leave-one-out of a cold-start split's warm events, for stages that
+  learn from interactions before the cold-start ranking protocol.
 """
 
 from __future__ import annotations
@@ -170,6 +172,20 @@ def cold_start_split(sequences: Sequences, catalog: Catalog, *, fraction: float,
                  target_timestamps=(None if sequences.timestamps is None
                                     else sequences.timestamps[targets]))
   return ColdStartSplit(train=train, test=test, cold_items=cold)
+
+
+def warm_leave_one_out(sequences: Sequences, catalog: Catalog, *, cold_fraction: float,
+                       seed: int) -> LeaveOneOut:
+  """Leave-one-out of the warm events of the cold-start split `cold_start_split(fraction, seed)`.
+
+  What an earlier stage (a fine-tuned encoder, co-occurrence SIDs) may learn from when its output
+  feeds the cold-start ranking protocol of the same fraction and seed (`lrm.tasks.ranking
+  .cold_warm_split`): no event on a cold item, and no user's last warm event (a warm evaluation
+  target there). Users with fewer than 3 warm events are dropped, not kept whole as
+  `leave_one_out` keeps short users, since their last warm event is such a target too.
+  """
+  warm = cold_start_split(sequences, catalog, fraction=cold_fraction, seed=seed).train
+  return leave_one_out(warm.take_users(np.flatnonzero(warm.lengths >= 3)))
 
 
 def _latest_first_seen(sequences: Sequences, count: int) -> np.ndarray:

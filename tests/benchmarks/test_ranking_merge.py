@@ -39,3 +39,41 @@ def test_merge_refuses_other_rates(ranking, tmp_path, monkeypatch, field, value)
   other = _write_record(tmp_path / "b.json", 1, **{field: value})
   with pytest.raises(SystemExit, match=field):
     ranking._merge([old, other], 0.0)
+
+
+def _content_folder(path: pathlib.Path, catalog_ids, pairs) -> pathlib.Path:
+  import numpy as np
+  path.mkdir()
+  np.save(path / "embeddings.npy", np.zeros((len(catalog_ids), 4), np.float32))
+  np.save(path / "item_ids.npy", np.asarray(catalog_ids))
+  (path / "manifest.json").write_text(json.dumps(
+      {"stage": "embed", "encoder": {"kind": "finetuned"}, "embedding_info": {"pairs": pairs}}))
+  return path
+
+
+def test_content_of_an_encoder_tuned_on_another_split_is_refused(ranking, tmp_path, monkeypatch):
+  import types
+
+  import numpy as np
+  ids = np.arange(5)
+  dataset = types.SimpleNamespace(catalog=types.SimpleNamespace(item_ids=ids))
+  section = ranking.ranking_defaults()
+  pairs = {"item_to_item": True, "cold_fraction": section.cold_fraction, "cold_seed": 1}
+  folder = _content_folder(tmp_path / "ft1", ids, pairs)
+  monkeypatch.setattr(ranking, "_CONTENT", types.SimpleNamespace(value=str(folder)))
+  assert ranking._content(dataset, 1, section).shape == (5, 4)
+  assert ranking._content_kind({"content": ranking._content_fields()["content"]}) == "finetuned"
+  with pytest.raises(SystemExit, match="cold_seed"):
+    ranking._content(dataset, 0, section)     # seed 0's cold items shaped that encoder
+  queries_only = _content_folder(tmp_path / "q", ids, {"item_to_item": False, "queries": True})
+  monkeypatch.setattr(ranking, "_CONTENT", types.SimpleNamespace(value=str(queries_only)))
+  assert ranking._content(dataset, 0, section) is not None   # no interactions were read
+
+
+def test_merge_refuses_finetuned_with_frozen_content(ranking, tmp_path, monkeypatch):
+  monkeypatch.setattr(ranking, "_write_seeds", lambda *a, **k: pytest.fail("merged"))
+  frozen = _write_record(tmp_path / "a.json", 0, content={"path": "e", "pairs": None})
+  tuned = _write_record(tmp_path / "b.json", 1, content={"path": "f",
+                                                         "pairs": {"item_to_item": True}})
+  with pytest.raises(SystemExit, match="content_kind"):
+    ranking._merge([frozen, tuned], 0.0)

@@ -7,7 +7,7 @@ import pytest
 
 from lrm.core.errors import DataError
 from lrm.data.layout import read_dataset
-from lrm.data.splits import cold_start_split, leave_one_out, time_split
+from lrm.data.splits import cold_start_split, leave_one_out, time_split, warm_leave_one_out
 from lrm.data.types import Catalog, Sequences
 
 
@@ -123,6 +123,36 @@ def test_cold_start_random_on_beauty(shared_data):
   np.testing.assert_array_equal(again.cold_items, cold)
   other = cold_start_split(seqs, dataset.catalog, fraction=0.1, seed=8)
   assert not np.array_equal(other.cold_items, cold)
+
+
+def test_warm_leave_one_out_holds_out_cold_items_and_warm_targets():
+  seqs = Sequences.from_lists([1, 2, 3, 4], [[1, 2, 3, 4, 5], [6, 1, 7], [2, 3, 4, 6, 7, 8],
+                                             [8, 9, 10, 1]])
+  catalog = Catalog(item_ids=np.arange(1, 11))
+  cold = set(cold_start_split(seqs, catalog, fraction=0.3, seed=3).cold_items.tolist())
+  assert len(cold) == 3
+  loo = warm_leave_one_out(seqs, catalog, cold_fraction=0.3, seed=3)
+  expected = {}
+  for user, items in zip(seqs.user_ids, seqs):
+    warm = [i for i in items.tolist() if i not in cold]
+    if len(warm) >= 3:      # users with fewer warm events are dropped, not kept whole
+      expected[int(user)] = warm[:-2]
+  assert dict(zip(loo.train.user_ids.tolist(), _lists(loo.train))) == expected
+  assert set(loo.test.targets.tolist()).isdisjoint(cold)
+
+
+def test_warm_leave_one_out_on_beauty_never_trains_on_a_ranking_target(shared_data):
+  dataset = read_dataset(shared_data / "amazon_beauty")
+  seqs, catalog = dataset.sequences, dataset.catalog
+  cold = cold_start_split(seqs, catalog, fraction=0.1, seed=5).cold_items
+  loo = warm_leave_one_out(seqs, catalog, cold_fraction=0.1, seed=5)
+  assert not np.isin(loo.train.items, cold).any()
+  row_of_user = {int(u): r for r, u in enumerate(seqs.user_ids)}
+  for k in range(0, len(loo.train), 97):
+    warm = [i for i in seqs.user(row_of_user[int(loo.train.user_ids[k])]).tolist()
+            if i not in set(cold.tolist())]
+    # A strict prefix of the user's warm events: the last one (a warm ranking target) is out.
+    assert loo.train.user(k).tolist() == warm[:-2]
 
 
 def test_cold_start_bad_arguments():
