@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from lrm.core import artifacts
-from lrm.core.config import merged_section, pipeline_config
+from lrm.core.config import load_config, merged_section, pipeline_config
 from lrm.core.errors import ConfigError
 from lrm.data.types import Catalog
 from lrm.eval.ranking import task_metrics
@@ -58,8 +58,12 @@ def ranking_defaults() -> ml_collections.ConfigDict:
   # The same for history items (always warm, so these only regularise); None = the above.
   c.history_level_dropout = None
   # Item content for the SIDs: "catalog" = the dataset's own embeddings, else hashed text;
-  # "embed" = the pipeline's embed stage (config.embed: MiniLM where configured or cached).
+  # "embed" = the pipeline's embed stage (config.embed: MiniLM where configured or cached);
+  # "finetuned" = FLUID's contrastively fine-tuned encoder (lrm/finetune.py, the config file
+  # `finetune_config`, "path[:arg]"), its co-consumption pairs read from this split's warm
+  # training part only (`finetuned_content`).
   c.content = "catalog"
+  c.finetune_config = ""
   # User-side tokens (issue 8 item 2; lrm/tasks/ranking.py): the dataset's user attributes
   # (needs Dataset.users, e.g. MovieLens' .user file) and user-item interaction counts.
   c.user_features = False
@@ -104,8 +108,12 @@ def ranking_section(config) -> ml_collections.ConfigDict:
   for name in ("num_steps", "batch_size", "max_history", "num_negatives", "eval_negatives", "d"):
     if int(out[name]) < 1:
       raise ConfigError(f"ranking.{name}", f"must be >= 1, got {out[name]}")
-  if out.content not in ("catalog", "embed"):
-    raise ConfigError("ranking.content", f"must be 'catalog' or 'embed', got {out.content!r}")
+  if out.content not in ("catalog", "embed", "finetuned"):
+    raise ConfigError("ranking.content", f"must be 'catalog', 'embed' or 'finetuned', got "
+                      f"{out.content!r}")
+  if out.content == "finetuned" and not out.finetune_config:
+    raise ConfigError("ranking.finetune_config", "content 'finetuned' needs a fine-tuning "
+                      "config file (e.g. configs/finetune_beauty.py:cpu)")
   for name in ("user_feature_buckets", "count_buckets"):
     if int(out[name]) < 2:
       raise ConfigError(f"ranking.{name}", f"must be >= 2, got {out[name]}")
@@ -264,6 +272,37 @@ def _last_train_loss(workdir: pathlib.Path) -> float:
   return loss
 
 
+def finetuned_content(section, seed: int, run_dir: pathlib.Path, data_dir,
+                      num_items: int) -> np.ndarray:
+  """Item embeddings of an encoder fine-tuned for this run's cold-start split (FLUID).
+
+  The fine-tune (`ranking.finetune_config`, its data replaced by this run's) reads
+  co-consumption pairs from the warm training part of the split of `cold_fraction` and `seed`
+  only (`pairs.cold_fraction` / `cold_seed`, lrm.data.splits.warm_leave_one_out): the cold
+  items' codes come from content the encoder learned from other items' behaviour, never their
+  own. Its folder is keyed by fraction and seed; a finished one is reused, an interrupted one
+  resumes from its checkpoints; a changed fine-tuning config gets a folder of its own (the key
+  ends in a hash of the config), so nothing of an earlier one is reused or overwritten.
+  """
+  import hashlib
+
+  from lrm.encoders.stage import read_embeddings
+  from lrm.finetune import run_finetune
+  path, _, arg = str(section.finetune_config).partition(":")
+  if not pathlib.Path(path).is_file():
+    raise ConfigError("ranking.finetune_config", f"no such config file: {path}")
+  config = load_config(path, arg or None)
+  config.data = str(data_dir)
+  config.pairs.cold_fraction = float(section.cold_fraction)
+  config.pairs.cold_seed = int(seed)
+  digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+  workdir = run_dir / "finetune" / (f"cold{float(section.cold_fraction):g}_seed{int(seed)}_"
+                                    f"{digest.hexdigest()[:8]}")
+  if not (workdir / "embed" / artifacts.MANIFEST).exists():
+    run_finetune(config, workdir)
+  return read_embeddings(workdir / "embed", num_items=num_items)
+
+
 def run(config) -> dict[str, Any]:
   """The data stage (lrm.pipeline), then ranking; writes run_dir/ranking/results.json."""
   from lrm.pipeline import data_stage, embed_stage, validate
@@ -274,8 +313,11 @@ def run(config) -> dict[str, Any]:
   run_dir = pathlib.Path(base.run_dir)
   data_dir = data_stage(base, run_dir)
   dataset = read_dataset(data_dir)
-  content = (embed_stage(base, run_dir, data_dir, dataset)[0] if section.content == "embed"
-             else None)
+  content = None
+  if section.content == "embed":
+    content = embed_stage(base, run_dir, data_dir, dataset)[0]
+  elif section.content == "finetuned":
+    content = finetuned_content(section, int(base.seed), run_dir, data_dir, len(dataset.catalog))
   split, codes = prepare(section, dataset, int(base.seed), content=content)
   results = {"dataset": dataset.name, "section": section.to_dict(),
              "counts": {"train": len(split.train), "warm": len(split.warm),

@@ -25,3 +25,12 @@ def test_sports_finetune_is_beauty_finetune_on_sports_without_queries(arg):
   assert not sports.pairs.queries and beauty.pairs.queries
   assert sports.finetune.to_dict() == beauty.finetune.to_dict()
   assert sports.pairs.window == beauty.pairs.window and tuple(sports.fields) == tuple(beauty.fields)
+
+
+def test_rank_beauty_finetuned_names_a_finetune_config_that_loads():
+  from lrm.ranking import ranking_section
+  section = ranking_section(load_config(CONFIGS / "rank_beauty_finetuned.py", None))
+  assert section.content == "finetuned"
+  path, _, arg = section.finetune_config.partition(":")
+  tuned = load_config(path, arg or None)
+  assert tuned.pairs.item_to_item and tuned.pairs.cold_fraction == 0.0   # the run sets it

@@ -121,7 +121,7 @@ def test_topic_queries_name_each_items_leaf():
 
 
 def test_finetune_pairs_for_the_ranker_skip_cold_items_and_warm_targets():
-  from lrm.cli.finetune import build_pairs
+  from lrm.finetune import build_pairs
   from lrm.data.splits import cold_start_split, warm_leave_one_out
   from lrm.tasks.ranking import cold_warm_split
   world = make_world(WorldConfig(branching=(2, 2), num_items=60, num_users=80))

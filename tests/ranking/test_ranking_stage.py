@@ -132,3 +132,45 @@ def test_long_history_section_is_validated_and_reaches_the_ranker(tmp_path):
     bad.ranking.update(change)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
       ranking_section(bad)
+
+
+def test_finetuned_content_tunes_on_the_warm_split_only_and_is_reused(tmp_path):
+  """`ranking.content = "finetuned"`: the encoder's co-consumption pairs come from this run's
+  split (fraction and seed in its manifest); a second run reuses the fine-tuned embeddings."""
+  from lrm.encoders.tiny import write_tiny_bert
+  bert = write_tiny_bert(tmp_path / "bert", seed=1)
+  ft_config = tmp_path / "ft.py"
+  ft_config.write_text(
+      "import ml_collections\n"
+      "from lrm.encoders.contrastive import ContrastiveConfig\n"
+      "def get_config(arg=None):\n"
+      "  c = ml_collections.ConfigDict()\n"
+      "  c.data = 'replaced by the run'\n"
+      f"  c.encoder = {str(bert)!r}\n"
+      "  c.fields = ('title', 'brand', 'categories')\n"
+      "  c.pairs = ml_collections.ConfigDict({'window': 2, 'item_to_item': True,\n"
+      "      'queries': arg == 'queries', 'cold_fraction': 0.0, 'cold_seed': 0})\n"
+      "  c.finetune = ml_collections.ConfigDict(ContrastiveConfig(dim=8, batch_size=8,\n"
+      "      max_seq_length=16, align_steps=2, joint_steps=2).to_dict())\n"
+      "  return c\n")
+  config = _tiny(tmp_path)
+  config.seed = 3
+  config.ranking.update(variants=("late",), content="finetuned",
+                        finetune_config=f"{ft_config}:queries")
+  first = run(config)
+  (tuned,) = (tmp_path / "run" / "finetune").iterdir()
+  manifest = json.loads((tuned / "embed" / "manifest.json").read_text())
+  pairs = manifest["embedding_info"]["pairs"]
+  assert (pairs["cold_fraction"], pairs["cold_seed"], pairs["queries"]) == (0.1, 3, True)
+  assert tuned.name.startswith("cold0.1_seed3_")
+  again = run(config)
+  assert [p.name for p in (tmp_path / "run" / "finetune").iterdir()] == [tuned.name]
+  assert json.loads((tuned / "embed" / "manifest.json").read_text())["id"] == manifest["id"]
+  assert again["variants"]["late"]["cold"]["click/auc"] == \
+      first["variants"]["late"]["cold"]["click/auc"]
+  config.ranking.finetune_config = ""
+  with pytest.raises(ConfigError, match="ranking.finetune_config"):
+    ranking_section(config)
+  config.ranking.finetune_config = str(tmp_path / "missing.py")
+  with pytest.raises(ConfigError, match="no such config file"):
+    run(config)
