@@ -338,6 +338,14 @@ def _checks(results) -> dict:
       "late_within_1pct_of_best_warm": bool(v["late"]["warm"]["click/auc"] >= best_warm - 0.01),
       "cluster_ids_raise_cold_coverage": bool(towers["cluster_ids"]["cold_coverage@20"]
                                               > towers["id_only"]["cold_coverage@20"])}
+  # The same late-fusion targets for the staged-warmup model: a late ranker too (no candidate
+  # ID once the warmup has retired it), reached from an ID-carrying start as FLUID deploys it.
+  after = (results.get("warmup") or {}).get("after")
+  if after:
+    warm, cold = after["warm_auc_no_id"], after["cold_auc_no_id"]
+    checks["warmed_late_keeps_80pct_lift"] = bool(cold - 0.5 >= 0.8 * (warm - 0.5))
+    checks["warmed_late_ge_early_on_cold"] = bool(cold >= early_cold)
+    checks["warmed_late_within_1pct_of_best_warm"] = bool(warm >= best_warm - 0.01)
   d = results.get("dynamic") or {}
   if d:
     checks["dynamic_sids_raise_follow_auc"] = bool(

@@ -77,3 +77,23 @@ def test_merge_refuses_finetuned_with_frozen_content(ranking, tmp_path, monkeypa
                                                          "pairs": {"item_to_item": True}})
   with pytest.raises(SystemExit, match="content_kind"):
     ranking._merge([frozen, tuned], 0.0)
+
+
+def test_checks_apply_the_late_targets_to_the_warmed_late_model_too(ranking):
+  auc = lambda warm, cold: {"warm": {"click/auc": warm}, "cold": {"click/auc": cold}}
+  results = {"variants": {"id": auc(.72, .50), "replace": auc(.79, .74), "concat": auc(.80, .73),
+                          "gate": auc(.78, .71), "late": auc(.78, .75)},
+             "two_tower": {"id_only": {"cold_coverage@20": .01},
+                           "cluster_ids": {"cold_coverage@20": .1}},
+             "warmup": {"after": {"warm_auc_no_id": .795, "cold_auc_no_id": .76}}}
+  checks = ranking._checks(results)
+  assert checks["late_keeps_80pct_lift"] and checks["late_ge_early_on_cold"]
+  assert not checks["late_within_1pct_of_best_warm"]          # .78 < .80 - .01
+  assert checks["warmed_late_within_1pct_of_best_warm"]       # .795 >= .79
+  assert checks["warmed_late_keeps_80pct_lift"] and checks["warmed_late_ge_early_on_cold"]
+  results["warmup"]["after"]["cold_auc_no_id"] = .72           # .22 < .8 x .295
+  checks = ranking._checks(results)
+  assert not checks["warmed_late_keeps_80pct_lift"]
+  assert not checks["warmed_late_ge_early_on_cold"]
+  del results["warmup"]
+  assert not any(k.startswith("warmed") for k in ranking._checks(results))
