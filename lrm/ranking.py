@@ -226,13 +226,20 @@ def trainer_section(section, seed: int) -> dict[str, Any]:
 
 
 def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
-                 workdir: pathlib.Path | None = None) -> dict[str, dict[str, Any]]:
+                 workdir: pathlib.Path | None = None, train_models: bool = True
+                 ) -> dict[str, dict[str, Any]]:
   """Trains every configured variant on the split; warm and cold metrics per variant.
 
   With `workdir`, each variant trains through the project's trainer (checkpoints and
   metrics under workdir/<variant>, resumed when present); without, through `train_ranker`.
+  `train_models=False` (`lrm evaluate`) only restores: every variant's checkpoint must have
+  reached `num_steps`, else a ConfigError names the variant and its step.
   """
   from lrm.train.trainer import train
+  if not train_models:
+    if workdir is None:
+      raise ConfigError("workdir", "evaluating without training needs the run's checkpoints")
+    _check_trained(section, workdir)
   out = {}
   tasks = split.train.tasks
   arrays = ranker_arrays(split.train, codes, tasks)
@@ -259,6 +266,21 @@ def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
                     "cold": evaluate_ranker(model, split.cold, codes),
                     "wall_s": time.perf_counter() - start}
   return out
+
+
+def _check_trained(section, workdir: pathlib.Path) -> None:
+  """Every configured variant has a checkpoint at `num_steps` under workdir/<variant>."""
+  from lrm.train.checkpoint import Checkpointer
+  for variant in section.variants:
+    folder = workdir / variant / "checkpoints"
+    step = 0
+    if folder.is_dir():
+      with Checkpointer(folder) as ckpt:
+        step = ckpt.latest_step() or 0
+    if step < int(section.num_steps):
+      raise ConfigError("ranking.variants", f"{variant!r} is trained to step {step} of "
+                        f"{section.num_steps} in {folder}: train it first (lrm train or "
+                        f"lrm rank with this config and workdir)")
 
 
 def _last_train_loss(workdir: pathlib.Path) -> float:
@@ -303,14 +325,18 @@ def finetuned_content(section, seed: int, run_dir: pathlib.Path, data_dir,
   return read_embeddings(workdir / "embed", num_items=num_items)
 
 
-def run(config) -> dict[str, Any]:
-  """The data stage (lrm.pipeline), then ranking; writes run_dir/ranking/results.json."""
+def run(config, *, train_models: bool = True) -> dict[str, Any]:
+  """The data stage (lrm.pipeline), then ranking; writes run_dir/ranking/results.json and the
+  config to run_dir/config.json (what `lrm evaluate --workdir` reads). `train_models=False`
+  evaluates the trained rankers without training (`run_variants`)."""
   from lrm.pipeline import data_stage, embed_stage, validate
   from lrm.data.layout import read_dataset
   section = ranking_section(config)
   base = pipeline_config(config)
   validate(base)
   run_dir = pathlib.Path(base.run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  artifacts.atomic_write_json(run_dir / "config.json", config.to_dict())
   data_dir = data_stage(base, run_dir)
   dataset = read_dataset(data_dir)
   content = None
@@ -326,7 +352,8 @@ def run(config) -> dict[str, Any]:
                                dict(zip(split.user_features.names,
                                         split.user_features.sizes))),
              "variants": run_variants(section, split, codes, seed=int(base.seed),
-                                      workdir=run_dir / "ranking")}
+                                      workdir=run_dir / "ranking",
+                                      train_models=train_models)}
   out = run_dir / "ranking"
   out.mkdir(parents=True, exist_ok=True)
   artifacts.atomic_write_text(out / "results.json", json.dumps(results, indent=1,

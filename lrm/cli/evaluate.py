@@ -5,6 +5,10 @@ checkpoint), writes W/retrieval/<model>/predictions_{valid,test}.jsonl and metri
 the test table beside TIGER's published numbers and merges it into W/results.json. The run's
 config is W/config.json (written by `lrm train` / `lrm run`); `--config.*` overrides (e.g.
 `--config.eval.beam_size=50`) apply on top of it.
+
+For a ranking run (`lrm train` / `lrm rank` with configs/rank_<dataset>.py) it scores the
+trained rankers again on warm and cold candidates (click AUC and GAUC per task) without
+training; a ranker whose checkpoint is short of `ranking.num_steps` is an error.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ def main(argv):
                             f"directory of `lrm train`?")
   config = _CONFIG.value
   config.run_dir = str(run_dir)
+  if "ranking" in config:     # a ranking run: AUC / GAUC per task on warm and cold candidates
+    from lrm.ranking import run
+    run(config, train_models=False)
+    return
   validate(config)
   data_dir = pathlib.Path(config.data.path) if config.data.source == "layout" else run_dir / "data"
   dataset = read_dataset(data_dir)

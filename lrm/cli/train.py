@@ -5,6 +5,10 @@ embedding and SID stages run first (reused from W when complete), then training 
 W/retrieval/<model>/checkpoints if there are any. Validation every `train.eval_every` steps,
 early stopping on `train.best_metric`. Evaluate with `lrm evaluate --workdir=W`.
 
+A ranking config (configs/rank_<dataset>.py, one with a `ranking` section) runs the ranking
+stage instead (lrm/ranking.py, as `lrm rank` does): every ranker variant trained on the
+cold-start split, then scored on warm and cold candidates.
+
 Multi-process (one process per host or GPU): `python launch/local.py --num_processes=N -- lrm
 train ...`, the SLURM / TPU launchers in launch/, or `--coordinator --num_processes
 --process_id`. On SIGTERM it saves a checkpoint and exits with status 143; the same command
@@ -22,6 +26,10 @@ _RUN_CONFIG = define_run_config("base.py")
 def main(argv):
   del argv
   join_job()
-  from lrm.pipeline import run_pipeline
   config = _RUN_CONFIG()
+  if "ranking" in config:     # configs/rank_<dataset>.py: the ranking stage (lrm/ranking.py)
+    from lrm.ranking import run
+    run(config)
+    return
+  from lrm.pipeline import run_pipeline
   run_pipeline(config, train=True, evaluate=False)

@@ -175,3 +175,34 @@ def test_evaluate_errors_are_one_line(tmp_path):
   out = lrm("train", "--config=configs/base.py:runlocal", f"--workdir={tmp_path}",
             "--config.model.name=bert4rec", "--config.embed.encoder=hashing", check=False)
   assert out.returncode == 2 and "model.name" in out.stderr
+
+
+def test_train_and_evaluate_take_a_ranking_config(tmp_path):
+  """`lrm train --config=configs/rank_<dataset>.py` runs the ranking stage; `lrm evaluate
+  --workdir` scores the trained rankers again without training, and refuses untrained ones."""
+  config = tmp_path / "rank_tiny.py"
+  config.write_text(
+      "import pathlib\n"
+      "from lrm.core.config import load_config\n"
+      "def get_config(arg=None):\n"
+      f"  c = load_config(pathlib.Path({str(REPO / 'configs' / 'rank_synthetic.py')!r}),"
+      " 'runlocal')\n"
+      "  c.world.num_users, c.world.num_items = 80, 300\n"
+      "  c.ranking.update(variants=('late',), num_steps=int(arg or 20), batch_size=32,\n"
+      "                   codebook_sizes=(4, 4, 4), kmeans_iters=5, eval_negatives=4)\n"
+      "  return c\n")
+  run = tmp_path / "run"
+  trained = lrm("train", f"--config={config}", f"--workdir={run}")
+  assert "late     warm click AUC" in trained.stdout
+  first = json.loads((run / "ranking" / "results.json").read_text())
+  again = lrm("evaluate", f"--workdir={run}")
+  assert "late     warm click AUC" in again.stdout
+  second = json.loads((run / "ranking" / "results.json").read_text())
+  assert second["variants"]["late"]["cold"]["click/auc"] == \
+      first["variants"]["late"]["cold"]["click/auc"]
+  # A longer schedule than the checkpoints reached: evaluate refuses, naming the variant.
+  saved = json.loads((run / "config.json").read_text())
+  saved["ranking"]["num_steps"] = 40
+  (run / "config.json").write_text(json.dumps(saved))
+  short = lrm("evaluate", f"--workdir={run}", check=False)
+  assert short.returncode == 2 and "'late' is trained to step 20 of 40" in short.stderr
