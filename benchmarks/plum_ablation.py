@@ -311,10 +311,28 @@ def _merge(paths: list[str]) -> None:
   write_benchmark_result(_OUT.value, f"plum_ablation_{record['dataset']}_merged", record)
 
 
-def _print_summary(summary: dict) -> None:
+TABLE_METRICS = ("uniqueness", "recall@5", "ndcg@5", "recall@10", "ndcg@10", "rare_recall@10")
+
+
+def summary_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+  """(header, rows) of the README's ablation table: each cell "mean ± spread" over the seeds,
+  with "*" where the row differs from v1 by more than the spread (`_summarise`'s vs_v1)."""
+  def cell(m):
+    if m is None:
+      return "-"
+    flag = "*" if m.get("vs_v1") not in (None, "none") else ""
+    return f"{m['mean']:.4f} ± {m['spread']:.4f}{flag}"
+  header = ["row", "seeds", *TABLE_METRICS]
+  rows = []
   for row, metrics in summary.items():
-    print(row, {k: (round(m["mean"], 4), round(m["spread"], 4), m.get("vs_v1"))
-                for k, m in metrics.items()}, flush=True)
+    n = max((m["n"] for m in metrics.values()), default=0)
+    rows.append([row, str(n), *(cell(metrics.get(k)) for k in TABLE_METRICS)])
+  return header, rows
+
+
+def _print_summary(summary: dict) -> None:
+  from lrm.core.report import print_table
+  print_table(*summary_table(summary))
 
 
 def main(argv):

@@ -47,3 +47,14 @@ def test_finetuned_encoder_must_agree_only_among_ft_records(plum):
                         _record(plum, {"v2": [0]}),
                         _record(plum, {"v2_ft": [0]}, finetuned="runs/other/encoder")],
                        ["a.json", "b.json", "c.json"])
+
+
+def test_summary_table_cells_are_mean_and_spread(plum):
+  merged = plum.merge_records([_record(plum, {"v1": [0, 1, 2], "v2": [0, 1, 2]})], ["a.json"])
+  header, rows = plum.summary_table(merged["summary"])
+  assert header[:3] == ["row", "seeds", "uniqueness"]
+  by_row = {r[0]: r for r in rows}
+  # v1: .90, .91, .92 -> mean .91, spread .02; v2 is .05 above, beyond the spread: starred.
+  assert by_row["v1"][1:3] == ["3", "0.9100 ± 0.0200"]
+  assert by_row["v2"][2] == "0.9600 ± 0.0200*"
+  assert by_row["v1"][header.index("recall@10")] == "-"    # no retrieval in these records
