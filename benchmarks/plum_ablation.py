@@ -311,7 +311,8 @@ def _merge(paths: list[str]) -> None:
   write_benchmark_result(_OUT.value, f"plum_ablation_{record['dataset']}_merged", record)
 
 
-TABLE_METRICS = ("uniqueness", "recall@5", "ndcg@5", "recall@10", "ndcg@10", "rare_recall@10")
+TABLE_METRICS = ("uniqueness", "heldout_share@1", "recall@5", "ndcg@5", "recall@10", "ndcg@10",
+                 "recall@20", "rare_recall@10")
 
 
 def summary_table(summary: dict) -> tuple[list[str], list[list[str]]]:
