@@ -39,6 +39,7 @@ rating RMSE, and the seconds per training step (jitted, after two warmup steps, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import re
@@ -445,14 +446,22 @@ def _content(dataset, seed: int, section) -> np.ndarray | None:
 
 
 def _content_fields() -> dict:
-  """What a record says of --content: the folder, its encoder and, for a fine-tuned encoder,
-  the pairs it learned from (None without the flag or a manifest)."""
+  """What a record says of --content: the folder, its encoder, the embeddings' sha256 and, for
+  a fine-tuned encoder, the pairs it learned from (None without the flag or a manifest).
+
+  The hash because SIDs, and so every AUC, follow the embeddings' exact bits: a re-made embed
+  folder need not match the old one bit for bit, and that once moved a seed's warm AUC by .013.
+  """
   if not _CONTENT.value:
     return {"content": None}
   folder = pathlib.Path(_CONTENT.value)
   manifest = (artifacts.read_json(folder / artifacts.MANIFEST)
               if (folder / artifacts.MANIFEST).exists() else {})
+  embeddings = folder / "embeddings.npy"
+  digest = (hashlib.sha256(embeddings.read_bytes()).hexdigest() if embeddings.is_file()
+            else None)
   return {"content": {"path": str(folder), "encoder": manifest.get("encoder"),
+                      "embeddings_sha256": digest,
                       "pairs": manifest.get("embedding_info", {}).get("pairs")}}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 
@@ -63,6 +64,8 @@ def test_content_of_an_encoder_tuned_on_another_split_is_refused(ranking, tmp_pa
   monkeypatch.setattr(ranking, "_CONTENT", types.SimpleNamespace(value=str(folder)))
   assert ranking._content(dataset, 1, section).shape == (5, 4)
   assert ranking._content_kind({"content": ranking._content_fields()["content"]}) == "finetuned"
+  assert ranking._content_fields()["content"]["embeddings_sha256"] == hashlib.sha256(
+      (folder / "embeddings.npy").read_bytes()).hexdigest()
   with pytest.raises(SystemExit, match="cold_seed"):
     ranking._content(dataset, 0, section)     # seed 0's cold items shaped that encoder
   queries_only = _content_folder(tmp_path / "q", ids, {"item_to_item": False, "queries": True})
