@@ -432,7 +432,7 @@ def _content(dataset, seed: int, section) -> np.ndarray | None:
   emb, ids = np.load(folder / "embeddings.npy"), np.load(folder / "item_ids.npy")
   if not np.array_equal(ids, dataset.catalog.item_ids):
     raise SystemExit(f"{folder}/item_ids.npy is not the catalog's item order")
-  pairs = _content_fields()["content"]["pairs"]
+  pairs = _content_pairs(_content_manifest(folder))
   if pairs and pairs.get("item_to_item"):
     want = (float(section.cold_fraction), int(seed))
     got = (float(pairs.get("cold_fraction", 0.0)), int(pairs.get("cold_seed", 0)))
@@ -455,14 +455,23 @@ def _content_fields() -> dict:
   if not _CONTENT.value:
     return {"content": None}
   folder = pathlib.Path(_CONTENT.value)
-  manifest = (artifacts.read_json(folder / artifacts.MANIFEST)
-              if (folder / artifacts.MANIFEST).exists() else {})
+  manifest = _content_manifest(folder)
   embeddings = folder / "embeddings.npy"
   digest = (hashlib.sha256(embeddings.read_bytes()).hexdigest() if embeddings.is_file()
             else None)
   return {"content": {"path": str(folder), "encoder": manifest.get("encoder"),
-                      "embeddings_sha256": digest,
-                      "pairs": manifest.get("embedding_info", {}).get("pairs")}}
+                      "embeddings_sha256": digest, "pairs": _content_pairs(manifest)}}
+
+
+def _content_manifest(folder: pathlib.Path) -> dict:
+  """An embed folder's manifest ({} without one)."""
+  path = folder / artifacts.MANIFEST
+  return artifacts.read_json(path) if path.exists() else {}
+
+
+def _content_pairs(manifest: dict) -> dict | None:
+  """The co-consumption pairs a fine-tuned encoder learned from (None for a plain encoder)."""
+  return manifest.get("embedding_info", {}).get("pairs")
 
 
 def _ablation(dataset, section, seed, steps, start) -> None:
