@@ -134,18 +134,26 @@ def embed_stage(config, run_dir: pathlib.Path, data_dir: pathlib.Path,
 
 
 def sid_stage(config, run_dir: pathlib.Path, dataset, embeddings: np.ndarray) -> dict:
-  """Fits the SID tokenizer on the embeddings; returns the quality report."""
+  """Fits the SID tokenizer on the embeddings; returns the quality report.
+
+  `opq` fits on the items of the leave-one-out training part only (as RPG) and codes every item.
+  """
   from lrm.sid import stage
   spec = _sid_spec(config)
   out = run_dir / "sid"
   inputs = {"embed": artifacts.artifact_id(run_dir / "embed")}
-  if config.resume and artifacts.is_complete(out, spec.to_dict(), inputs):
+  if config.resume and stage.is_complete(out, spec, inputs):
     logging.info("sid: reusing %s", out)
     return json.loads((out / "report.json").read_text())
   categories = (dataset.catalog.leaf_category("categories")
                 if "categories" in dataset.catalog.fields else None)
+  fit_rows = None
+  if spec.method == "opq":
+    from lrm.data.splits import leave_one_out
+    train_items = np.unique(leave_one_out(dataset.sequences).train.items)
+    fit_rows = dataset.catalog.rows(train_items)
   result = stage.fit_sids(embeddings, spec, item_ids=dataset.catalog.item_ids,
-                          categories=categories)
+                          categories=categories, fit_rows=fit_rows)
   stage.write_sids(out, result, spec, embeddings_path=str(run_dir / "embed" / "embeddings.npy"),
                    inputs=inputs)
   return result.report

@@ -153,6 +153,7 @@ def run_rounds(config) -> dict[str, Any]:
   from lrm.data import read_dataset
   from lrm.data.synthetic import snapshots
   from lrm.parallel.mesh import mesh_from_config
+  from lrm.sid import stage as sid_stage_lib
   from lrm.sid.stage import SIDSpec, write_sids
   from lrm.train.warm_start import graft_into
   spec = RoundsSpec.from_config(config.rounds)
@@ -186,7 +187,7 @@ def run_rounds(config) -> dict[str, Any]:
     # run is bound to its id.
     result, churn = refresh_sids(embeddings[rows], dataset.catalog.item_ids, sid_spec,
                                  spec.refit, previous, seed=int(sid_spec.seed) + r)
-    if not artifacts.is_complete(sid_dir, sid_spec.to_dict(), sid_inputs):
+    if not sid_stage_lib.is_complete(sid_dir, sid_spec, sid_inputs):
       if jax.process_index() == 0:
         write_sids(sid_dir, result, sid_spec, inputs=sid_inputs)
       if jax.process_count() > 1:

@@ -3,9 +3,15 @@
   DIR/codes.npy        int32 [items, levels (+1 collision level)], catalog order
   DIR/item_ids.npy     int64 [items]
   DIR/table.json       levels, codebook sizes, collision settings
-  DIR/tokenizer/       the fitted RQ-KMeans codebooks or RQ-VAE / SID-v2 parameters (for `assign`)
+  DIR/tokenizer/       the fitted RQ-KMeans codebooks, RQ-VAE / SID-v2 parameters or OPQ model
+                       (for `assign`)
   DIR/report.json      the quality report
   DIR/manifest.json    written last
+
+Method `opq` (RPG's long SIDs, lrm/sid/pq.py): `num_codebooks` unordered codes of
+`codebook_size` each on PCA(-whitened) coordinates, fitted on `fit_rows` (the training split's
+items) and assigned to every item; no collision level (a long code is almost always unique, and
+RPG has none).
 
 The prefix trie a decoder needs is rebuilt from codes.npy by `lrm.sid.trie.trie_from_table`
 (under a second for a million items), so it is not stored twice.
@@ -26,17 +32,23 @@ from lrm.core.errors import ConfigError, DataError
 from lrm.sid import quality as quality_lib
 from lrm.sid.table import SIDTable, with_collision_level
 
-METHODS = ("rq_kmeans", "rq_vae", "kmeans", "sid_v2")
+METHODS = ("rq_kmeans", "rq_vae", "kmeans", "sid_v2", "opq")
 # Options of `sid.sid_v2` the stage reads itself (the others are SIDv2Config fields).
 SID_V2_STAGE_OPTIONS = ("pairs_data", "pair_window")
 TOKENIZER_DIR = "tokenizer"
+# SIDSpec fields only `opq` reads (added after earlier sid artifacts were written).
+OPQ_FIELDS = ("num_codebooks", "pca_dim", "whiten", "opq_iters")
+# fit_opq's argument -> the SIDSpec field that sets it (for ConfigError names).
+_OPQ_ARG_FIELDS = {"num_codebooks": "num_codebooks", "codebook_size": "codebook_size",
+                   "pca_dim": "pca_dim", "rotation_iters": "opq_iters", "kmeans_iters": "iters"}
 
 
 @dataclasses.dataclass(frozen=True)
 class SIDSpec:
   """How to build SIDs (the `sid` section of a config)."""
-  method: str = "rq_kmeans"       # rq_kmeans | rq_vae | kmeans (one level of cluster ids) | sid_v2
-  levels: int = 3                 # semantic levels (ignored by kmeans: one level)
+  # rq_kmeans | rq_vae | kmeans (one level of cluster ids) | sid_v2 | opq (product quantisation)
+  method: str = "rq_kmeans"
+  levels: int = 3                 # semantic levels (ignored by kmeans: one level; opq: see below)
   codebook_size: int = 256        # codes per level
   codebook_sizes: tuple[int, ...] = ()  # per-level sizes (multi-resolution); overrides the two above
   collision_level: bool = True    # append TIGER's collision-breaking level
@@ -44,6 +56,12 @@ class SIDSpec:
   iters: int = 25                 # Lloyd iterations per level
   batch_size: int = 0             # k-means mini-batch rows (0: full batch)
   balanced: bool = False          # capacity-constrained k-means assignment
+  # opq (RPG's long SIDs): num_codebooks x codebook_size codes, one per subspace of the PCA
+  # coordinates; no collision level; l2 only, full-batch k-means (`iters` per subspace).
+  num_codebooks: int = 32         # opq: codebooks m, the SID length (replaces levels)
+  pca_dim: int = 0                # opq: PCA dims kept, a multiple of m (0: input dim rounded down)
+  whiten: bool = True             # opq: scale each PCA coordinate to unit variance
+  opq_iters: int = 0              # opq: rotation rounds (Procrustes + codebook refit); 0: plain PQ
   seed: int = 0                   # root of every random choice
   rqvae: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # RQVAEConfig overrides
   # SIDv2Config overrides (lrm/sid/sid_v2.py; the embeddings are its modality blocks
@@ -64,12 +82,40 @@ class SIDSpec:
       raise ConfigError("sid.codebook_sizes", f"sizes must be >= 1, got {self.codebook_sizes}")
     if self.batch_size < 0:
       raise ConfigError("sid.batch_size", f"must be >= 0, got {self.batch_size}")
+    if self.num_codebooks < 1:
+      raise ConfigError("sid.num_codebooks", f"must be >= 1, got {self.num_codebooks}")
+    for name in ("pca_dim", "opq_iters"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"sid.{name}", f"must be >= 0, got {getattr(self, name)}")
+    if self.method == "opq":
+      self._check_opq()
     object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
     object.__setattr__(self, "rqvae", dict(self.rqvae))
     object.__setattr__(self, "sid_v2", dict(self.sid_v2))
 
+  def _check_opq(self) -> None:
+    if self.pca_dim % self.num_codebooks:
+      raise ConfigError("sid.pca_dim", f"{self.pca_dim} is not divisible by "
+                        f"sid.num_codebooks={self.num_codebooks}")
+    if self.codebook_sizes:
+      raise ConfigError("sid.codebook_sizes", "opq has num_codebooks codebooks of "
+                        "codebook_size codes each; leave codebook_sizes empty")
+    if self.metric != "l2":
+      raise ConfigError("sid.metric", "opq quantises PCA coordinates in l2; got "
+                        f"'{self.metric}' (normalise the embeddings upstream instead)")
+    if self.balanced or self.batch_size:
+      raise ConfigError("sid.balanced" if self.balanced else "sid.batch_size",
+                        "opq fits full-batch, unbalanced k-means per subspace")
+
+  @property
+  def uses_collision_level(self) -> bool:
+    """Whether the table gets the collision level (never for opq)."""
+    return self.collision_level and self.method != "opq"
+
   @property
   def sizes(self) -> tuple[int, ...]:
+    if self.method == "opq":
+      return (self.codebook_size,) * self.num_codebooks
     if self.method == "kmeans":
       return (self.codebook_sizes[0] if self.codebook_sizes else self.codebook_size,)
     return self.codebook_sizes or (self.codebook_size,) * self.levels
@@ -88,7 +134,8 @@ class SIDSpec:
 @dataclasses.dataclass(frozen=True, eq=False)
 class SIDResult:
   table: SIDTable
-  tokenizer: Any                  # RQKMeansModel or (RQVAE, RQVAEConfig) or (SIDv2, SIDv2Config)
+  # RQKMeansModel or (RQVAE, RQVAEConfig) or (SIDv2, SIDv2Config) or PQModel
+  tokenizer: Any
   report: dict[str, Any]
   fit_s: float
 
@@ -139,13 +186,63 @@ def cooccurrence_rows(spec: SIDSpec, item_ids: np.ndarray, cooccurrence: Any) ->
   return np.asarray(cooccurrence, np.int64)
 
 
+def fit_row_index(fit_rows: Any, n: int) -> np.ndarray:
+  """`fit_rows` (a bool mask [n] or row indices; None: every row) as sorted unique int64 rows.
+
+  Raises DataError naming `fit_rows` for a wrong shape, out-of-range rows or no rows.
+  """
+  if fit_rows is None:
+    return np.arange(n, dtype=np.int64)
+  rows = np.asarray(fit_rows)
+  if rows.dtype == bool:
+    if rows.shape != (n,):
+      raise DataError(f"fit_rows: a bool mask must have shape ({n},), got {rows.shape}")
+    rows = np.flatnonzero(rows)
+  elif rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+    raise DataError(f"fit_rows must be a bool mask or 1-d int row indices, got {rows.dtype} "
+                    f"{rows.shape}")
+  rows = np.unique(rows.astype(np.int64))
+  if rows.size and (rows[0] < 0 or rows[-1] >= n):
+    raise DataError(f"fit_rows must lie in [0, {n}), got rows {rows[0]}..{rows[-1]}")
+  if not rows.size:
+    raise DataError("fit_rows selects no rows")
+  return rows
+
+
+def _fit_opq(x: np.ndarray, spec: SIDSpec):
+  """`pq.fit_opq` with the spec's settings; ConfigErrors renamed to the `sid` field."""
+  from lrm.sid import pq
+  try:
+    return pq.fit_opq(x, num_codebooks=spec.num_codebooks, codebook_size=spec.codebook_size,
+                      pca_dim=spec.pca_dim, whiten=spec.whiten, rotation_iters=spec.opq_iters,
+                      kmeans_iters=spec.iters, seed=spec.seed)
+  except ConfigError as e:
+    field = _OPQ_ARG_FIELDS.get(e.field, e.field)
+    message = str(e).split(": ", 1)[-1]
+    if e.field == "codebook_size":
+      message += " (the fit_rows items)"
+    raise ConfigError(f"sid.{field}", message) from None
+
+
+def _prefix_levels(spec: SIDSpec) -> tuple[int, ...]:
+  """Prefix lengths of the coherence numbers: every level; for opq's unordered codes, the
+  first 1, 2, 4, ... codebooks and all of them (how fast codes separate items)."""
+  L = len(spec.sizes)
+  if spec.method != "opq":
+    return tuple(range(1, L + 1))
+  return tuple(sorted({2 ** i for i in range(L.bit_length()) if 2 ** i <= L} | {L}))
+
+
 def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
              categories: np.ndarray | None = None, mesh=None,
-             show_progress: bool = True, cooccurrence: Any = None) -> SIDResult:
+             show_progress: bool = True, cooccurrence: Any = None,
+             fit_rows: Any = None) -> SIDResult:
   """Fits the tokenizer, codes every item, builds the table and its quality report.
 
   `cooccurrence` (sid_v2 only): training-part Sequences, or int [p, 2] rows of co-consumed
   items; without it, `sid.sid_v2.pairs_data` is read when set.
+  `fit_rows` (opq only): the rows to fit on (bool mask [n] or row indices, e.g. the items of
+  the training split); every row is then assigned. The report's `fit_items` counts them.
   Shape: embeddings [n, d]; item_ids int [n]; categories int [n] (-1 unknown) or None.
   """
   x = np.asarray(embeddings, np.float32)
@@ -153,9 +250,18 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
     raise DataError(f"embeddings have shape {x.shape}, expected ({len(item_ids)}, d)")
   if not np.isfinite(x).all():
     raise DataError("embeddings contain NaN or inf")
+  if fit_rows is not None and spec.method != "opq":
+    raise ValueError(f"fit_rows: only method opq fits on a subset of rows, got "
+                     f"'{spec.method}'")
+  rows = fit_row_index(fit_rows, len(x))
   key = jax.random.key(spec.seed)
   start = time.perf_counter()
-  if spec.method == "rq_vae":
+  if spec.method == "opq":
+    from lrm.sid import pq
+    tokenizer = _fit_opq(x[rows], spec)
+    codes = pq.assign(tokenizer, x)
+    target, recon = x, pq.reconstruct(tokenizer, codes)
+  elif spec.method == "rq_vae":
     from lrm.sid import rqvae
     model, _ = rqvae.train_rqvae(x, _rqvae_config(spec, x.shape[1]), mesh=mesh,
                                  show_progress=show_progress)
@@ -186,14 +292,20 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
     recon = rq_kmeans.rq_reconstruct(tokenizer, codes)
   fit_s = time.perf_counter() - start
   table = SIDTable(item_ids=np.asarray(item_ids), codes=codes, codebook_sizes=spec.sizes)
-  if spec.collision_level:
+  if spec.uses_collision_level:
     table = with_collision_level(table)
   report = quality_lib.quality_report(
       codes, spec.sizes, embeddings=target, reconstruction=recon, categories=categories,
-      prefix_levels=tuple(range(1, len(spec.sizes) + 1)), seed=spec.seed)
+      prefix_levels=_prefix_levels(spec), seed=spec.seed)
   report["method"] = spec.method
   report["fit_s"] = round(fit_s, 3)
-  report["collision_level_size"] = int(table.collision_size) if spec.collision_level else 0
+  report["fit_items"] = int(len(rows))
+  report["mean_perplexity"] = float(np.mean([lv["perplexity"] for lv in report["levels"]]))
+  if spec.method == "opq":
+    report["opq"] = {"pca_dim": tokenizer.pca_dim, "sub_dim": tokenizer.sub_dim,
+                     "whiten": spec.whiten, "opq_iters": spec.opq_iters,
+                     "distortion": list(tokenizer.distortion)}
+  report["collision_level_size"] = int(table.collision_size) if spec.uses_collision_level else 0
   report["unique_with_collision_level"] = (
       bool(len(np.unique(table.full_codes, axis=0)) == table.num_items))
   return SIDResult(table=table, tokenizer=tokenizer, report=report, fit_s=fit_s)
@@ -201,9 +313,11 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
 
 def assign_codes(tokenizer: Any, embeddings: np.ndarray) -> np.ndarray:
   """Codes of (new) items under a fitted tokenizer, without refitting. Shape: -> int32 [n, L]."""
-  from lrm.sid import rq_kmeans, rqvae
+  from lrm.sid import pq, rq_kmeans, rqvae
   if isinstance(tokenizer, rq_kmeans.RQKMeansModel):
     return rq_kmeans.rq_assign(tokenizer, embeddings)
+  if isinstance(tokenizer, pq.PQModel):
+    return pq.assign(tokenizer, embeddings)
   model, _ = tokenizer  # RQVAE or SIDv2 (an RQVAE)
   return rqvae.rqvae_assign(model, np.asarray(embeddings, np.float32))
 
@@ -221,26 +335,46 @@ def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
     rqvae.save(model, cfg, out_dir / TOKENIZER_DIR)
   elif spec.method == "sid_v2":
     sid_v2.save(result.tokenizer[0], out_dir / TOKENIZER_DIR)
+  elif spec.method == "opq":
+    result.tokenizer.save(out_dir / TOKENIZER_DIR, config=spec.to_dict())
   else:
     rq_kmeans.save(result.tokenizer, out_dir / TOKENIZER_DIR, config=spec.to_dict())
   quality_lib.write_report(out_dir, result.report)
   return result.table.save(out_dir, config=spec.to_dict(), method=spec.method,
                            embeddings=embeddings_path, fit_s=round(result.fit_s, 3),
-                           quality_summary=summary(result.report), inputs=inputs)
+                           quality_summary=summary(result.report), inputs=inputs,
+                           fit_items=result.report.get("fit_items"))
 
 
 def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:
-  """The fitted tokenizer of a `sid` artifact (RQKMeansModel, (RQVAE, RQVAEConfig) or
-  (SIDv2, SIDv2Config))."""
+  """The fitted tokenizer of a `sid` artifact (RQKMeansModel, (RQVAE, RQVAEConfig),
+  (SIDv2, SIDv2Config) or PQModel)."""
   from lrm.core import artifacts
-  from lrm.sid import rq_kmeans, rqvae, sid_v2
+  from lrm.sid import pq, rq_kmeans, rqvae, sid_v2
   sid_dir = pathlib.Path(sid_dir)
   method = artifacts.read_manifest(sid_dir).get("method")
+  if method == "opq":
+    return pq.PQModel.load(sid_dir / TOKENIZER_DIR)
   if method == "rq_vae":
     return rqvae.load(sid_dir / TOKENIZER_DIR)
   if method == "sid_v2":
     return sid_v2.load(sid_dir / TOKENIZER_DIR)
   return rq_kmeans.load(sid_dir / TOKENIZER_DIR)
+
+
+def is_complete(sid_dir: str | pathlib.Path, spec: SIDSpec, inputs: Any = None) -> bool:
+  """`artifacts.is_complete` for a sid artifact of `spec`. An artifact written before the opq
+  fields existed still counts for a non-opq spec holding their defaults (its codes are the
+  same), so adding them does not refit old runs and unbind their trained checkpoints."""
+  from lrm.core import artifacts
+  config = spec.to_dict()
+  if artifacts.is_complete(sid_dir, config, inputs):
+    return True
+  defaults = SIDSpec()
+  if spec.method == "opq" or any(getattr(spec, f) != getattr(defaults, f) for f in OPQ_FIELDS):
+    return False
+  legacy = {k: v for k, v in config.items() if k not in OPQ_FIELDS}
+  return artifacts.is_complete(sid_dir, legacy, inputs)
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
