@@ -10,7 +10,12 @@ Any `--config.FIELD=VALUE` override applies (e.g. `--config.run_dir=`, or on the
 `--config.data.path=.gpu/amazon_beauty --config.embed.modalities=npy
 --config.embed.npy=.gpu/beauty_minilm.npy`). A run directory with a finished model is reused
 (the record then reports the original training's speed and wall time from its manifest).
-Writes benchmarks/results/retrieval_<dataset>_<model>_<device>_<timestamp>.json.
+Writes benchmarks/results/retrieval_<dataset>_<model>_<device>_<timestamp>.json: test metrics
+(TIGER's protocol: all items ranked) and, for models that score every item, `history_excluded`
+(eSASRec's protocol); `train.train_wall_s` covers the SID tokenizer's fit plus the model's
+training; `curve` is validation quality against training minutes.
+
+  python benchmarks/retrieval.py --merge results/a.json results/b.json ...   # seeds -> mean, spread
 """
 
 from __future__ import annotations
@@ -26,10 +31,66 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs" / "beauty.py"),
                                           "experiment config", lock_config=True)
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
+_MERGE = flags.DEFINE_bool("merge", False, "merge the records named as arguments (one per seed "
+                           "of the same dataset and model) into mean and spread")
+
+
+def _flat_metrics(record: dict) -> dict[str, float]:
+  out = {k: v for k, v in record["metrics"].items() if k.startswith(("recall@", "ndcg@"))}
+  for k, v in record["metrics"].get("history_excluded", {}).items():
+    out[f"history_excluded/{k}"] = v
+  out["train_wall_s"] = record["train"]["train_wall_s"]
+  return out
+
+
+def merge_records(records: list[dict], paths: list[str]) -> dict:
+  """Mean and spread (max - min) per metric over seeds of one dataset + model."""
+  import numpy as np
+  keys = {(r["dataset"], r["model"], r.get("variant")) for r in records}
+  if len(keys) != 1:
+    raise SystemExit(f"retrieval --merge: records mix datasets / models / variants: {sorted(keys)}")
+  seeds = [r.get("seed") for r in records]
+  if len(set(seeds)) != len(seeds):
+    raise SystemExit(f"retrieval --merge: repeated seeds {seeds}")
+  flat = [_flat_metrics(r) for r in records]
+  names = [k for k in flat[0] if all(k in f for f in flat)]
+  summary = {k: {"mean": float(np.mean([f[k] for f in flat])),
+                 "spread": float(np.ptp([f[k] for f in flat])),
+                 "values": [f[k] for f in flat]} for k in names}
+  first = records[0]
+  return {"benchmark": "retrieval", "dataset": first["dataset"], "split": "test",
+          "model": first["model"], "variant": first.get("variant"), "merged": paths,
+          "seeds": seeds, "metrics": {k: v["mean"] for k, v in summary.items()},
+          "summary": summary, "train": {"train_wall_s": summary["train_wall_s"]["mean"]},
+          "device": sorted({r["device"] for r in records}),
+          "commit": sorted({str(r["commit"]) for r in records}),
+          "command": " ".join(["python", *sys.argv]),
+      "seed": int(config.seed),
+      "train_seed": int(config.train.seed), "reference": first.get("reference", {})}
+
+
+def _merge(paths: list[str]) -> None:
+  import json
+  from lrm.core.artifacts import write_benchmark_result
+  from lrm.core.report import print_table
+  records = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+  merged = merge_records(records, paths)
+  rows = [[k, f"{v['mean']:.4f}", f"{v['spread']:.4f}", len(v["values"])]
+          for k, v in merged["summary"].items()]
+  print_table(["metric", "mean", "spread", "seeds"], rows)
+  tag = f"_{merged['variant']}" if merged.get("variant") else ""
+  write_benchmark_result(_OUT.value, f"retrieval_{merged['dataset']}_{merged['model']}{tag}"
+                         "_merged", merged)
 
 
 def main(argv):
-  del argv
+  if _MERGE.value:
+    if len(argv) < 3:
+      raise SystemExit("retrieval --merge needs at least two records")
+    _merge(argv[1:])
+    return
+  if len(argv) > 1:
+    raise SystemExit(f"retrieval: unexpected arguments {argv[1:]}")
   import jax
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.eval.report import TIGER_REFERENCE
@@ -46,6 +107,11 @@ def main(argv):
       else config.data.source
   device, slug = device_description()
   hyper = config.model[name].to_dict()
+  train = dict(retrieval["train"])
+  # The tokenizer's fit is part of what a model costs (a reused SID artifact: its recorded fit).
+  train["model_wall_s"] = train["train_wall_s"]
+  train["tokenizer_s"] = float(results["sid"].get("fit_s") or 0.0)
+  train["train_wall_s"] = round(train["model_wall_s"] + train["tokenizer_s"], 1)
   record = {
       "benchmark": "retrieval",
       "dataset": dataset,
@@ -57,7 +123,8 @@ def main(argv):
       "metrics": evaluated[name]["test"],
       "valid": evaluated[name]["valid"],
       "popularity": evaluated["popularity"],
-      "train": retrieval["train"],
+      "train": train,
+      "curve": retrieval["train"].get("history", []),
       "train_config": config.train.to_dict(),
       "eval_config": config.eval.to_dict(),
       "device": device,
@@ -65,6 +132,8 @@ def main(argv):
       "wall_s": round(wall, 1),
       "commit": git_commit(),
       "command": " ".join(["python", *sys.argv]),
+      "seed": int(config.seed),
+      "train_seed": int(config.train.seed),
       "reference": TIGER_REFERENCE.get(dataset, {}),
   }
   write_benchmark_result(_OUT.value, f"retrieval_{dataset}_{name}_{slug}", record)

@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Which model to train (tiger | sasrec), and each model's hyperparameters.
   config.model = ml_collections.ConfigDict()
-  config.model.name = "tiger"         # tiger | decoder | sasrec
+  config.model.name = "tiger"         # tiger | decoder | sasrec | rpg
   # The encoder-decoder (lrm/models/tiger.py Seq2SeqConfig documents each field). The main
   # job's short CPU run uses a small one; dataset configs set TIGER's size
   # (lrm/models/tiger.py TIGER_SIZE).
@@ -83,6 +83,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_length=50, d_model=64, num_heads=2, head_dim=32, mlp_dim=256, num_layers=2,
       dropout=0.2, activation="gelu", dtype="float32"))
   config.model.sasrec.attention_impl = ml_collections.FieldReference(None, field_type=str)
+  # RPG (lrm/models/rpg.py RPGConfig): parallel heads over every code of the next item's SID,
+  # trained at every position of SASRec's windows; reads any SID table (long PQ codes best).
+  config.model.rpg = ml_collections.ConfigDict(dict(
+      max_length=50, d_model=128, num_heads=4, head_dim=32, mlp_dim=512, num_layers=2,
+      dropout=0.1, temperature=0.03, activation="gelu", dtype="float32"))
+  config.model.rpg.attention_impl = ml_collections.FieldReference(None, field_type=str)
 
   # The training loop (lrm/train/trainer.py LoopSpec) and optimizer (lrm/train/optimizer.py).
   config.train = ml_collections.ConfigDict()
@@ -110,6 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20)
   config.eval.beam_size = 20
+  config.eval.decoder = "exact"       # rpg's final evaluation: exact (every item) | beam (trie)
   config.eval.batch_size = 256
   config.eval.valid_users = 2000      # users in periodic validation (0 = all); final eval: all
 

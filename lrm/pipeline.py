@@ -228,7 +228,7 @@ def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
                 "fallback_encoder_used": manifest.get("fallback_encoder_used"),
                 "items_per_s": text_info.get("items_per_s"), "nn_leaf_category": quality},
       "sid": {"method": sid_report["method"], "codebook_sizes": sid_report["codebook_sizes"],
-              **summary(sid_report)},
+              "fit_s": sid_report.get("fit_s"), **summary(sid_report)},
       "wall_s": round(time.perf_counter() - start, 3),
   }
   return run_dir, dataset, results

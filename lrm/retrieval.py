@@ -17,6 +17,7 @@ metrics.json. run_dir/results.json gains a "retrieval" section with every evalua
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -31,8 +32,10 @@ from flax import nnx
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError
 
-MODELS = ("tiger", "decoder", "sasrec")
-GENERATIVE = ("tiger", "decoder")   # decode SIDs with beam search; the rest score item ids
+MODELS = ("tiger", "decoder", "sasrec", "rpg")
+GENERATIVE = ("tiger", "decoder")   # decode SIDs with beam search; the rest score items
+WINDOWED = ("sasrec", "rpg")        # SASRec's windows: every position of a user learns
+DECODERS = ("exact", "beam")        # rpg: exact scores of every item, or beam over the trie
 SPLITS = ("valid", "test")
 
 
@@ -47,6 +50,7 @@ class Prepared:
   sid_id: str                # the SID artifact's id (checkpoints are bound to it)
   max_history: int
   sasrec_length: int         # SASRec's input length (its own history window)
+  rpg_length: int = 50       # RPG's input window
 
 
 def prepare(config, dataset, sid_dir: pathlib.Path) -> Prepared:
@@ -61,7 +65,12 @@ def prepare(config, dataset, sid_dir: pathlib.Path) -> Prepared:
   return Prepared(dataset=dataset, split=leave_one_out(dataset.sequences), table=table,
                   vocab=vocab, trie=trie_from_table(table), sid_id=artifacts.artifact_id(sid_dir),
                   max_history=int(config.task.max_history),
-                  sasrec_length=int(config.model.sasrec.max_length))
+                  sasrec_length=int(config.model.sasrec.max_length),
+                  rpg_length=int(config.model.rpg.max_length))
+
+
+def window_length(prep: Prepared, name: str) -> int:
+  return prep.rpg_length if name == "rpg" else prep.sasrec_length
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -85,30 +94,39 @@ def build_model(config, prep: Prepared, name: str, *, rngs: nnx.Rngs):
     cfg = DecoderOnlyConfig.from_vocab(prep.vocab, max_history=prep.max_history, hyper=hyper,
                                        where="model.decoder")
     return DecoderOnly(cfg, rngs=rngs), decoder_only_loss
-  from lrm.models.sasrec import SASRec, SASRecConfig
+  if name == "rpg":
+    from lrm.models.rpg import RPG, RPGConfig, rpg_loss
+    cfg = RPGConfig.from_dict({"num_items": len(prep.dataset.catalog),
+                               "codebook_sizes": prep.table.full_codebook_sizes, **hyper},
+                              where="model.rpg")
+    return (RPG(cfg, prep.table.full_codes, rngs=rngs),
+            windowed_loss_for(prep, name, int(config.train.batch_size), rpg_loss))
+  from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss
   cfg = SASRecConfig.from_dict({"num_items": len(prep.dataset.catalog), **hyper},
                                where="model.sasrec")
-  return SASRec(cfg, rngs=rngs), sasrec_loss_for(prep, int(config.train.batch_size))
+  return SASRec(cfg, rngs=rngs), windowed_loss_for(prep, name, int(config.train.batch_size),
+                                                   sasrec_loss)
 
 
-def sasrec_loss_for(prep: Prepared, batch_size: int):
-  """SASRec's loss scoring only target positions (a static number of them).
+def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss):
+  """A windowed model's loss scoring only target positions (a static number of them).
 
   The full [b, l, items] logits are mostly padding on short-history data (Beauty: ~12% of
-  positions have a target) and dominate the step. The cap is the mean targets per batch plus
-  10 standard deviations of a random batch's sum (Beauty: 2,688 of 12,800 positions), so a
-  batch over it is practically impossible; the loss logs `dropped_targets` if one ever is.
+  positions have a target at l = 50) and dominate the step. The cap is the mean targets per
+  batch plus 5 standard deviations of a random batch's sum, rounded up to 128 (Beauty, l 50:
+  2,176 of 12,800 positions; the largest of 2,000 random batches held 1,833), so a batch over
+  it comes about once in 3 million; the loss logs `dropped_targets` if one ever does.
   """
   import functools
-  from lrm.models.sasrec import sasrec_loss
   from lrm.tasks.id_sequences import sequence_examples
+  length = window_length(prep, name)
   targets = sequence_examples(prep.split.train, prep.dataset.catalog,
-                              max_length=prep.sasrec_length)["targets"]
+                              max_length=length)["targets"]
   counts = (targets > 0).sum(axis=1)
-  bound = int(np.ceil(counts.mean() * batch_size + 10 * counts.std() * np.sqrt(batch_size)))
-  if bound >= batch_size * prep.sasrec_length:
-    return sasrec_loss
-  return functools.partial(sasrec_loss, max_targets=-(-bound // 128) * 128)
+  bound = int(np.ceil(counts.mean() * batch_size + 5 * counts.std() * np.sqrt(batch_size)))
+  if bound >= batch_size * length:
+    return loss
+  return functools.partial(loss, max_targets=-(-bound // 128) * 128)
 
 
 def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray]:
@@ -118,7 +136,7 @@ def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray]:
     return tokenize(ex, prep.table, prep.vocab)
   from lrm.tasks.id_sequences import sequence_examples
   return sequence_examples(prep.split.train, prep.dataset.catalog,
-                           max_length=prep.sasrec_length)
+                           max_length=window_length(prep, name))
 
 
 def eval_inputs(prep: Prepared, name: str, split: str,
@@ -134,7 +152,7 @@ def eval_inputs(prep: Prepared, name: str, split: str,
     return tokenize(ex, prep.table, prep.vocab), targets
   from lrm.tasks.id_sequences import eval_inputs as sasrec_inputs
   return {"inputs": sasrec_inputs(eval_set, prep.dataset.catalog,
-                                  max_length=prep.sasrec_length)}, targets
+                                  max_length=window_length(prep, name))}, targets
 
 
 def _subset(eval_set, rows: np.ndarray):
@@ -148,18 +166,31 @@ def _subset(eval_set, rows: np.ndarray):
 
 def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: int,
          beam_size: int, batch_size: int, constrained: bool = True,
-         progress: bool = False) -> tuple[np.ndarray, dict[str, float]]:
-  """The top-k item ids per user, and decoding stats. Shape: -> int64 [n, k]."""
+         progress: bool = False, decoder: str = "exact") -> tuple[np.ndarray, dict[str, float]]:
+  """The top-k item ids per user, and decoding stats. Shape: -> int64 [n, k].
+
+  `decoder` (rpg only): "exact" scores every item; "beam" searches the code trie with
+  `beam_size` beams (cost independent of the catalog's size).
+  """
   if name in GENERATIVE:
     from lrm.decode.generative import recommend
     rec = recommend(model, inputs["encoder_tokens"], inputs["encoder_mask"], prep.trie,
                     beam_size=max(beam_size, k), top_k=k, batch_size=batch_size,
                     constrained=constrained, progress=progress)
     return rec.items, {"invalid_rate": rec.invalid_rate, "users_per_s": rec.users_per_s}
-  return _rank_sasrec(model, prep, inputs["inputs"], k=k, batch_size=batch_size)
+  if name == "rpg":
+    if decoder not in DECODERS:
+      raise ConfigError("eval.decoder", f"'{decoder}' is not one of {DECODERS}")
+    from lrm.decode.parallel import rank_beam, rank_exact
+    fn = rank_exact if decoder == "exact" else functools.partial(rank_beam, trie=prep.trie,
+                                                                 beam_size=max(beam_size, k))
+    items, stats = fn(model, inputs["inputs"], np.asarray(prep.dataset.catalog.item_ids), k=k,
+                      batch_size=batch_size)
+    return items, stats
+  return _rank_scores(model, prep, inputs["inputs"], k=k, batch_size=batch_size)
 
 
-def _rank_sasrec(model, prep: Prepared, inputs: np.ndarray, *, k: int,
+def _rank_scores(model, prep: Prepared, inputs: np.ndarray, *, k: int,
                  batch_size: int) -> tuple[np.ndarray, dict[str, float]]:
   from lrm.decode.generative import pad_rows
   from lrm.models.sasrec import score_items
@@ -196,7 +227,7 @@ def make_evaluate_fn(config, prep: Prepared, name: str) -> Callable[[nnx.Module]
 
   def evaluate(model) -> dict[str, float]:
     ranked, _ = rank(model, name, prep, inputs, k=max(ks), beam_size=int(config.eval.beam_size),
-                     batch_size=int(config.eval.batch_size))
+                     batch_size=int(config.eval.batch_size), decoder="exact")
     return {f"valid/{m}": v for m, v in retrieval_metrics(ranked, targets, ks).items()}
 
   return evaluate
@@ -265,7 +296,8 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
              "best_valid": result.best_metrics, "stopped_early": result.stopped_early,
              "steps_per_s": round(result.steps_per_s, 3), "train_wall_s": round(result.wall_s, 1),
              "validation_s": round(result.eval_s, 1),
-             "num_params": count_params(model), "num_examples": len(next(iter(arrays.values())))}
+             "num_params": count_params(model), "num_examples": len(next(iter(arrays.values()))),
+             "history": result.history}
   if jax.process_index() == 0:
     artifacts.write_manifest(out, stage=f"retrieval/{name}", config=stage_config,
                              inputs=inputs, summary=summary)
@@ -313,23 +345,35 @@ def load_training_state(config, run_dir: pathlib.Path, prep: Prepared, name: str
 def evaluate_model(config, run_dir: pathlib.Path, prep: Prepared, name: str,
                    model=None) -> dict[str, Any]:
   """Ranks every validation and test user; writes predictions and metrics; returns them."""
-  from lrm.eval.metrics import retrieval_metrics
+  from lrm.eval.metrics import drop_seen, retrieval_metrics
   from lrm.eval.report import write_predictions
   out = model_dir(run_dir, name)
   model = load_trained(config, run_dir, prep, name) if model is None else model
   ks = tuple(int(x) for x in config.eval.ks)
   record: dict[str, Any] = {}
+  decoder = str(config.eval.get("decoder", "exact"))
   for split in SPLITS:
     inputs, targets = eval_inputs(prep, name, split)
+    histories = getattr(prep.split, split).histories
+    # Models that score every item also give eSASRec's protocol (history items dropped from
+    # the ranking) from a list long enough to survive the drop.
+    seen_protocol = name in WINDOWED and not (name == "rpg" and decoder == "beam")
+    depth = max(ks) + (int(histories.lengths.max(initial=0)) if seen_protocol else 0)
     start = time.perf_counter()
-    ranked, stats = rank(model, name, prep, inputs, k=max(ks),
+    ranked, stats = rank(model, name, prep, inputs, k=depth,
                          beam_size=int(config.eval.beam_size),
-                         batch_size=int(config.eval.batch_size), progress=True)
+                         batch_size=int(config.eval.batch_size), progress=True, decoder=decoder)
+    top = ranked[:, :max(ks)]
     write_predictions(out / f"predictions_{split}.jsonl", getattr(prep.split, split).user_ids,
-                      ranked)
-    record[split] = {**retrieval_metrics(ranked, targets, ks),
+                      top)
+    record[split] = {**retrieval_metrics(top, targets, ks),
                      **{k: round(float(v), 4) for k, v in stats.items()},
                      "users": int(len(targets)), "wall_s": round(time.perf_counter() - start, 2)}
+    if name == "rpg":
+      record[split]["decoder"] = decoder
+    if seen_protocol:
+      unseen = drop_seen(ranked, histories, k=max(ks))
+      record[split]["history_excluded"] = retrieval_metrics(unseen, targets, ks)
   artifacts.atomic_write_json(out / "metrics.json", record)
   return record
 

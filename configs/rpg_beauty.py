@@ -1,0 +1,46 @@
+"""RPG on Amazon Beauty: 32 x 256 OPQ codes of the MiniLM embeddings, a causal transformer
+over items (mean of code embeddings) with one head per codebook, trained at every position
+of SASRec's windows; exact scoring of every item for validation and test.
+
+  lrm train --config=configs/rpg_beauty.py --workdir=runs/rpg_beauty
+  lrm evaluate --workdir=runs/rpg_beauty
+  python benchmarks/retrieval.py --config=configs/rpg_beauty.py     # a benchmark record
+  ... --config.sid.method=rq_kmeans                                 # any SID table
+  ... --config.data.path=DIR                                        # any standard-layout folder
+
+The recipe fits a 2-core CPU (~1 s a step); `:rpg_size` takes RPG's published 2 x 448.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from lrm.core.config import load_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+  here = pathlib.Path(__file__).resolve().parent
+  options = parse_arg(arg, rpg_size=False)
+  config = load_config(here / "beauty.py")
+  config.run_dir = "runs/rpg_beauty"
+  config.sid.method = "opq"
+  config.sid.num_codebooks = 32        # RPG's Beauty setting
+  config.sid.codebook_size = 256
+  config.model.name = "rpg"
+  config.model.rpg.update(max_length=50, d_model=128, num_heads=4, head_dim=32, mlp_dim=512,
+                          num_layers=2, dropout=0.1, temperature=0.03)
+  if options.rpg_size:
+    config.model.rpg.update(d_model=448, num_heads=8, head_dim=56, mlp_dim=1792)
+  config.train.batch_size = 256
+  config.train.num_steps = 6000
+  config.train.learning_rate = 3e-3
+  config.train.warmup_steps = 200
+  config.train.decay = "cosine"
+  config.train.end_fraction = 0.05
+  config.train.weight_decay = 0.05
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+  config.train.patience = 6
+  config.eval.valid_users = 5000
+  config.eval.decoder = "exact"
+  return config
