@@ -116,7 +116,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.ks = (5, 10, 20)
   config.eval.beam_size = 20
-  config.eval.decoder = "exact"       # rpg's final evaluation: exact (every item) | beam (trie)
+  # rpg's final evaluation: exact (every item) | graph (RPG's item graph) | beam (code trie)
+  config.eval.decoder = "exact"
+  config.eval.graph = ml_collections.ConfigDict(dict(num_edges=100, steps=3, entries=256))
   config.eval.batch_size = 256
   config.eval.valid_users = 2000      # users in periodic validation (0 = all); final eval: all
 

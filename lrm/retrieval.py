@@ -34,8 +34,11 @@ from lrm.core.errors import ConfigError
 
 MODELS = ("tiger", "decoder", "sasrec", "rpg")
 GENERATIVE = ("tiger", "decoder")   # decode SIDs with beam search; the rest score items
-WINDOWED = ("sasrec", "rpg")        # SASRec's windows: every position of a user learns
-DECODERS = ("exact", "beam")        # rpg: exact scores of every item, or beam over the trie
+WINDOWED = ("sasrec", "rpg")
+# RPG's graph decoding (Beauty: 100 edges, 3 steps); entries: the most popular training items
+# the beams start from.
+GRAPH_DEFAULTS = {"num_edges": 100, "steps": 3, "entries": 256}        # SASRec's windows: every position of a user learns
+DECODERS = ("exact", "graph", "beam")  # rpg: every item scored, RPG's item graph, or the trie
 SPLITS = ("valid", "test")
 
 
@@ -166,11 +169,14 @@ def _subset(eval_set, rows: np.ndarray):
 
 def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: int,
          beam_size: int, batch_size: int, constrained: bool = True,
-         progress: bool = False, decoder: str = "exact") -> tuple[np.ndarray, dict[str, float]]:
+         progress: bool = False, decoder: str = "exact",
+         graph: dict[str, int] | None = None) -> tuple[np.ndarray, dict[str, float]]:
   """The top-k item ids per user, and decoding stats. Shape: -> int64 [n, k].
 
-  `decoder` (rpg only): "exact" scores every item; "beam" searches the code trie with
-  `beam_size` beams (cost independent of the catalog's size).
+  `decoder` (rpg only): "exact" scores every item; "graph" moves `beam_size` beams over RPG's
+  item graph (`graph`: num_edges, steps, entries; the defaults of `eval.graph`); "beam"
+  searches the code trie with `beam_size` beams. The last two cost the same whatever the
+  catalog's size.
   """
   if name in GENERATIVE:
     from lrm.decode.generative import recommend
@@ -181,9 +187,19 @@ def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: 
   if name == "rpg":
     if decoder not in DECODERS:
       raise ConfigError("eval.decoder", f"'{decoder}' is not one of {DECODERS}")
-    from lrm.decode.parallel import rank_beam, rank_exact
-    fn = rank_exact if decoder == "exact" else functools.partial(rank_beam, trie=prep.trie,
-                                                                 beam_size=max(beam_size, k))
+    from lrm.decode import parallel
+    if decoder == "exact":
+      fn = parallel.rank_exact
+    elif decoder == "beam":
+      fn = functools.partial(parallel.rank_beam, trie=prep.trie, beam_size=max(beam_size, k))
+    else:
+      from lrm.eval.metrics import most_popular_ranking
+      options = {**GRAPH_DEFAULTS, **(graph or {})}
+      entries = prep.dataset.catalog.rows(most_popular_ranking(prep.split.train,
+                                                               int(options["entries"])))
+      fn = functools.partial(parallel.rank_graph, beam_size=max(beam_size, k),
+                             steps=int(options["steps"]), entries=entries,
+                             graph=parallel.item_graph(model, num_edges=int(options["num_edges"])))
     items, stats = fn(model, inputs["inputs"], np.asarray(prep.dataset.catalog.item_ids), k=k,
                       batch_size=batch_size)
     return items, stats
@@ -193,14 +209,16 @@ def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: 
 def _rank_scores(model, prep: Prepared, inputs: np.ndarray, *, k: int,
                  batch_size: int) -> tuple[np.ndarray, dict[str, float]]:
   from lrm.decode.generative import pad_rows
+  from lrm.decode.parallel import top_k_columns
   from lrm.models.sasrec import score_items
   model.eval()
   graphdef, params = nnx.split(model)
 
   @jax.jit
-  def top(params, x):
-    scores = score_items(nnx.merge(graphdef, params), x)
-    return jax.lax.top_k(scores, k)[1]
+  def scores_of(params, x):
+    return score_items(nnx.merge(graphdef, params), x)
+
+  top = lambda params, x: top_k_columns(scores_of(params, x), k)
 
   item_ids = np.asarray(prep.dataset.catalog.item_ids)
   out, start = [], time.perf_counter()
@@ -357,12 +375,13 @@ def evaluate_model(config, run_dir: pathlib.Path, prep: Prepared, name: str,
     histories = getattr(prep.split, split).histories
     # Models that score every item also give eSASRec's protocol (history items dropped from
     # the ranking) from a list long enough to survive the drop.
-    seen_protocol = name in WINDOWED and not (name == "rpg" and decoder == "beam")
+    seen_protocol = name in WINDOWED and not (name == "rpg" and decoder != "exact")
     depth = max(ks) + (int(histories.lengths.max(initial=0)) if seen_protocol else 0)
     start = time.perf_counter()
     ranked, stats = rank(model, name, prep, inputs, k=depth,
                          beam_size=int(config.eval.beam_size),
-                         batch_size=int(config.eval.batch_size), progress=True, decoder=decoder)
+                         batch_size=int(config.eval.batch_size), progress=True, decoder=decoder,
+                         graph=config.eval.get("graph", {}))
     top = ranked[:, :max(ks)]
     write_predictions(out / f"predictions_{split}.jsonl", getattr(prep.split, split).user_ids,
                       top)

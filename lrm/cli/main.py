@@ -88,15 +88,21 @@ def _configure_jax() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+# Library files whose INFO lines the command line drops.
+_QUIET_INFO_SOURCES = ("/orbax/", "/jax/_src/xla_bridge.py")
+
+
 def _quiet_library_logs() -> None:
-  """Orbax logs every save and restore step at INFO; on the command line only its warnings
-  show (library users keep absl's defaults)."""
+  """Orbax logs every save and restore step at INFO, and JAX's backend probe logs a missing
+  libtpu at INFO on every machine without a TPU; on the command line only their warnings show
+  (library users keep absl's defaults)."""
   import logging as pylogging
   from absl import logging
 
   class DropLibraryInfo(pylogging.Filter):
     def filter(self, record: pylogging.LogRecord) -> bool:
-      return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+      return record.levelno >= pylogging.WARNING or not any(
+          part in record.pathname for part in _QUIET_INFO_SOURCES)
 
   logging.get_absl_handler().addFilter(DropLibraryInfo())
 

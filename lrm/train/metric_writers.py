@@ -2,8 +2,9 @@
 
 The JSONL file is the record that scripts and colabs read back (`read_metrics`); TensorBoard is
 for watching a run. Event files come from tensorboardX, which needs only protobuf and numpy
-(no TensorFlow). TensorBoard tags allow only `[-/A-Za-z0-9_.]`: tensorboardX turns other
-characters into `_` (`eval/recall@10` shows as `eval/recall_10`); the JSONL keeps the names.
+(no TensorFlow). TensorBoard tags allow only `[-/A-Za-z0-9_.]`: other characters become `_`
+here (`eval/recall@10` shows as `eval/recall_10`), before tensorboardX would warn about each
+one; the JSONL keeps the names.
 
 A writer opened on an existing logdir appends, so a resumed run keeps the earlier lines; the
 steps then repeat from the restored step on, and readers keep the last line per step if they
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import time
 from typing import Any, Self
 
@@ -23,6 +25,7 @@ from lrm.core.errors import DataError
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+_ILLEGAL_TAG_CHARS = re.compile(r"[^-/\w.]")
 
 
 class MetricWriter:
@@ -58,7 +61,8 @@ class MetricWriter:
     self._file.flush()
     if self._tb is not None:
       for name, value in values.items():
-        self._tb.add_scalar(name, value, global_step=step, walltime=record["time"])
+        self._tb.add_scalar(tensorboard_tag(name), value, global_step=step,
+                            walltime=record["time"])
 
   def flush(self) -> None:
     self._file.flush()
@@ -77,6 +81,11 @@ class MetricWriter:
 
   def __exit__(self, *exc_info) -> None:
     self.close()
+
+
+def tensorboard_tag(name: str) -> str:
+  """`name` with every character TensorBoard rejects replaced by `_`."""
+  return _ILLEGAL_TAG_CHARS.sub("_", name)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

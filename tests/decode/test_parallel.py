@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lrm.decode.parallel import rank_beam, rank_exact
+from lrm.decode.parallel import item_graph, rank_beam, rank_exact, rank_graph
 from lrm.models.rpg import RPG, RPGConfig, score_items
 from lrm.sid.trie import build_trie
 
@@ -56,3 +56,24 @@ def test_beam_returns_valid_distinct_items_and_agrees_with_exact(small_catalog):
   # A narrow beam still returns real, distinct items.
   narrow, _ = rank_beam(model, inputs, item_ids, k=4, batch_size=16, trie=trie, beam_size=4)
   assert np.isin(narrow, item_ids).all() and all(len(set(r)) == 4 for r in narrow)
+
+
+def test_graph_returns_valid_distinct_items_and_agrees_with_exact(small_catalog):
+  codes, sizes, item_ids, inputs = small_catalog
+  model = _model(codes, sizes)
+  graph = item_graph(model, num_edges=5, chunk=16)
+  assert graph.shape == (40, 5)
+  assert not (graph == np.arange(40)[:, None]).any()          # never its own neighbour
+  exact, _ = rank_exact(model, inputs, item_ids, k=10, batch_size=16)
+  # Every item an entry: the first top-k is already exact, and moving can only keep it.
+  full, _ = rank_graph(model, inputs, item_ids, k=10, batch_size=16, graph=graph,
+                       entries=np.arange(40), beam_size=12, steps=2)
+  np.testing.assert_array_equal(full, exact)
+  # From a few entries the beams must walk the graph; items stay real and distinct.
+  walked, stats = rank_graph(model, inputs, item_ids, k=4, batch_size=16, graph=graph,
+                             entries=np.arange(6), beam_size=6, steps=3)
+  assert stats["users_per_s"] > 0
+  assert np.isin(walked, item_ids).all() and all(len(set(r)) == 4 for r in walked)
+  with pytest.raises(ValueError, match="beam_size"):
+    rank_graph(model, inputs, item_ids, k=10, batch_size=16, graph=graph,
+               entries=np.arange(6), beam_size=6, steps=1)
