@@ -20,7 +20,7 @@ NOTEBOOKS = {
         "train loss:", "history (oldest first)", "recommended", "beam level 0:",
         "beam level 3:", "cumulative", "unrolled search == recommend(): True",
         "popularity", "recall@10", "ndcg@20", "| valid ", "| test ", "rpg parameters:",
-        "| rpg (exact) ", "| rpg (beam) "),
+        "| rpg (exact) ", "| rpg (graph) ", "| rpg (beam) "),
 }
 
 
