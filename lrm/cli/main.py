@@ -66,7 +66,22 @@ def run(argv: list[str] | None = None) -> None:
       print(f"{prog}: {e}", file=sys.stderr)
       sys.exit(PREEMPTED_EXIT_STATUS)
 
-  app.run(guarded_main, argv=sys.argv)
+  def parse_flags(args):
+    # --config.FIELD=VALUE overrides are applied while the flags parse; an unknown field or a
+    # value of the wrong type is bad input, not a crash.
+    from absl import flags
+    try:
+      return flags.FLAGS(args)
+    except flags.Error as e:
+      _fail(prog, str(e))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+      missing = _unquote(str(e))
+      named = [a[2:].split("=")[0] for a in args if a.startswith("--config.")
+               and missing in a[2:].split("=")[0].split(".")]
+      _fail(prog, f"bad --config override: {named[0]} is not a field of the config"
+            if named else f"bad --config override: {missing}")
+
+  app.run(guarded_main, argv=sys.argv, flags_parser=parse_flags)
 
 
 def _configure_jax() -> None:

@@ -39,6 +39,13 @@ def test_unknown_config_field_is_named(tmp_path):
   assert not (tmp_path / "data" / "manifest.json").exists()
 
 
+def test_unknown_override_of_a_training_config_is_one_line():
+  out = lrm("train", "--config=configs/beauty.py", "--config.model.no_such_field=3", check=False)
+  assert out.returncode == 2, out.stderr
+  assert out.stderr.strip() == ("lrm train: error: bad --config override: "
+                                "config.model.no_such_field is not a field of the config")
+
+
 def test_world_then_embed_with_fallback(tmp_path):
   lrm("world", f"--out={tmp_path / 'w'}", "--config=configs/base.py:runlocal")
   lrm("embed", f"--data={tmp_path / 'w'}", f"--out={tmp_path / 'e'}")
