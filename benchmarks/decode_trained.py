@@ -25,6 +25,20 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _load_trained(args):
+  """(config, data_dir, dataset, prep, model) of the run in --workdir, best checkpoint."""
+  import ml_collections
+  from lrm import retrieval
+  from lrm.data import read_dataset
+  config = ml_collections.ConfigDict(json.loads((args.workdir / "config.json").read_text()))
+  data_dir = (pathlib.Path(config.data.path) if config.data.source == "layout"
+              else args.workdir / "data")
+  dataset = read_dataset(data_dir)
+  prep = retrieval.prepare(config, dataset, args.workdir / "sid")
+  return config, data_dir, dataset, prep, retrieval.load_trained(config, args.workdir, prep,
+                                                                  args.model)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", type=pathlib.Path, required=True)
@@ -43,19 +57,12 @@ def main() -> None:
     return
 
   import jax
-  import ml_collections
   from lrm import retrieval
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.core.report import print_table
-  from lrm.data import read_dataset
   from lrm.decode.generative import recommend
 
-  config = ml_collections.ConfigDict(json.loads((args.workdir / "config.json").read_text()))
-  data_dir = (pathlib.Path(config.data.path) if config.data.source == "layout"
-              else args.workdir / "data")
-  dataset = read_dataset(data_dir)
-  prep = retrieval.prepare(config, dataset, args.workdir / "sid")
-  model = retrieval.load_trained(config, args.workdir, prep, args.model)
+  config, data_dir, dataset, prep, model = _load_trained(args)
   inputs, _ = retrieval.eval_inputs(prep, args.model, "test")
   n = min(args.users, len(inputs["encoder_tokens"]))
   tokens, mask = inputs["encoder_tokens"][:n], inputs["encoder_mask"][:n]
@@ -90,19 +97,12 @@ def main() -> None:
 def _parallel_decoders(args) -> None:
   """Both decoders of a parallel-code model on every test user, at batch `--batches[-1]`."""
   import jax
-  import ml_collections
   from lrm import retrieval
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.core.report import print_table
-  from lrm.data import read_dataset
   from lrm.eval.metrics import retrieval_metrics
 
-  config = ml_collections.ConfigDict(json.loads((args.workdir / "config.json").read_text()))
-  data_dir = (pathlib.Path(config.data.path) if config.data.source == "layout"
-              else args.workdir / "data")
-  dataset = read_dataset(data_dir)
-  prep = retrieval.prepare(config, dataset, args.workdir / "sid")
-  model = retrieval.load_trained(config, args.workdir, prep, args.model)
+  config, data_dir, dataset, prep, model = _load_trained(args)
   inputs, targets = retrieval.eval_inputs(prep, args.model, "test")
   n = min(args.users, len(targets))   # the first `--users` test users
   inputs, targets = {k: v[:n] for k, v in inputs.items()}, targets[:n]
