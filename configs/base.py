@@ -87,7 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # trained at every position of SASRec's windows; reads any SID table (long PQ codes best).
   config.model.rpg = ml_collections.ConfigDict(dict(
       max_length=50, d_model=128, num_heads=4, head_dim=32, mlp_dim=512, num_layers=2,
-      dropout=0.1, temperature=0.03, activation="gelu", dtype="float32"))
+      dropout=0.1, temperature=0.03, activation="gelu", dtype="float32",
+      # Ablations: loss item (softmax over items), loss_positions last, ngram_buckets > 0.
+      loss="codebook", loss_positions="all", ngram_buckets=0, ngram_order=4))
   config.model.rpg.attention_impl = ml_collections.FieldReference(None, field_type=str)
 
   # The training loop (lrm/train/trainer.py LoopSpec) and optimizer (lrm/train/optimizer.py).

@@ -34,10 +34,10 @@ from lrm.core.errors import ConfigError
 
 MODELS = ("tiger", "decoder", "sasrec", "rpg")
 GENERATIVE = ("tiger", "decoder")   # decode SIDs with beam search; the rest score items
-WINDOWED = ("sasrec", "rpg")
+WINDOWED = ("sasrec", "rpg")         # SASRec's windows: every position of a user learns
 # RPG's graph decoding (Beauty: 100 edges, 3 steps); entries: the most popular training items
 # the beams start from.
-GRAPH_DEFAULTS = {"num_edges": 100, "steps": 3, "entries": 256}        # SASRec's windows: every position of a user learns
+GRAPH_DEFAULTS = {"num_edges": 100, "steps": 3, "entries": 256}
 DECODERS = ("exact", "graph", "beam")  # rpg: every item scored, RPG's item graph, or the trie
 SPLITS = ("valid", "test")
 
@@ -103,7 +103,8 @@ def build_model(config, prep: Prepared, name: str, *, rngs: nnx.Rngs):
                                "codebook_sizes": prep.table.full_codebook_sizes, **hyper},
                               where="model.rpg")
     return (RPG(cfg, prep.table.full_codes, rngs=rngs),
-            windowed_loss_for(prep, name, int(config.train.batch_size), rpg_loss))
+            windowed_loss_for(prep, name, int(config.train.batch_size), rpg_loss,
+                              last_only=cfg.loss_positions == "last"))
   from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss
   cfg = SASRecConfig.from_dict({"num_items": len(prep.dataset.catalog), **hyper},
                                where="model.sasrec")
@@ -111,7 +112,8 @@ def build_model(config, prep: Prepared, name: str, *, rngs: nnx.Rngs):
                                                    sasrec_loss)
 
 
-def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss):
+def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss, *,
+                      last_only: bool = False):
   """A windowed model's loss scoring only target positions (a static number of them).
 
   The full [b, l, items] logits are mostly padding on short-history data (Beauty: ~12% of
@@ -119,12 +121,15 @@ def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss):
   batch plus 5 standard deviations of a random batch's sum, rounded up to 128 (Beauty, l 50:
   2,176 of 12,800 positions; the largest of 2,000 random batches held 1,833), so a batch over
   it comes about once in 3 million; the loss logs `dropped_targets` if one ever does.
+  `last_only`: the loss keeps only each window's last target (RPG's `loss_positions` ablation).
   """
   import functools
   from lrm.tasks.id_sequences import sequence_examples
   length = window_length(prep, name)
   targets = sequence_examples(prep.split.train, prep.dataset.catalog,
                               max_length=length)["targets"]
+  if last_only:
+    targets = targets[:, -1:]
   counts = (targets > 0).sum(axis=1)
   bound = int(np.ceil(counts.mean() * batch_size + 5 * counts.std() * np.sqrt(batch_size)))
   if bound >= batch_size * length:
@@ -229,7 +234,8 @@ def _rank_scores(model, prep: Prepared, inputs: np.ndarray, *, k: int,
     out.append(np.asarray(top(params, jnp.asarray(x)))[:m])
   # Full ranking over all items is the top-k of all scores, taken on device per batch.
   rows = np.concatenate(out) if out else np.zeros((0, k), np.int64)
-  return item_ids[rows].astype(np.int64), {"users_per_s": len(inputs) / (time.perf_counter() - start)}
+  rate = len(inputs) / (time.perf_counter() - start)
+  return item_ids[rows].astype(np.int64), {"users_per_s": rate}
 
 
 def make_evaluate_fn(config, prep: Prepared, name: str) -> Callable[[nnx.Module], dict]:

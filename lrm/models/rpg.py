@@ -33,13 +33,12 @@ from flax import nnx
 
 from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError
-from lrm.models.layers import DEFAULT_INIT, Block, param, rms_norm, sharding_scope
-from lrm.models.sasrec import attention_mask
+from lrm.models.layers import DEFAULT_INIT, param, sharding_scope
+from lrm.models.sid_features import CodeFamily, PrefixNGramEmbedding
+from lrm.models.windowed import DTYPES, WindowedTrunk, check_trunk_config, compact_targets
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-_ACTIVATIONS = ("gelu", "relu")
-_ATTENTION_IMPLS = (None, "xla", "cudnn")
-_INPUTS = ("mean",)
+_LOSSES = ("codebook", "item")
+_LOSS_POSITIONS = ("all", "last")
 NEG_INF = -1e30   # finite, so a masked code's log-softmax stays finite in the gradient
 
 
@@ -63,31 +62,35 @@ class RPGConfig:
   activation: str = "gelu"
   dtype: str = "float32"
   attention_impl: str | None = None
+  # Ablations (issue 23). RPG is loss="codebook", loss_positions="all", ngram_buckets=0.
+  loss: str = "codebook"           # codebook: per-codebook CE; item: softmax over every item's
+                                   # summed code logits (exact; [P, n] scores a step)
+  loss_positions: str = "all"      # all: every target position; last: each window's last only
+  ngram_buckets: int = 0           # > 0: add the mean of embeddings of each item's SID
+  ngram_order: int = 4             # prefixes of lengths 1 .. ngram_order (lrm/models/
+                                   # sid_features.py; a level with more prefixes than
+                                   # ngram_buckets is hashed into that many rows)
 
   def __post_init__(self):
-    for name in ("num_items", "max_length", "d_model", "num_heads", "head_dim", "mlp_dim",
-                 "num_layers"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+    check_trunk_config(self, ints=("ngram_order",))
+    if isinstance(self.ngram_buckets, bool) or not isinstance(self.ngram_buckets, int) \
+        or self.ngram_buckets < 0:
+      raise ConfigError("ngram_buckets", f"must be an integer >= 0, got {self.ngram_buckets!r}")
     sizes = tuple(self.codebook_sizes)
     if not sizes or any(isinstance(k, bool) or int(k) < 1 for k in sizes):
       raise ConfigError("codebook_sizes", f"must be positive integers, got {sizes!r}")
     object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in sizes))
-    if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-        or not 0 <= self.dropout < 1:
-      raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout!r}")
     if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
         or not self.temperature > 0:
       raise ConfigError("temperature", f"must be > 0, got {self.temperature!r}")
-    if self.activation not in _ACTIVATIONS:
-      raise ConfigError("activation", f"must be one of {list(_ACTIVATIONS)}, "
-                        f"got {self.activation!r}")
-    if self.dtype not in _DTYPES:
-      raise ConfigError("dtype", f"must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-    if self.attention_impl not in _ATTENTION_IMPLS:
-      raise ConfigError("attention_impl", f"must be one of {list(_ATTENTION_IMPLS)}, "
-                        f"got {self.attention_impl!r}")
+    if self.loss not in _LOSSES:
+      raise ConfigError("loss", f"must be one of {list(_LOSSES)}, got {self.loss!r}")
+    if self.loss_positions not in _LOSS_POSITIONS:
+      raise ConfigError("loss_positions", f"must be one of {list(_LOSS_POSITIONS)}, "
+                        f"got {self.loss_positions!r}")
+    if self.ngram_buckets and not self.ngram_order <= len(sizes):
+      raise ConfigError("ngram_order", f"must be in [1, {len(sizes)}] (the SID length), "
+                        f"got {self.ngram_order!r}")
 
   @property
   def num_codebooks(self) -> int:
@@ -118,13 +121,12 @@ def padded_codes(codes: Any, codebook_sizes: Sequence[int]) -> np.ndarray:
   return np.concatenate([np.zeros((1, codes.shape[1]), np.int32), codes.astype(np.int32)])
 
 
-class RPG(nnx.Module):
+class RPG(WindowedTrunk):
   """Mean-of-codes input, `num_layers` causal pre-norm blocks, one residual head per codebook."""
 
   def __init__(self, cfg: RPGConfig, codes: Any, *, rngs: nnx.Rngs):
     """`codes`: the SID table in catalog order, int [num_items, C]."""
     self.config = cfg
-    dtype = _DTYPES[cfg.dtype]
     table = padded_codes(codes, cfg.codebook_sizes)
     if len(table) != cfg.num_items + 1:
       raise ConfigError("num_items", f"{cfg.num_items} items but {len(table) - 1} SID rows")
@@ -133,27 +135,27 @@ class RPG(nnx.Module):
     with sharding_scope():
       self.code_embed = nnx.Param(param(DEFAULT_INIT, (None, "vocab", "embed"))(
           rngs.params(), (C, K, d), jnp.float32))
-      self.position_embed = nnx.Embed(
-          cfg.max_length, d, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
-          embedding_init=param(DEFAULT_INIT, (None, "embed")))
-      self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
-      self.blocks = nnx.List([
-          Block(d, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cross=False,
-                activation=cfg.activation, dropout=cfg.dropout, dtype=dtype,
-                attention_impl=cfg.attention_impl, rngs=rngs)
-          for _ in range(cfg.num_layers)])
-      self.final_norm = rms_norm(d, dtype=dtype, rngs=rngs)
+      self.init_trunk(cfg, rngs=rngs)
       # Zero-initialised: every head starts as the identity (RPG's ResBlock).
       self.head_kernel = nnx.Param(param(nnx.initializers.zeros_init(), (None, "embed", "mlp"))(
           rngs.params(), (C, d, d), jnp.float32))
       self.head_bias = nnx.Param(jnp.zeros((C, d), jnp.float32))
+    if cfg.ngram_buckets:   # ablation: SID-prefix (n-gram) embeddings beside the codes' mean
+      family = CodeFamily("sid", cfg.codebook_sizes, levels=cfg.ngram_order,
+                          max_rows=cfg.ngram_buckets)
+      self.ngram_embed = PrefixNGramEmbedding([family], d, combine="tokens", dtype=cfg.dtype,
+                                              rngs=rngs)
 
   def item_embeddings(self, rows: jax.Array) -> jax.Array:
-    """Mean of each item's code embeddings. Shape: rows int [...] (catalog row + 1) -> [..., d]."""
+    """Mean of each item's code embeddings (plus the mean of its prefix n-gram embeddings when
+    `ngram_buckets`). Shape: rows int [...] (catalog row + 1) -> [..., d]."""
     codes = self.codes[...][rows]                                     # [..., C]
     table = self.code_embed[...]
     level = jnp.arange(self.config.num_codebooks)
-    return table[level, codes].mean(axis=-2)                          # [..., d]
+    x = table[level, codes].mean(axis=-2)                             # [..., d]
+    if self.config.ngram_buckets:
+      x = x + self.ngram_embed(codes).mean(axis=-2).astype(x.dtype)
+    return x
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
     """Hidden states; position t summarises items up to t (the next item's query).
@@ -161,20 +163,11 @@ class RPG(nnx.Module):
     Shape: inputs int [b, l] (l <= max_length; catalog row + 1, 0 = padding, left-padded)
     -> [b, l, d].
     """
-    cfg = self.config
-    l = inputs.shape[1]
-    if l > cfg.max_length:
-      raise ConfigError("max_length", f"inputs have length {l} > {cfg.max_length}")
+    self.check_window(inputs)
     valid = inputs > 0
-    positions = jnp.arange(l - 1, -1, -1)[None]        # most recent item = position 0
-    dtype = _DTYPES[cfg.dtype]
-    x = self.item_embeddings(inputs).astype(dtype) * cfg.d_model ** 0.5
-    x = jnp.where(valid[..., None], x, 0)
-    x = self.dropout(x + self.position_embed(positions))
-    mask = attention_mask(valid)
-    for block in self.blocks:
-      x = block(x, mask=mask)
-    return self.final_norm(x)
+    x = self.item_embeddings(inputs).astype(DTYPES[self.config.dtype])
+    x = jnp.where(valid[..., None], x * self.config.d_model ** 0.5, 0)
+    return self.run_trunk(x, valid)
 
   def code_logits(self, hidden: jax.Array) -> jax.Array:
     """Each codebook's logits for the next item: cosine(head_c(h), code) / temperature.
@@ -201,37 +194,43 @@ class RPG(nnx.Module):
 
 def rpg_loss(model: RPG, batch: Mapping[str, jax.Array],
              max_targets: int | None = None) -> tuple[jax.Array, dict]:
-  """Per-codebook cross-entropy, averaged over codebooks and every target position.
+  """Per-codebook cross-entropy, averaged over codebooks and every target position (or, with
+  the `loss` / `loss_positions` ablations, an item softmax / each window's last target only).
 
   `max_targets` (static) scores only the first `max_targets` target positions of the batch
   (row-major), as `sasrec_loss` does: most positions of short users are padding.
 
   Shape: batch["inputs"], batch["targets"] int [b, l] (catalog row + 1; target 0 = none).
   Returns (loss, {"loss", "code_accuracy" (top-1 per code), "item_accuracy" (all codes right),
-  "num_targets", "dropped_targets"}).
+  "num_targets", "dropped_targets"}). `item_accuracy` under loss="item": the target item's
+  summed logit is the largest.
   """
+  cfg = model.config
   targets = batch["targets"]
-  hidden = model(batch["inputs"])                                      # [b, l, d]
+  if cfg.loss_positions == "last":     # ablation: one target per window (its last position)
+    targets = targets.at[:, :-1].set(0)
+  hidden, targets, total = compact_targets(model(batch["inputs"]), targets, max_targets)
   has_target = targets > 0
-  total = has_target.sum()
-  if max_targets is not None:
-    (flat,) = jnp.nonzero(has_target.reshape(-1), size=max_targets, fill_value=0)
-    kept = jnp.arange(max_targets) < total
-    hidden = hidden.reshape(-1, hidden.shape[-1])[flat]                # [P, d]
-    targets = jnp.where(kept, targets.reshape(-1)[flat], 0)
-    has_target = targets > 0
   logits = model.code_logits(hidden)                                   # [..., C, K]
   labels = model.codes[...][targets]                                   # [..., C]
   picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-  ce = (jax.nn.logsumexp(logits, axis=-1) - picked).mean(-1)
+  # The target's logit is the largest (an argmax would cost a second pass over the logits).
+  correct = jax.lax.stop_gradient(picked >= logits.max(axis=-1))       # [..., C]
   weight = has_target.astype(jnp.float32)
   count = weight.sum()
   denom = jnp.maximum(count, 1.0)                    # a batch of padding only gives 0, not NaN
+  if cfg.loss == "item":   # ablation: softmax over every item's summed code logits
+    scores = item_scores(logits.reshape(-1, *logits.shape[-2:]), model.codes[...][1:])
+    scores = scores.reshape(*logits.shape[:-2], -1)                    # [..., n]
+    target_score = picked.sum(-1)
+    ce = jax.nn.logsumexp(scores, axis=-1) - target_score
+    item_correct = jax.lax.stop_gradient(target_score >= scores.max(axis=-1))
+  else:
+    ce = (jax.nn.logsumexp(logits, axis=-1) - picked).mean(-1)
+    item_correct = correct.all(-1)
   loss = (ce * weight).sum() / denom
-  # The target's logit is the largest (an argmax would cost a second pass over the logits).
-  correct = jax.lax.stop_gradient(picked >= logits.max(axis=-1))       # [..., C]
   code_acc = (correct.mean(-1) * weight).sum() / denom
-  item_acc = (correct.all(-1) * weight).sum() / denom
+  item_acc = (item_correct * weight).sum() / denom
   return loss, {"loss": loss, "code_accuracy": code_acc, "item_accuracy": item_acc,
                 "num_targets": count, "dropped_targets": total - count}
 

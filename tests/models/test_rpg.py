@@ -6,8 +6,9 @@ import pytest
 from flax import nnx
 
 from lrm.core.errors import ConfigError
-from lrm.models.rpg import (RPG, RPGConfig, item_scores, last_log_probs, padded_codes, rpg_loss,
-                            score_items)
+from lrm.models.sid_features import prefix_rows
+from lrm.models.rpg import (RPG, RPGConfig, item_scores, last_log_probs, padded_codes,
+                            rpg_loss, score_items)
 
 SIZES = (8, 8, 8, 5)          # uneven, as RQ codes with a collision level
 TINY = dict(num_items=30, codebook_sizes=SIZES, max_length=6, d_model=16, num_heads=2,
@@ -79,6 +80,55 @@ def test_loss_is_mean_per_codebook_cross_entropy_over_target_positions():
   assert aux_capped["dropped_targets"] == 0
 
 
+_BATCH = {"inputs": jnp.array([[0, 0, 3, 4, 5, 6], [0, 7, 8, 9, 10, 11]], jnp.int32),
+          "targets": jnp.array([[0, 0, 0, 5, 6, 7], [0, 0, 9, 10, 11, 12]], jnp.int32)}
+
+
+def test_last_position_loss_keeps_each_windows_last_target_only():
+  model, _ = _model(loss_positions="last")
+  _random_heads(model)
+  loss, aux = rpg_loss(model, _BATCH)
+  assert aux["num_targets"] == 2
+  full, _ = _model()
+  _random_heads(full)
+  last_only = {"inputs": _BATCH["inputs"], "targets": _BATCH["targets"].at[:, :-1].set(0)}
+  want, _ = rpg_loss(full, last_only)
+  assert float(loss) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_item_softmax_loss_equals_cross_entropy_over_summed_code_logits():
+  model, codes = _model(loss="item")
+  _random_heads(model)
+  loss, aux = rpg_loss(model, _BATCH, max_targets=8)
+  targets = _BATCH["targets"]
+  logits = np.asarray(model.code_logits(model(_BATCH["inputs"])))       # [b, l, C, K]
+  want, hits = [], 0
+  for b, t in zip(*np.nonzero(np.asarray(targets))):
+    scores = np.array([sum(logits[b, t, c, codes[i, c]] for c in range(len(SIZES)))
+                       for i in range(30)])
+    target = int(targets[b, t]) - 1
+    want.append(np.logaddexp.reduce(scores) - scores[target])
+    hits += scores[target] >= scores.max()
+  assert float(loss) == pytest.approx(np.mean(want), rel=1e-4)
+  assert float(aux["item_accuracy"]) == pytest.approx(hits / len(want))
+  grads = nnx.grad(lambda m: rpg_loss(m, _BATCH, max_targets=8)[0])(model)
+  assert np.isfinite(np.asarray(grads.code_embed[...])).all()
+
+
+def test_ngram_input_adds_the_mean_of_prefix_embeddings():
+  model, codes = _model(ngram_buckets=16, ngram_order=3)   # levels 2, 3 (64, 512) hashed to 16
+  plain = model.code_embed[...]
+  tables = model.ngram_embed.tables[0]
+  rows = np.asarray(prefix_rows(jnp.asarray(codes[2]), model.ngram_embed.families[0]))
+  assert rows.max() < 16
+  emb = model.item_embeddings(jnp.array([3]))[0]
+  want = np.mean([plain[c, codes[2, c]] for c in range(len(SIZES))], axis=0) \
+      + np.mean([tables[g].embedding[...][rows[g]] for g in range(3)], axis=0)
+  np.testing.assert_allclose(emb, want, rtol=1e-5, atol=1e-6)
+  loss, _ = rpg_loss(model, _BATCH)
+  assert np.isfinite(float(loss))
+
+
 def test_causal_and_left_padding_invariant():
   model, _ = _model()
   a = jnp.array([[0, 0, 3, 4, 5, 6]], jnp.int32)
@@ -109,5 +159,15 @@ def test_bad_configs_and_codes():
         rngs=nnx.Rngs(0))
   with pytest.raises(ConfigError, match="num_items"):
     RPG(RPGConfig(**TINY), _codes(29), rngs=nnx.Rngs(0))
+  with pytest.raises(ConfigError, match="loss_positions"):
+    RPGConfig(**{**TINY, "loss_positions": "first"})
+  with pytest.raises(ConfigError, match="loss"):
+    RPGConfig(**{**TINY, "loss": "bpr"})
+  with pytest.raises(ConfigError, match="ngram_order"):
+    RPGConfig(**{**TINY, "ngram_buckets": 16, "ngram_order": 5})
+  with pytest.raises(ConfigError, match="ngram_order"):
+    RPGConfig(**{**TINY, "ngram_buckets": 16, "ngram_order": 0})
+  with pytest.raises(ConfigError, match="ngram_buckets"):
+    RPGConfig(**{**TINY, "ngram_buckets": -1})
   with pytest.raises(ConfigError, match="model.rpg.depth"):
     RPGConfig.from_dict({**TINY, "depth": 2}, where="model.rpg")

@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from lrm.core.errors import ConfigError
-from lrm.models.sasrec import (SASRec, SASRecConfig, attention_mask, sasrec_loss, score_items)
+from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss, score_items
+from lrm.models.windowed import attention_mask
 
 TINY = dict(num_items=20, max_length=8, d_model=16, num_heads=2, head_dim=8, mlp_dim=32,
             num_layers=2)
