@@ -6,10 +6,11 @@ protocol, then record test Recall/NDCG@K beside TIGER's published numbers.
   python benchmarks/retrieval.py --config=configs/beauty.py --config.model.name=sasrec
   python benchmarks/retrieval.py --config=configs/sports.py
 
-Any `--config.FIELD=VALUE` override applies (e.g. `--config.run_dir=`, or on the GPU machine
-`--config.data.path=.gpu/amazon_beauty --config.embed.modalities=npy
---config.embed.npy=.gpu/beauty_minilm.npy`). A run directory with a finished model is reused
-(the record then reports the original training's speed and wall time from its manifest).
+Any `--config.FIELD=VALUE` override applies (e.g. `--config.run_dir=`, or
+`--config.data.path=DIR --config.embed.modalities=npy --config.embed.npy=FILE.npy`;
+benchmarks/gpu_suite.sh passes the data folder and the encoder this way). A run directory with a
+finished model is reused (the record then reports the original training's speed and wall time
+from its manifest).
 Writes benchmarks/results/retrieval_<dataset>_<model>_<device>_<timestamp>.json: test metrics
 (TIGER's protocol: all items ranked) and, for models that score every item, `history_excluded`
 (eSASRec's protocol); `train.train_wall_s` covers the SID tokenizer's fit plus the model's
