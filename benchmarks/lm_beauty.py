@@ -1,8 +1,9 @@
-"""The bilingual SID LM on a dataset config: trains and evaluates the main run (every task),
-the next-item-only ablation, and with `--cold_start` the cold-start pair (all tasks / next
-only, a share of items held out of every interaction); records one JSON.
+"""The bilingual SID LM on a dataset config: trains and evaluates the main run (the config's
+task mix), the next-item-only ablation, and with `--cold_start` the cold-start pair (the mix /
+next only, a share of items held out of every interaction); records one JSON.
 
   python benchmarks/lm_beauty.py --config=configs/lm_beauty.py:cpu             # 2-core CPU
+  python benchmarks/lm_beauty.py --config=configs/lm_beauty_history.py:cpu     # history docs
   python benchmarks/lm_beauty.py --config=configs/lm_beauty.py --cold_start=0.05   # GPU
 
 Variants train in run_dir/lm/<variant> and share the vocabulary and the SIDs; a finished
@@ -31,25 +32,31 @@ _COLD = flags.DEFINE_float("cold_start", 0.0, "cold-start item share (0: no cold
 _ONLY = flags.DEFINE_list("only", [], "run only these variants (main, next_only, cold_all, "
                           "cold_next_only); default: all that the other flags enable")
 
-LINKING = ("sid2text", "text2sid", "masked")
-
 
 def variants(config, cold: float):
-  """(name, config) of every run: main, next_only, and the cold-start pair."""
+  """(name, config) of every run: main, next_only, and the cold-start pair.
+
+  The next-only runs keep the `next` task alone whatever the config mixes, so they are the
+  same runs (and reused) under every config of a run_dir; the main and cold_all runs take the
+  config's mix, under its variant name when it has one (configs/lm_beauty_history.py).
+  """
   import copy
   out = []
-  for name, linking, frac in (("", True, 0.0), ("next_only", False, 0.0),
-                              ("cold_all", True, cold), ("cold_next_only", False, cold)):
+  own = config.lm.variant
+  for name, mixed, frac in (("", True, 0.0), ("next_only", False, 0.0),
+                            ("cold_all", True, cold), ("cold_next_only", False, cold)):
     if (name == "next_only" and not _ABLATION.value) or (name.startswith("cold") and not cold):
       continue
     if _ONLY.value and (name or "main") not in _ONLY.value:
       continue
     c = copy.deepcopy(config)
-    c.lm.variant = name or config.lm.variant
+    c.lm.variant = {"": own, "cold_all": f"{own}_cold" if own else name}.get(name, name)
     c.lm.cold_start.fraction = frac
-    if not linking:
-      for task in LINKING:
-        c.lm.tasks.weights[task] = 0.0
+    if not mixed:
+      weights = c.lm.tasks.weights
+      next_weight = weights.next if weights.next > 0 else 1.0
+      for task in list(weights.keys()):
+        weights[task] = next_weight if task == "next" else 0.0
       c.lm.train.best_metric = f"valid/ndcg@{max(c.lm.eval.ks)}"
     out.append((name or "main", c))
   return out
@@ -76,17 +83,18 @@ def main(argv):
     raise app.UsageError(f"--only: unknown variants {sorted(unknown)}")
   start = time.perf_counter()
   git_commit()     # the commit of the code that runs (read once)
-  rows, results = [], {}
+  rows, results, evaluated = [], {}, {}
   for name, c in variants(config, float(_COLD.value)):
     t0 = time.perf_counter()
     results = run(c)
     key = f"lm/{c.lm.variant}" if c.lm.variant else "lm"
     rows.append({**row(name, results[key]), "wall_s": round(time.perf_counter() - t0, 1)})
+    if name == "main":
+      evaluated = results[key].get("evaluated", {})
   dataset = pathlib.Path(config.data.path).name if config.data.source == "layout" \
       else config.data.source
   device, slug = device_description()
   main_row = rows[0]
-  evaluated = results.get("lm", {}).get("evaluated", {}) if rows[0]["variant"] == "main" else {}
   record = {
       "benchmark": "lm", "dataset": dataset, "split": "test", "model": "bilingual_sid_lm",
       "lm_config": config.lm.to_dict(), "sid": results.get("sid"),

@@ -1,13 +1,14 @@
 """The bilingual SID language model stage (YouTube LRM / PLUM), wiring the stages before it.
 
   SID table (run_dir/sid) + catalog text -> JointVocab (run_dir/lm/vocab)
-  -> sid2text / text2sid / next / masked examples from leave-one-out's training part, mixed by
-     `lm.tasks.weights` and packed into rows (lrm/tasks/lm_tasks.py)
+  -> sid2text / text2sid / next / masked examples and history documents from leave-one-out's
+     training part, mixed by `lm.tasks.weights` and packed into rows (lrm/tasks/lm_tasks.py)
   -> Llama-style LM (a named size, explicit fields, or an HF checkpoint: `lm.init_from`)
   -> the project's trainer (checkpoints, resume, validation, early stopping)
   -> evaluation: text->SID accuracy@1/@10 on held-out titles and SID->text title F1 (items
      whose links were kept out of training), next-item Recall/NDCG@K on validation and test
-     (constrained beam search, TIGER's protocol), cold-start recall, the after-item table.
+     (constrained beam search, TIGER's protocol; prompts in the `next` or `history` format,
+     `lm.tasks.next_item_prompt`), cold-start recall, the after-item table.
 
 Layout (`lm.variant` "" = run_dir/lm itself; a name = run_dir/lm/<name>, for ablations that
 share the vocabulary):
@@ -84,9 +85,11 @@ def lm_defaults() -> ml_collections.ConfigDict:
   # Tasks, mixing and packing (lrm/tasks/lm_tasks.py LMTaskConfig; num_examples 0 = all).
   lm.tasks = ml_collections.ConfigDict(dict(
       weights=ml_collections.ConfigDict(dict(sid2text=1.0, text2sid=1.0, next=1.0,
-                                             masked=1.0)),
+                                             masked=1.0, history=0.0)),
       text_fields=("title", "brand", "categories"), max_field_tokens=48, max_history=20,
-      history_titles=False, history_title_tokens=16, max_prompt_tokens=384,
+      history_titles=False, history_title_tokens=16, history_overlap=8,
+      next_item_prompt="auto",    # auto: history prompts when history is weighted, next not
+      max_prompt_tokens=384,
       mask_fraction=0.15, prefix_lm_tasks=("masked",), row_length=512, overflow="truncate",
       open_rows=64, num_examples=0, seed=0))
   # The training loop and optimizer (lrm/train/trainer.py LoopSpec, lrm/train/optimizer.py).
@@ -157,7 +160,7 @@ def validate(section) -> LMSpec:
   except ConfigError as e:
     raise ConfigError("lm." + e.field.replace("lm_tasks.", "tasks."), _message(e)) from None
   # Constrained decoding runs text->SID and next-item prompts causally (lrm/decode/generative).
-  causal_only = [n for n in ("next", "text2sid") if n in tasks.prefix_lm_tasks]
+  causal_only = [n for n in ("next", "text2sid", "history") if n in tasks.prefix_lm_tasks]
   if causal_only:
     raise ConfigError("lm.tasks.prefix_lm_tasks", f"{causal_only} are decoded with causal "
                       "prompts; only sid2text and masked may be prefix-LM tasks")

@@ -8,9 +8,22 @@ what the model generates; the loss falls only on the generated part (eos include
   next      <bos> <task:next> sid_1 [<field:title> title_1] ... sid_h <sep>  ->  sid_next <eos>
   masked    <bos> <task:masked> sid_1 <extra_0> sid_3 ... <sep>  ->  <extra_0> sid_2 ... <eos>
 
-`next` and `masked` read only the sequences they are given: pass the *training part* of a split
-(`split.train`, which `build_examples` takes from the split itself), so no validation or test
-target ever leaks in. Histories keep their most recent items within `max_prompt_tokens`.
+and a fifth that reads a watch history as a document (PLUM's behaviour sequences), so one
+example trains every next-item prediction of a user instead of one:
+
+  history   <bos> <task:history> sid_1 [<field:title> title_1] sid_2 ... sid_n <eos>
+
+The loss falls on the SID tokens of items 2..n and on nothing else: item 1 has no history to
+predict it from (SASRec and RPG score only positions with a previous item), titles are context,
+and <eos> marks where leave-one-out cut the training part, not a behaviour to learn. A
+document longer than a row becomes windows (`history_windows`): each window repeats the last
+`history_overlap` items before its first target as context without loss, so every target of
+items 2..n is scored exactly once. Evaluation prompts are the document's prefix,
+`<bos> <task:history> sid_1 ... sid_h`, and the model decodes sid_{h+1} directly.
+
+`next`, `masked` and `history` read only the sequences they are given: pass the *training part*
+of a split (`split.train`, which `build_examples` takes from the split itself), so no validation
+or test target ever leaks in. Prompts keep their most recent items within `max_prompt_tokens`.
 `masked` is T5's span corruption over whole items in a prefix-LM: each masked item's whole SID
 is one sentinel in the prompt, which is a bidirectional prefix; the targets are causal.
 
@@ -38,10 +51,11 @@ from lrm.data.splits import EvalSet
 from lrm.data.types import Catalog, Sequences
 from lrm.sid.table import SIDTable
 from lrm.tasks import next_item
-from lrm.tokens.joint_vocab import FIELDS, PAD_ID, TASKS, JointVocab, field_text
+from lrm.tokens.joint_vocab import FIELDS, PAD_ID, TASKS, JointVocab, field_text, task_token
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions", "prefix")
 OVERFLOW_MODES = ("truncate", "error")
+NEXT_ITEM_PROMPTS = ("auto", "next", "history")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +66,18 @@ class LMTaskConfig:
     weights: task name -> mixing weight (0 drops the task).
     text_fields: catalog fields used by sid2text / text2sid, in this order (absent ones skipped).
     max_field_tokens: text tokens kept per field.
-    max_history: history items per next / masked example (masked: window length).
+    max_history: history items per next / masked example and per next-item evaluation prompt
+      (masked: window length); history documents are bounded by row_length instead.
     history_titles: put each history item's title after its SID ("title" must be in
-      text_fields).
+      text_fields); next, masked and history alike.
     history_title_tokens: title tokens kept per history item.
-    max_prompt_tokens: the next / masked prompt budget; the oldest items go first (keep it
-      below row_length minus the completion, or long examples are truncated by `pack`).
+    history_overlap: items a history window repeats from the one before as context (>= 1, so
+      every scored item has a previous item in its window).
+    next_item_prompt: the format of next-item evaluation prompts (and the after-item table):
+      "next", "history", or "auto" (history when history is weighted and next is not).
+    max_prompt_tokens: the next / masked / evaluation prompt budget; the oldest items go first
+      (keep it below row_length minus the completion, or long examples are truncated by
+      `pack`).
     mask_fraction: the fraction of a window's items masked (at least 1, at most all but one).
     prefix_lm_tasks: tasks whose prompt is a bidirectional prefix.
     row_length: tokens per packed row.
@@ -68,12 +88,15 @@ class LMTaskConfig:
     seed: the masked task's choices and the mixture's order.
   """
   weights: Mapping[str, float] = dataclasses.field(
-      default_factory=lambda: {"sid2text": 1.0, "text2sid": 1.0, "next": 1.0, "masked": 1.0})
+      default_factory=lambda: {"sid2text": 1.0, "text2sid": 1.0, "next": 1.0, "masked": 1.0,
+                               "history": 0.0})
   text_fields: tuple[str, ...] = FIELDS
   max_field_tokens: int = 48
   max_history: int = 20
   history_titles: bool = False
   history_title_tokens: int = 16
+  history_overlap: int = 8
+  next_item_prompt: str = "auto"
   max_prompt_tokens: int = 384
   mask_fraction: float = 0.15
   prefix_lm_tasks: tuple[str, ...] = ("masked",)
@@ -96,6 +119,7 @@ class LMTaskConfig:
         raise ConfigError("lm_tasks.prefix_lm_tasks", f"unknown task {name!r}")
     positive = {"max_field_tokens": self.max_field_tokens, "max_history": self.max_history,
                 "history_title_tokens": self.history_title_tokens,
+                "history_overlap": self.history_overlap,
                 "row_length": self.row_length, "open_rows": self.open_rows}
     for name, value in positive.items():
       if value < 1:
@@ -107,7 +131,18 @@ class LMTaskConfig:
                         f"{self.overflow!r}")
     if self.num_examples is not None and self.num_examples < 1:
       raise ConfigError("lm_tasks.num_examples", f"must be >= 1 or None, got {self.num_examples}")
+    if self.next_item_prompt not in NEXT_ITEM_PROMPTS:
+      raise ConfigError("lm_tasks.next_item_prompt", f"must be one of {list(NEXT_ITEM_PROMPTS)}, "
+                        f"got {self.next_item_prompt!r}")
     if vocab is not None:
+      # A vocabulary saved before a task existed lacks its token (and cannot gain one without
+      # moving every SID token).
+      used = [(f"lm_tasks.weights.{n}", n) for n, w in self.weights.items() if w > 0]
+      used.append(("lm_tasks.next_item_prompt", next_item_format(self)))
+      for field, name in used:
+        if not vocab.is_special(task_token(name)):
+          raise ConfigError(field, f"the vocabulary has no {task_token(name)} token (built "
+                            f"before the task existed?): rebuild it in a new run_dir")
       missing = [f for f in self.text_fields if f not in vocab.fields]
       if missing:
         raise ConfigError("lm_tasks.text_fields", f"{missing} have no marker in the vocabulary "
@@ -119,7 +154,22 @@ class LMTaskConfig:
                           f"{self.max_prompt_tokens}")
       if self.weights.get("masked", 0) > 0 and vocab.num_sentinels < 1:
         raise ConfigError("lm_tasks.weights.masked", "the vocabulary has no sentinels")
+      # A history window holds its overlap plus one target, each at its longest.
+      block = vocab.num_levels + (1 + self.history_title_tokens if self.history_titles else 0)
+      need = 3 + (self.history_overlap + 1) * block
+      if self.weights.get("history", 0) > 0 and self.row_length < need:
+        raise ConfigError("lm_tasks.history_overlap", f"a window of {self.history_overlap} "
+                          f"context items and one target needs row_length >= {need}, got "
+                          f"{self.row_length}")
     return self
+
+
+def next_item_format(cfg: LMTaskConfig) -> str:
+  """The task whose prompt format next-item evaluation uses ("next" or "history")."""
+  if cfg.next_item_prompt != "auto":
+    return cfg.next_item_prompt
+  history_only = cfg.weights.get("history", 0) > 0 and not cfg.weights.get("next", 0) > 0
+  return "history" if history_only else "next"
 
 
 # ------------------------------------------------------------------------------------------
@@ -131,17 +181,20 @@ class LMExamples:
   """Examples stored flat: example i is tokens[offsets[i]:offsets[i + 1]].
 
   Attributes:
-    tokens: int32 [N] prompt then completion of each example.
+    tokens: int32 [N] each example's prompt then completion (a history document: itself).
     offsets: int64 [m + 1].
-    num_prompt: int32 [m] tokens of the prompt (the loss starts at the token after it).
+    num_prompt: int32 [m] tokens before the first scored one (the prompt).
     bidirectional: bool [m] whether the prompt is a bidirectional prefix.
     task: int8 [m] index into TASKS.
+    scored: bool [N] whether the model learns to predict the token from those before it: the
+      completion of a prompt -> completion example; the target SIDs of a history document.
   """
   tokens: np.ndarray
   offsets: np.ndarray
   num_prompt: np.ndarray
   bidirectional: np.ndarray
   task: np.ndarray
+  scored: np.ndarray
 
   def __len__(self) -> int:
     return len(self.num_prompt)
@@ -161,7 +214,7 @@ class LMExamples:
         lens.sum())
     return LMExamples(tokens=self.tokens[src], offsets=np.concatenate([[0], np.cumsum(lens)]),
                       num_prompt=self.num_prompt[index], bidirectional=self.bidirectional[index],
-                      task=self.task[index])
+                      task=self.task[index], scored=self.scored[src])
 
   @staticmethod
   def concat(parts: Sequence["LMExamples"]) -> "LMExamples":
@@ -173,19 +226,30 @@ class LMExamples:
                       offsets=np.concatenate([[0], np.cumsum(lens)]),
                       num_prompt=np.concatenate([p.num_prompt for p in parts]),
                       bidirectional=np.concatenate([p.bidirectional for p in parts]),
-                      task=np.concatenate([p.task for p in parts]))
+                      task=np.concatenate([p.task for p in parts]),
+                      scored=np.concatenate([p.scored for p in parts]))
 
 
 def _from_pieces(prompts: Sequence[np.ndarray], completions: Sequence[np.ndarray], task: int,
                  bidirectional: bool) -> LMExamples:
   seqs = [np.concatenate([p, c]) for p, c in zip(prompts, completions)]
-  lens = np.array([len(s) for s in seqs], np.int64)
-  m = len(seqs)
+  scored = [np.arange(len(s)) >= len(p) for s, p in zip(seqs, prompts)]
+  return _from_documents(seqs, scored, task, bidirectional)
+
+
+def _from_documents(docs: Sequence[np.ndarray], scored: Sequence[np.ndarray], task: int,
+                    bidirectional: bool) -> LMExamples:
+  """Examples from whole token sequences and their scored flags (the prompt: up to the first
+  scored token)."""
+  lens = np.array([len(d) for d in docs], np.int64)
+  m = len(docs)
+  first = [int(np.argmax(f)) if f.any() else len(f) for f in scored]
   return LMExamples(
-      tokens=np.concatenate(seqs).astype(np.int32) if m else np.zeros(0, np.int32),
+      tokens=np.concatenate(docs).astype(np.int32) if m else np.zeros(0, np.int32),
       offsets=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-      num_prompt=np.array([len(p) for p in prompts], np.int32),
-      bidirectional=np.full(m, bidirectional, bool), task=np.full(m, task, np.int8))
+      num_prompt=np.array(first, np.int32), bidirectional=np.full(m, bidirectional, bool),
+      task=np.full(m, task, np.int8),
+      scored=np.concatenate(scored).astype(bool) if m else np.zeros(0, bool))
 
 
 # ------------------------------------------------------------------------------------------
@@ -374,6 +438,63 @@ def masked_examples(train: Sequences, catalog: Catalog, items: ItemTokens, vocab
                       "masked" in cfg.prefix_lm_tasks)
 
 
+def history_windows(cost: np.ndarray, *, room: int, overlap: int) -> list[tuple[int, int, int]]:
+  """How one history document is cut into windows that fit a row.
+
+  Returns (context_start, first_target, end) per window: items [context_start, first_target)
+  are context without loss (item 0, or the `overlap` items before the first target), items
+  [first_target, end) are its targets. Targets tile items 1..n-1 in order, each exactly once;
+  a document that fits `room` is one window. Each window takes as many targets as fit.
+
+  Args:
+    cost: int [n] tokens of each item's block (its SID, and title when configured).
+    room: tokens a window may spend on blocks (a row less <bos>, <task:history>, <eos>).
+    overlap: context items repeated from the previous window (>= 1).
+  """
+  cost = np.asarray(cost, np.int64)
+  cum = np.concatenate([[0], np.cumsum(cost)])
+  n, first, spans = len(cost), 1, []
+  while first < n:
+    start = max(0, first - overlap)
+    end = min(int(np.searchsorted(cum, cum[start] + room, side="right")) - 1, n)
+    if end <= first:
+      raise ConfigError("lm_tasks.history_overlap", f"{first - start} context items and one "
+                        f"target ({int(cum[first + 1] - cum[start])} tokens) exceed a row's "
+                        f"{room} tokens for blocks")
+    spans.append((start, first, end))
+    first = end
+  return spans
+
+
+def history_prompt(vocab: JointVocab, blocks: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+  """`<bos> <task:history>` and the items' blocks: a history document's prefix."""
+  return np.concatenate([_arr(vocab.bos, vocab.task("history")), *[blocks[r] for r in rows]])
+
+
+def history_examples(train: Sequences, catalog: Catalog, items: ItemTokens, vocab: JointVocab,
+                     cfg: LMTaskConfig) -> LMExamples:
+  """Each user's sequence in `train` as one document (windows of it when longer than a row),
+  scored on the SIDs of its target items only (see the module docstring)."""
+  rows_of_events = catalog.rows(train.items)
+  _check_sids(items, rows_of_events, "history")
+  blocks = _history_blocks(items, vocab, cfg)
+  block_len = np.array([len(b) for b in blocks], np.int64)
+  # Per block: its SID tokens are the prediction, a title after them is not.
+  sid_part = [np.arange(n) < vocab.num_levels for n in block_len.tolist()]
+  unscored = [np.zeros(n, bool) for n in block_len.tolist()]
+  head, tail = np.zeros(2, bool), np.zeros(1, bool)
+  docs, scored = [], []
+  for lo, hi in zip(train.offsets[:-1].tolist(), train.offsets[1:].tolist()):
+    rows = rows_of_events[lo:hi]
+    for start, first, end in history_windows(block_len[rows], room=cfg.row_length - 3,
+                                             overlap=cfg.history_overlap):
+      window = rows[start:end]
+      docs.append(np.concatenate([history_prompt(vocab, blocks, window), _arr(vocab.eos)]))
+      flags = [unscored[r] for r in rows[start:first]] + [sid_part[r] for r in rows[first:end]]
+      scored.append(np.concatenate([head, *flags, tail]))
+  return _from_documents(docs, scored, TASKS.index("history"), "history" in cfg.prefix_lm_tasks)
+
+
 def build_examples(catalog: Catalog, table: SIDTable, vocab: JointVocab, split: Any,
                    cfg: LMTaskConfig, *, holdout_items: Any = ()) -> dict[str, LMExamples]:
   """Every task's examples (tasks of weight 0 are skipped).
@@ -393,6 +514,7 @@ def build_examples(catalog: Catalog, table: SIDTable, vocab: JointVocab, split: 
       "text2sid": lambda: text2sid_examples(items, vocab, cfg, linked),
       "next": lambda: next_examples(train, catalog, items, vocab, cfg),
       "masked": lambda: masked_examples(train, catalog, items, vocab, cfg, cfg.seed),
+      "history": lambda: history_examples(train, catalog, items, vocab, cfg),
   }
   return {name: build[name]() for name in TASKS if cfg.weights.get(name, 0) > 0}
 
@@ -501,7 +623,8 @@ def pack(examples: LMExamples, *, row_length: int, overflow: str = "truncate",
   out["tokens"].reshape(-1)[dst] = examples.tokens[src]
   out["targets"].reshape(-1)[dst] = np.where(
       has_next, examples.tokens[np.minimum(src + 1, len(examples.tokens) - 1)], PAD_ID)
-  out["loss_mask"].reshape(-1)[dst] = has_next & (within >= examples.num_prompt[ex] - 1)
+  scored_next = examples.scored[np.minimum(src + 1, len(examples.scored) - 1)]
+  out["loss_mask"].reshape(-1)[dst] = has_next & scored_next
   out["segment_ids"].reshape(-1)[dst] = segment_of[ex]
   out["positions"].reshape(-1)[dst] = within
   out["prefix"].reshape(-1)[dst] = examples.bidirectional[ex] & (within < examples.num_prompt[ex])
@@ -619,15 +742,24 @@ def sid2text_prompts(catalog: Catalog, table: SIDTable, vocab: JointVocab, item_
 def next_prompts(eval_set: EvalSet, catalog: Catalog, table: SIDTable, vocab: JointVocab,
                  cfg: LMTaskConfig) -> Prompts:
   """Next-item prompts for a validation or test set (history = everything before the target,
-  kept within max_history and max_prompt_tokens as in training); item_ids = the targets."""
+  the most recent max_history items within max_prompt_tokens); item_ids = the targets.
+
+  The format is `next_item_format(cfg)`: `next` prompts end in <sep> as its training prompts
+  do; `history` prompts are a history document's prefix, so the next SID continues it.
+  """
   cfg.validate(vocab)
+  task = next_item_format(cfg)
   ex = next_item.eval_examples(eval_set, catalog, max_history=cfg.max_history)
   items = item_tokens(catalog, table, vocab, fields=("title",) if cfg.history_titles else (),
                       max_field_tokens=cfg.max_field_tokens)
-  _check_sids(items, catalog.rows(eval_set.histories.items), "next prompts")
+  _check_sids(items, catalog.rows(eval_set.histories.items), f"{task} prompts")
   blocks = _history_blocks(items, vocab, cfg)
   block_len = np.array([len(b) for b in blocks], np.int64)
-  prompts = [next_prompt(vocab, blocks, _budgeted(h, block_len, cfg.max_prompt_tokens - 3))
-             for h in ex.history]
-  return _left_padded("next", prompts, "next" in cfg.prefix_lm_tasks,
+  if task == "history":
+    prompts = [history_prompt(vocab, blocks, _budgeted(h, block_len, cfg.max_prompt_tokens - 2))
+               for h in ex.history]
+  else:
+    prompts = [next_prompt(vocab, blocks, _budgeted(h, block_len, cfg.max_prompt_tokens - 3))
+               for h in ex.history]
+  return _left_padded(task, prompts, task in cfg.prefix_lm_tasks,
                       catalog.item_ids[ex.target], eval_set.user_ids)

@@ -63,7 +63,7 @@ PAD_NAME = "<pad>"
 # The names a text tokenizer may give its id 0 (our pad).
 PAD_TOKEN_NAMES = ("<pad>", "[PAD]", "<|pad|>")
 BASE_SPECIALS = ("<bos>", "<eos>", "<sep>", "<mask>")
-TASKS = ("sid2text", "text2sid", "next", "masked")
+TASKS = ("sid2text", "text2sid", "next", "masked", "history")
 FIELDS = ("title", "brand", "categories", "description")
 LIST_SEPARATOR = " > "   # how list-valued fields (categories, coarse to fine) become text
 

@@ -136,8 +136,75 @@ def test_continued_pretraining_grows_and_learns_new_items(trained, tmp_path):
                                 np.asarray(old_model.embed.embedding[...])[kept])
 
 
+def history_only(config):
+  """The config trained on the history task alone (its weights set, every other task's 0)."""
+  for task in list(config.lm.tasks.weights.keys()):
+    config.lm.tasks.weights[task] = 0.0
+  config.lm.tasks.weights.history = 1.0
+  return config
+
+
+def test_history_task_trains_and_evaluates_end_to_end(tmp_path):
+  """A few steps of watch histories as documents, then the stage's evaluation, which prompts
+  in the history format."""
+  from lrm.sid.table import SIDTable
+  from lrm.tasks.lm_tasks import next_prompts
+  from lrm.tokens.joint_vocab import JointVocab
+  world = make_world(WorldConfig(num_items=120, num_users=200, branching=(4, 3),
+                                 mean_length=10, modalities=()))
+  dataset = world.dataset
+  sid_spec = SIDSpec(levels=2, codebook_size=8, iters=10)
+  write_sids(tmp_path / "sid", fit_sids(embed(dataset.catalog), sid_spec,
+                                        item_ids=dataset.catalog.item_ids, show_progress=False),
+             sid_spec)
+  config = history_only(tiny_config(tmp_path, num_steps=30, warmup_steps=5, eval_every=30,
+                                    checkpoint_every=30, log_every=10))
+  config.lm.variant = "history"
+  config.lm.eval.update(valid_users=32, max_users=32, text_holdout=10)
+  config.lm.after_item.update(num_items=5, top_k=5)
+  out = lm.lm_stage(config, tmp_path, dataset)
+  assert out["weights"] == {"sid2text": 0.0, "text2sid": 0.0, "next": 0.0, "masked": 0.0,
+                            "history": 1.0}
+  assert out["train"]["steps"] == 30 and out["train"]["truncated"] == 0
+  logged = [json.loads(line) for line in
+            (tmp_path / "lm" / "history" / "metrics.jsonl").read_text().splitlines()]
+  losses = [h["train/loss"] for h in logged if "train/loss" in h]
+  assert len(losses) >= 2 and losses[-1] < losses[0], losses
+  record = out["evaluated"]
+  items = set(dataset.catalog.item_ids.tolist())
+  for split in ("valid", "test"):
+    assert record[split]["users"] == 32 and 0.0 <= record[split]["recall@10"] <= 1.0
+    lines = (tmp_path / "lm" / "history" / f"predictions_{split}.jsonl").read_text().splitlines()
+    assert all(set(json.loads(line)["items"]) <= items for line in lines)
+  assert (tmp_path / "lm" / "history" / "after_item" / "after_item.npz").is_file()
+  # The stage evaluated with history-format prompts (what `next_item_ranking` builds).
+  spec = lm.validate(config.lm)
+  prep = lm.prepare(spec, dataset, SIDTable.load(tmp_path / "sid"),
+                    JointVocab.load(tmp_path / "lm" / "vocab"), seed=SEED)
+  prompts = next_prompts(prep.split.test, dataset.catalog, prep.table, prep.vocab, prep.tasks)
+  assert prompts.task == "history"
+  assert (prompts.tokens[:, -1] != prep.vocab.sep).all()
+
+
+def test_history_config_is_lm_beauty_with_history_only():
+  import pathlib
+  from lrm.core.config import load_config
+  configs = pathlib.Path(__file__).resolve().parents[2] / "configs"
+  for arg in (None, "cpu"):
+    base = load_config(configs / "lm_beauty.py", arg).to_dict()
+    history = load_config(configs / "lm_beauty_history.py", arg).to_dict()
+    spec = lm.validate(history["lm"])
+    assert {k for k, w in spec.tasks.weights.items() if w > 0} == {"history"}
+    for section in (base, history):
+      section["lm"].pop("variant")
+      section["lm"]["tasks"].pop("weights")
+    assert history == base                           # the only deltas: variant and weights
+
+
 @pytest.mark.parametrize("field, value", [
     ("lm.size", "7b"), ("lm.tasks.weights.nxt", 1.0), ("lm.train.best_metric", "valid/mrr"),
+    ("lm.tasks.weights.histroy", 1.0), ("lm.tasks.next_item_prompt", "masked"),
+    ("lm.tasks.history_overlap", 0), ("lm.tasks.prefix_lm_tasks", ("history",)),
     ("lm.eval.beam_size", 0), ("lm.cold_start.fraction", 1.5), ("lm.model.d_model", -1),
     ("lm.tasks.row_length", 0), ("lm.train.batch_size", 0), ("lm.bogus", 1),
     ("lm.tasks.prefix_lm_tasks", ("next",)), ("lm.continued.replay_fraction", 1.0)])

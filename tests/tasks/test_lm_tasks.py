@@ -350,3 +350,173 @@ def test_amazon_beauty(shared_data):
   prompts = T.next_prompts(split.test, catalog, table, vocab, cfg)
   assert len(prompts) == len(split.test) and (prompts.tokens[:, -1] == vocab.sep).all()
   assert (prompts.segment_ids.sum(axis=1) <= cfg.max_prompt_tokens).all()
+
+
+# ------------------------------------------------------------------------------------------
+# History documents
+
+
+def _codes(table, item_id):
+  return tuple(table.full_codes[table.row_of([item_id])[0]].tolist())
+
+
+def _scored_targets(examples, i):
+  """What the packed row trains example i to predict, in order."""
+  row = _single_row(examples, i)
+  return row["targets"][row["loss_mask"] > 0]
+
+
+def test_history_document_layout_and_loss(world):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(weights={"history": 1.0})
+  ex = T.build_examples(catalog, table, vocab, split, cfg)["history"]
+  L = vocab.num_levels
+  # One document per user (all fit a row), from the training part only.
+  assert len(ex) == len(split.train) == 3 and (ex.task == TASKS.index("history")).all()
+  assert not ex.bidirectional.any()
+  c = lambda i: _codes(table, i)
+  assert vocab.decode(ex.example(0)) == ["<bos>", "<task:history>", c(1), c(2), c(3), c(4), c(5),
+                                         "<eos>"]
+  assert vocab.decode(ex.example(1)) == ["<bos>", "<task:history>", c(6), c(7), c(8), c(1),
+                                         "<eos>"]
+  # Loss on the SID tokens of items 2..n: item 1 has no history, <eos> is not a behaviour.
+  row = _single_row(ex, 0)
+  expected = np.zeros(128, np.float32)
+  expected[1 + L:1 + 5 * L] = 1           # positions whose next token is a SID of items 2..5
+  np.testing.assert_array_equal(row["loss_mask"], expected)
+  np.testing.assert_array_equal(_scored_targets(ex, 0),
+                                np.concatenate([_sid(table, vocab, i) for i in (2, 3, 4, 5)]))
+  assert ex.num_prompt[0] == 2 + L
+  # Every scored target is a SID token, and no validation / test item appears anywhere.
+  held = {_sid(table, vocab, i) for i in HELD}
+  for i in range(len(ex)):
+    targets = _scored_targets(ex, i)
+    assert (vocab.level_of(targets) >= 0).all()
+    assert len(targets) == (split.train.lengths[i] - 1) * L
+    tokens = ex.example(i).tolist()
+    assert not {tuple(tokens[j:j + L]) for j in range(len(tokens) - L + 1)} & held
+
+
+def test_history_titles_are_context_without_loss(world):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(weights={"history": 1.0}, history_titles=True, history_title_tokens=2)
+  ex = T.build_examples(catalog, table, vocab, split, cfg)["history"]
+  seg = vocab.decode(ex.example(0))
+  assert seg[:2] == ["<bos>", "<task:history>"] and seg[-1] == "<eos>"
+  items = seg[2:-1]
+  assert items[0::3] == [_codes(table, i) for i in (1, 2, 3, 4, 5)]
+  assert set(items[1::3]) == {"<field:title>"}
+  assert all(len(vocab.encode_text(t)) == 2 for t in items[2::3])
+  # The scored targets are the SIDs of items 2..5 and nothing else: no title token, no marker.
+  np.testing.assert_array_equal(_scored_targets(ex, 0),
+                                np.concatenate([_sid(table, vocab, i) for i in (2, 3, 4, 5)]))
+
+
+def test_history_windows_tile_every_target_once():
+  # Four items of 3 tokens fit; one item of overlap.
+  assert T.history_windows(np.full(10, 3), room=12, overlap=2) == [
+      (0, 1, 4), (2, 4, 6), (4, 6, 8), (6, 8, 10)]
+  assert T.history_windows(np.full(4, 3), room=12, overlap=2) == [(0, 1, 4)]   # whole
+  assert T.history_windows(np.full(1, 3), room=12, overlap=2) == []            # no target
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    n, overlap = int(rng.integers(0, 40)), int(rng.integers(1, 4))
+    cost = rng.integers(1, 8, n)
+    room = int(rng.integers((overlap + 1) * 7, 60))
+    spans = T.history_windows(cost, room=room, overlap=overlap)
+    targets = [j for _, first, end in spans for j in range(first, end)]
+    assert targets == list(range(1, n))
+    for start, first, end in spans:
+      assert start == max(0, first - overlap) and cost[start:end].sum() <= room
+    if n > 1 and cost.sum() <= room:
+      assert len(spans) == 1                                  # a document that fits is whole
+  with pytest.raises(ConfigError, match="history_overlap"):
+    T.history_windows(np.array([3, 3, 9]), room=11, overlap=1)
+
+
+def test_long_history_is_split_into_overlapping_windows(world):
+  catalog, table, vocab, split = world
+  L = vocab.num_levels
+  # A row holds <bos> <task> <eos> and 3 items: user 1's 5 training items need two windows.
+  cfg = T.LMTaskConfig(weights={"history": 1.0}, row_length=3 + 3 * L, history_overlap=1)
+  ex = T.build_examples(catalog, table, vocab, split, cfg)["history"]
+  c = lambda i: _codes(table, i)
+  assert vocab.decode(ex.example(0)) == ["<bos>", "<task:history>", c(1), c(2), c(3), "<eos>"]
+  assert vocab.decode(ex.example(1)) == ["<bos>", "<task:history>", c(3), c(4), c(5), "<eos>"]
+  # Item 3 is a target in the first window and context (no loss) in the second.
+  np.testing.assert_array_equal(_scored_targets(ex, 0), np.concatenate(
+      [_sid(table, vocab, i) for i in (2, 3)]))
+  np.testing.assert_array_equal(_scored_targets(ex, 1), np.concatenate(
+      [_sid(table, vocab, i) for i in (4, 5)]))
+  # Over all users: each training target scored exactly once, every window within a row.
+  assert (ex.lengths <= cfg.row_length).all()
+  rows, stats = T.pack(ex, row_length=cfg.row_length)
+  assert stats.num_truncated == 0
+  assert rows["loss_mask"].sum() == (split.train.lengths - 1).sum() * L
+  # A window that cannot hold its overlap and one target is a config error.
+  with pytest.raises(ConfigError, match="history_overlap"):
+    T.LMTaskConfig(weights={"history": 1.0}, row_length=3 + 3 * L,
+                   history_overlap=3).validate(vocab)
+
+
+def test_packing_keeps_history_documents_whole(world):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(weights={"history": 1.0, "next": 1.0, "sid2text": 1.0}, max_history=4)
+  mixed = T.mix(T.build_examples(catalog, table, vocab, split, cfg), cfg.weights, seed=0)
+  rows, stats = T.pack(mixed, row_length=64, open_rows=4)
+  assert stats.num_truncated == 0
+  docs = {i: tuple(mixed.example(i).tolist()) for i in range(len(mixed))}
+  want = {docs[i]: mixed.scored[mixed.offsets[i]:mixed.offsets[i + 1]]
+          for i in np.flatnonzero(mixed.task == TASKS.index("history"))}
+  found = set()
+  for r in range(stats.num_rows):
+    seg = rows["segment_ids"][r]
+    for s in range(1, seg.max() + 1):
+      where = np.flatnonzero(seg == s)
+      tokens = tuple(rows["tokens"][r, where].tolist())
+      if tokens in want:                      # a whole document in one segment of one row
+        found.add(tokens)
+        scored = want[tokens]
+        np.testing.assert_array_equal(rows["loss_mask"][r, where[:-1]], scored[1:])
+        np.testing.assert_array_equal(rows["targets"][r, where[:-1]][scored[1:]],
+                                      np.asarray(tokens)[1:][scored[1:]])
+  assert found == set(want)
+
+
+def test_history_eval_prompts_continue_the_document(world):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(weights={"history": 1.0}, max_history=4)
+  c = lambda i: _codes(table, i)
+  n = T.next_prompts(split.test, catalog, table, vocab, cfg)
+  assert n.task == "history" and not n.prefix.any()
+  np.testing.assert_array_equal(n.item_ids, split.test.targets)
+  # User 1's test history 1 2 3 4 5 101, the last 4 kept; no <sep>: the next SID follows.
+  real = n.tokens[0][n.segment_ids[0] > 0]
+  assert vocab.decode(real) == ["<bos>", "<task:history>", c(3), c(4), c(5), c(101)]
+  # The validation prompt of a user is their training document up to its end.
+  wide = T.LMTaskConfig(weights={"history": 1.0}, max_history=20)
+  v = T.next_prompts(split.valid, catalog, table, vocab, wide)
+  doc = T.build_examples(catalog, table, vocab, split, wide)["history"].example(0)
+  np.testing.assert_array_equal(v.tokens[0][v.segment_ids[0] > 0], doc[:-1])
+  # The format follows the weights unless set: next wins when it is trained too.
+  both = T.LMTaskConfig(weights={"history": 1.0, "next": 1.0})
+  assert T.next_prompts(split.test, catalog, table, vocab, both).task == "next"
+  forced = T.LMTaskConfig(weights={"history": 1.0, "next": 1.0}, next_item_prompt="history")
+  assert T.next_prompts(split.test, catalog, table, vocab, forced).task == "history"
+
+
+def test_history_config_errors(world):
+  catalog, table, vocab, _ = world
+  with pytest.raises(ConfigError, match=r"lm_tasks\.weights\.histroy.*unknown task"):
+    T.LMTaskConfig(weights={"histroy": 1.0}).validate(vocab)
+  with pytest.raises(ConfigError, match=r"lm_tasks\.next_item_prompt"):
+    T.LMTaskConfig(next_item_prompt="sid2text").validate()
+  with pytest.raises(ConfigError, match=r"lm_tasks\.history_overlap"):
+    T.LMTaskConfig(history_overlap=0).validate()
+  # A vocabulary built before the task existed has no <task:history>.
+  from lrm.tokens.joint_vocab import JointVocab
+  old = JointVocab(vocab.tokenizer, vocab.codebook_sizes, num_sentinels=4,
+                   tasks=("sid2text", "text2sid", "next", "masked"))
+  with pytest.raises(ConfigError, match=r"lm_tasks\.weights\.history.*<task:history>"):
+    T.LMTaskConfig(weights={"history": 1.0}).validate(old)
+  T.LMTaskConfig().validate(old)                   # the four-task mix still works on it

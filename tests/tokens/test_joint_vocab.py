@@ -45,6 +45,9 @@ def test_layout(vocab):
   assert specials == list(range(vocab.text_size, vocab.sid_offset))
   assert vocab.bos == vocab.text_size and vocab.eos == vocab.text_size + 1
   assert vocab.task("next") != vocab.task("masked") and vocab.sentinel(3) < vocab.sid_offset
+  tasks = [vocab.task(t) for t in ("sid2text", "text2sid", "next", "masked", "history")]
+  assert len(set(tasks)) == 5 and max(tasks) < vocab.sid_offset
+  assert vocab.decode([vocab.task("history")]) == ["<task:history>"]
   assert vocab.level_offsets == (0, 8, 12)
   assert vocab.size == vocab.sid_offset + 8 + 4 + 3
   assert vocab.padded_size % 128 == 0 and vocab.size <= vocab.padded_size < vocab.size + 128
