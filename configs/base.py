@@ -83,6 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_length=50, d_model=64, num_heads=2, head_dim=32, mlp_dim=256, num_layers=2,
       dropout=0.2, activation="gelu", dtype="float32"))
   config.model.sasrec.attention_impl = ml_collections.FieldReference(None, field_type=str)
+  config.model.sasrec.embed_dropout = ml_collections.FieldReference(None, field_type=float)
+  config.model.sasrec.attention_dropout = 0.0
   # RPG (lrm/models/rpg.py RPGConfig): parallel heads over every code of the next item's SID,
   # trained at every position of SASRec's windows; reads any SID table (long PQ codes best).
   config.model.rpg = ml_collections.ConfigDict(dict(
@@ -91,6 +93,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Ablations: loss item (softmax over items), loss_positions last, ngram_buckets > 0.
       loss="codebook", loss_positions="all", ngram_buckets=0, ngram_order=4))
   config.model.rpg.attention_impl = ml_collections.FieldReference(None, field_type=str)
+  # Input dropout (None: `dropout`) and dropout on the attention probabilities.
+  config.model.rpg.embed_dropout = ml_collections.FieldReference(None, field_type=float)
+  config.model.rpg.attention_dropout = 0.0
 
   # The training loop (lrm/train/trainer.py LoopSpec) and optimizer (lrm/train/optimizer.py).
   config.train = ml_collections.ConfigDict()

@@ -63,7 +63,7 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, d: int, num_heads: int, head_dim: int, *, dtype: Any,
-               attention_impl: str | None, rngs: nnx.Rngs):
+               attention_impl: str | None, rngs: nnx.Rngs, dropout: float = 0.0):
     proj = lambda: nnx.LinearGeneral(
         d, (num_heads, head_dim), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
         kernel_init=param(DEFAULT_INIT, ("embed", "heads", "kv")), rngs=rngs)
@@ -73,6 +73,9 @@ class Attention(nnx.Module):
         param_dtype=jnp.float32, kernel_init=param(DEFAULT_INIT, ("heads", "kv", "embed")),
         rngs=rngs)
     self.attention_impl = attention_impl
+    # Dropout on the attention probabilities (RPG / GPT-2's attn_pdrop); None keeps the fused
+    # kernel, which has no dropout, on every call.
+    self.probs_dropout = nnx.Dropout(dropout, rngs=rngs) if dropout else None
 
   def __call__(self, x: jax.Array, kv: jax.Array | None = None, *,
                mask: jax.Array | None = None, is_causal: bool = False) -> jax.Array:
@@ -80,9 +83,27 @@ class Attention(nnx.Module):
     (True = attend) -> [b, t, d]."""
     kv = x if kv is None else kv
     q, k, v = self.query(x), self.key(kv), self.value(kv)
-    ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
-                                       implementation=self.attention_impl)
+    if self.probs_dropout is None or self.probs_dropout.deterministic:
+      ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                         implementation=self.attention_impl)
+    else:
+      ctx = attention_with_dropout(q, k, v, mask, is_causal, self.probs_dropout)
     return self.out(ctx)
+
+
+def attention_with_dropout(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+                           is_causal: bool, dropout: nnx.Dropout) -> jax.Array:
+  """`jax.nn.dot_product_attention` written out, with dropout on the probabilities.
+
+  Shape: q [b, t, h, k], k / v [b, s, h, k], mask bool broadcastable to [b, h, t, s]
+  -> [b, t, h, k].
+  """
+  logits = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) * q.shape[-1] ** -0.5
+  allowed = jnp.ones(logits.shape[-2:], bool) if mask is None else mask
+  if is_causal:
+    allowed = allowed & jnp.tril(jnp.ones(logits.shape[-2:], bool))
+  probs = jax.nn.softmax(jnp.where(allowed, logits, jnp.finfo(jnp.float32).min), axis=-1)
+  return jnp.einsum("bhts,bshk->bthk", dropout(probs).astype(v.dtype), v)
 
 
 class MLP(nnx.Module):
@@ -110,9 +131,10 @@ class Block(nnx.Module):
 
   def __init__(self, d: int, num_heads: int, head_dim: int, mlp_dim: int, *, cross: bool,
                activation: str, dropout: float, dtype: Any, attention_impl: str | None,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, attention_dropout: float = 0.0):
     attn = lambda: Attention(d, num_heads, head_dim, dtype=dtype,
-                             attention_impl=attention_impl, rngs=rngs)
+                             attention_impl=attention_impl, rngs=rngs,
+                             dropout=attention_dropout)
     self.self_norm = rms_norm(d, dtype=dtype, rngs=rngs)
     self.self_attention = attn()
     self.cross_norm = rms_norm(d, dtype=dtype, rngs=rngs) if cross else None

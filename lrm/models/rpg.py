@@ -57,7 +57,9 @@ class RPGConfig:
   head_dim: int = 32
   mlp_dim: int = 512
   num_layers: int = 2
-  dropout: float = 0.1             # on the input, attention / MLP outputs
+  dropout: float = 0.1             # on attention / MLP outputs
+  embed_dropout: float | None = None  # on the input embeddings (None: `dropout`)
+  attention_dropout: float = 0.0   # on the attention probabilities (> 0: unfused attention)
   temperature: float = 0.03        # cosine logits / temperature (RPG: 0.03)
   activation: str = "gelu"
   dtype: str = "float32"

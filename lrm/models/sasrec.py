@@ -46,7 +46,9 @@ class SASRecConfig:
   head_dim: int = 32
   mlp_dim: int = 256
   num_layers: int = 2
-  dropout: float = 0.2             # on embeddings, attention / MLP outputs (paper: 0.2-0.5)
+  dropout: float = 0.2             # on attention / MLP outputs (paper: 0.2-0.5)
+  embed_dropout: float | None = None  # on the input embeddings (None: `dropout`)
+  attention_dropout: float = 0.0   # on the attention probabilities (> 0: unfused attention)
   activation: str = "gelu"         # "gelu" or "relu" (the paper's)
   dtype: str = "float32"           # compute dtype: "float32" or "bfloat16"; params stay float32
   attention_impl: str | None = None  # jax.nn.dot_product_attention's implementation

@@ -28,14 +28,22 @@ TRUNK_INTS = ("num_items", "max_length", "d_model", "num_heads", "head_dim", "ml
 
 
 def check_trunk_config(cfg: Any, ints: tuple[str, ...] = ()) -> None:
-  """The trunk's fields (and `ints`, more positive integers); errors name the field."""
+  """The trunk's fields (and `ints`, more positive integers); errors name the field.
+
+  Dropout rates: `dropout` on the attention and MLP outputs (and the MLP's hidden layer),
+  `embed_dropout` on the input (None: `dropout`), `attention_dropout` on the attention
+  probabilities (RPG's recipe: 0 / .5 / .5).
+  """
   for name in TRUNK_INTS + ints:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ConfigError(name, f"must be a positive integer, got {value!r}")
-  if isinstance(cfg.dropout, bool) or not isinstance(cfg.dropout, (int, float)) \
-      or not 0 <= cfg.dropout < 1:
-    raise ConfigError("dropout", f"must be in [0, 1), got {cfg.dropout!r}")
+  for name in ("dropout", "embed_dropout", "attention_dropout"):
+    rate = getattr(cfg, name)
+    if rate is None and name == "embed_dropout":
+      continue
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+      raise ConfigError(name, f"must be in [0, 1), got {rate!r}")
   for name, allowed in (("activation", ACTIVATIONS), ("dtype", tuple(DTYPES)),
                         ("attention_impl", ATTENTION_IMPLS)):
     if getattr(cfg, name) not in allowed:
@@ -71,11 +79,13 @@ class WindowedTrunk(nnx.Module):
     self.position_embed = nnx.Embed(
         cfg.max_length, cfg.d_model, dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
         embedding_init=param(DEFAULT_INIT, (None, "embed")))
-    self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+    embed_dropout = cfg.dropout if cfg.embed_dropout is None else cfg.embed_dropout
+    self.dropout = nnx.Dropout(embed_dropout, rngs=rngs)
     self.blocks = nnx.List([
         Block(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, cross=False,
               activation=cfg.activation, dropout=cfg.dropout, dtype=dtype,
-              attention_impl=cfg.attention_impl, rngs=rngs)
+              attention_impl=cfg.attention_impl, rngs=rngs,
+              attention_dropout=cfg.attention_dropout)
         for _ in range(cfg.num_layers)])
     self.final_norm = rms_norm(cfg.d_model, dtype=dtype, rngs=rngs)
 

@@ -171,3 +171,17 @@ def test_bad_configs_and_codes():
     RPGConfig(**{**TINY, "ngram_buckets": -1})
   with pytest.raises(ConfigError, match="model.rpg.depth"):
     RPGConfig.from_dict({**TINY, "depth": 2}, where="model.rpg")
+
+
+def test_rpg_dropout_recipe_trains_and_evaluates_deterministically():
+  model, _ = _model(dropout=0.0, embed_dropout=0.5, attention_dropout=0.5)
+  model.train()
+  loss_a, _ = rpg_loss(model, _BATCH)
+  loss_b, _ = rpg_loss(model, _BATCH)
+  assert np.isfinite(float(loss_a)) and float(loss_a) != float(loss_b)
+  model.eval()
+  np.testing.assert_allclose(model(_BATCH["inputs"]), model(_BATCH["inputs"]))
+  with pytest.raises(ConfigError, match="attention_dropout"):
+    RPGConfig(**{**TINY, "attention_dropout": 1.0})
+  with pytest.raises(ConfigError, match="embed_dropout"):
+    RPGConfig(**{**TINY, "embed_dropout": -0.1})
