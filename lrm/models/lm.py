@@ -20,12 +20,13 @@ Attention runs through `jax.nn.dot_product_attention` with that boolean mask (`i
 from the config: None/"xla" materialise the scores, right on any backend; "cudnn" runs the
 fused GPU kernel, which folds the mask into an additive bias).
 
-Decoding: `init_cache` / `decode_step` is a key/value cache for greedy or sampled text and SID
-generation (prompt prefill and one token at a time). `SIDDecoder` wraps an LM in the beam
-interface of lrm/decode/beam.py and lrm/decode/generative.py (`init_decode` / `decode_step`,
-as lrm/models/decoder_only.py): the prompt runs once per user and its keys/values are the
-beams' shared context; each level reruns only the beam's at most L SID tokens; level c's
-logits are over level c's codes only.
+Decoding: `init_cache` / `decode_step` is a key/value cache (prompt prefill, then one token at a
+time). Text comes from `greedy_generate`: a scan over the cache, optionally under a token mask
+(SID -> text). SIDs come from constrained beam search over the trie: `SIDDecoder` wraps an LM in
+the beam interface of lrm/decode/beam.py and lrm/decode/generative.py (`init_decode` /
+`decode_step`, as lrm/models/decoder_only.py): the prompt runs once per user and its
+keys/values are the beams' shared context; each level reruns only the beam's at most L SID
+tokens; level c's logits are over level c's codes only.
 
 Shape letters: b batch, l / t query length, s key length (cache slots), d model width, h query
 heads, g key/value heads, r = h / g queries per kv head, k head dim (in attention) or codes of a
@@ -516,24 +517,54 @@ def lm_from_params(cfg: LMConfig, params: Mapping[str, Any],
   return nnx.merge(graphdef, state)
 
 
-def greedy_generate(model: LM, prompt: jax.Array, prompt_valid: jax.Array, num_tokens: int, *,
-                    prompt_prefix: jax.Array | None = None) -> jax.Array:
-  """Greedy continuation of (left-padded) prompts with the key/value cache.
+def _last_real(hidden: jax.Array, valid: jax.Array) -> jax.Array:
+  """Each row's hidden state at its last real token (left or right padding).
 
-  Shape: prompt int32 [b, P], prompt_valid bool [b, P] -> int32 [b, num_tokens].
+  Shape: hidden [b, t, d], valid bool [b, t] -> [b, d].
   """
+  t = valid.shape[1]
+  last = t - 1 - jnp.argmax(jnp.asarray(valid, bool)[:, ::-1], axis=1)
+  return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+
+
+def greedy_generate(model: LM, prompt: jax.Array, prompt_valid: jax.Array, num_tokens: int, *,
+                    prompt_prefix: jax.Array | None = None,
+                    allowed: jax.Array | None = None) -> jax.Array:
+  """Greedy continuation of padded prompts with the key/value cache: one prefill, then a
+  `lax.scan` of one-token steps, so it traces to one loop whatever `num_tokens` is.
+
+  The first token continues each row's last real prompt token (left padding: the last slot).
+  `allowed` restricts what may be generated (SID -> text allows text, field markers and eos);
+  the argmax runs over the allowed tokens only. Pure in arrays: call it under `jax.jit` /
+  `nnx.jit` (lrm/lm.py `greedy_text` jits it once per architecture and length).
+
+  Shape: prompt int32 [b, P], prompt_valid bool [b, P], prompt_prefix bool [b, P] or None,
+    allowed bool [v] or None -> int32 [b, num_tokens].
+  """
+  if num_tokens < 1:
+    raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+  prompt = jnp.asarray(prompt, jnp.int32)
   b, P = prompt.shape
-  cache = model.init_cache(b, P + num_tokens)
-  logits, cache = model.decode_step(prompt, cache, valid=prompt_valid, prefix=prompt_prefix)
-  out = []
-  nxt = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-  for _ in range(num_tokens):
-    out.append(nxt)
-    if len(out) == num_tokens:
-      break
-    logits, cache = model.decode_step(nxt[:, None], cache)
-    nxt = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-  return jnp.stack(out, axis=1)
+
+  def pick(hidden):                                                      # [b, d] -> [b]
+    logits = model.logits(hidden)
+    if allowed is not None:
+      logits = jnp.where(allowed, logits, -jnp.inf)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+  # The last token is never fed back, so the cache needs P + num_tokens - 1 slots.
+  cache = model.init_cache(b, P + num_tokens - 1)
+  hidden, cache = model.cached_hidden(prompt, cache, valid=prompt_valid, prefix=prompt_prefix)
+  first = pick(_last_real(hidden, prompt_valid))
+
+  def step(carry, _):
+    token, cache = carry
+    hidden, cache = model.cached_hidden(token[:, None], cache)
+    token = pick(hidden[:, 0])
+    return (token, cache), token
+
+  _, rest = jax.lax.scan(step, (first, cache), None, length=num_tokens - 1)
+  return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
 # -- loss ------------------------------------------------------------------------------------
@@ -628,10 +659,8 @@ class SIDDecoder(nnx.Module):
     cache = self.lm.init_cache(b, P)
     hidden, cache = self.lm.cached_hidden(prompt, cache, valid=prompt_mask, prefix=prompt_prefix)
     # The last real prompt token predicts level 0 (left padding: the last slot).
-    last = P - 1 - jnp.argmax(jnp.asarray(prompt_mask, bool)[:, ::-1], axis=1)
-    h_last = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]       # [b, d]
     context = (cache.keys, cache.values, cache.valid, cache.next_position,
-               self.level_log_probs(h_last, 0))
+               self.level_log_probs(_last_real(hidden, prompt_mask), 0))
     return jnp.zeros((b, self.config.num_levels), jnp.int32), context
 
   def decode_step(self, tokens: jax.Array, prev_codes: jax.Array, level: int, context: tuple

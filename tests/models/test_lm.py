@@ -191,15 +191,48 @@ def test_kv_cache_decoding_equals_full_forward():
   np.testing.assert_array_equal(np.asarray(cache.next_position), [7, 9])
   with pytest.raises(ValueError, match="do not fit"):
     model.decode_step(jnp.asarray(cont[:, :1]), cache)
-  # Greedy generation picks the argmax of the full forward at every step.
-  out = np.asarray(nnx.jit(lambda m, p, v: greedy_generate(m, p, v, 3, prompt_prefix=None))(
-      model, jnp.asarray(prompt), jnp.asarray(valid)))
-  seq = prompt.copy()
-  for i in range(3):
-    v = np.concatenate([valid, np.ones((2, i), bool)], 1)
-    lg = _logits(model, seq, v.astype(np.int32), np.maximum(np.cumsum(v, 1) - 1, 0))
-    np.testing.assert_array_equal(out[:, i], lg[:, -1].argmax(-1))
+
+
+def _greedy_reference(model, prompt, valid, prefix, allowed, num_tokens):
+  """The slow way: a full forward pass of prompt + generated so far for every new token, the
+  argmax over allowed tokens at the last real token.
+
+  Shape: prompt [b, P], valid / prefix bool [b, P], allowed bool [v] -> [b, num_tokens].
+  """
+  b = len(prompt)
+  seq, seq_valid, seq_prefix = prompt, valid, prefix
+  out = np.zeros((b, num_tokens), np.int64)
+  for i in range(num_tokens):
+    positions = np.maximum(np.cumsum(seq_valid, 1) - 1, 0)
+    logits = _logits(model, seq, seq_valid.astype(np.int32), positions, seq_prefix)
+    last = seq.shape[1] - 1 - np.argmax(seq_valid[:, ::-1], 1)
+    out[:, i] = np.where(allowed, logits[np.arange(b), last], -np.inf).argmax(-1)
     seq = np.concatenate([seq, out[:, i:i + 1]], 1)
+    seq_valid = np.concatenate([seq_valid, np.ones((b, 1), bool)], 1)
+    seq_prefix = np.concatenate([seq_prefix, np.zeros((b, 1), bool)], 1)
+  return out
+
+
+_greedy = nnx.jit(lambda m, p, v, pre, allowed, n: greedy_generate(
+    m, p, v, n, prompt_prefix=pre, allowed=allowed), static_argnums=(5,))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_greedy_generate_equals_a_full_forward_loop(masked):
+  model = _model(seed=1, init_std=0.3)          # a wide init: few near-ties between logits
+  rng = np.random.default_rng(9)
+  prompt = rng.integers(3, 128, (4, 7)).astype(np.int32)
+  valid = np.ones((4, 7), bool)
+  valid[0, :3] = False                           # left padding
+  valid[1, 5:] = False                           # right padding: continues after slot 4
+  prefix = valid & (np.arange(7) < 4) & (np.arange(4) >= 2)[:, None]   # rows 2, 3 prefix-LM
+  prompt[~valid] = 0
+  allowed = rng.random(128) < 0.5 if masked else np.ones(128, bool)
+  out = np.asarray(_greedy(model, prompt, valid, prefix, allowed, 5))
+  np.testing.assert_array_equal(out, _greedy_reference(model, prompt, valid, prefix, allowed, 5))
+  assert allowed[out].all()
+  np.testing.assert_array_equal(np.asarray(_greedy(model, prompt, valid, prefix, allowed, 1)),
+                                out[:, :1])
 
 
 def _teacher_forced_sid_logp(model, prompt, valid, codes):
@@ -239,6 +272,26 @@ def test_recommend_drives_the_lm_with_teacher_forced_scores():
   np.testing.assert_allclose(recs.scores, _teacher_forced_sid_logp(model, prompt, valid,
                                                                    recs.codes), atol=1e-4)
 
+
+
+def test_sid_beam_search_compiles_once_for_every_batch_wrapper_and_checkpoint(monkeypatch):
+  """`recommend` traces the LM's beam search once per shape: not per batch, not per
+  `SIDDecoder` wrapper (lrm/lm.py makes a new one per call), not per set of weights."""
+  traces = []
+  init_decode = SIDDecoder.init_decode
+  monkeypatch.setattr(SIDDecoder, "init_decode",
+                      lambda self, *a, **kw: traces.append(1) or init_decode(self, *a, **kw))
+  rng = np.random.default_rng(6)
+  trie = build_trie(np.unique(rng.integers(0, SIZES, (30, 3)), axis=0), SIZES)
+  prompt = rng.integers(3, 100, (5, 11)).astype(np.int32)  # a width no other test decodes
+  valid = np.ones((5, 11), bool)
+  first = recommend(SIDDecoder(_model()), prompt, valid, trie, beam_size=6, top_k=4, batch_size=2)
+  again = recommend(SIDDecoder(_model()), prompt, valid, trie, beam_size=6, top_k=4, batch_size=2)
+  other = recommend(SIDDecoder(_model(seed=3)), prompt, valid, trie, beam_size=6, top_k=4,
+                    batch_size=2)
+  assert len(traces) == 1
+  np.testing.assert_array_equal(first.items, again.items)
+  assert not np.array_equal(first.scores, other.scores)
 
 def _batch(rng, b=4, l=12):
   tokens = rng.integers(0, 128, (b, l)).astype(np.int32)
