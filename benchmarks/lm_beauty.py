@@ -57,6 +57,9 @@ def variants(config, cold: float):
       next_weight = weights.next if weights.next > 0 else 1.0
       for task in list(weights.keys()):
         weights[task] = next_weight if task == "next" else 0.0
+      # One task draws its whole pool either way; "share" keeps the run the same (reusable)
+      # under configs that mix by passes (configs/lm_beauty_bilingual.py).
+      c.lm.tasks.mix_by = "share"
       c.lm.train.best_metric = f"valid/ndcg@{max(c.lm.eval.ks)}"
     out.append((name or "main", c))
   return out

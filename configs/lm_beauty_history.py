@@ -9,6 +9,9 @@ run_dir/lm/history and is evaluated with history-format prompts.
   lrm lm --config=configs/lm_beauty_history.py:runlocal                           # a quick look
   lrm lm --config=configs/lm_beauty_history.py:cpu --config.lm.tasks.history_titles=True \\
       --config.lm.tasks.row_length=256 --config.lm.variant=history_titles     # titles as context
+
+configs/lm_beauty_bilingual.py adds dense linking in both directions to this mix, and the mixed
+document (titles beside the SIDs, scored with lm.tasks.history_text_loss).
 """
 
 from __future__ import annotations

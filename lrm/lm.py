@@ -87,11 +87,17 @@ def lm_defaults() -> ml_collections.ConfigDict:
       weights=ml_collections.ConfigDict(dict(sid2text=1.0, text2sid=1.0, next=1.0,
                                              masked=1.0, history=0.0)),
       text_fields=("title", "brand", "categories"), max_field_tokens=48, max_history=20,
-      history_titles=False, history_title_tokens=16, history_overlap=8,
+      history_titles=False,       # text beside each SID in histories (the mixed document)
+      history_fields=("title",),  # ... which fields, in order (a subset of text_fields)
+      history_title_tokens=16,    # ... tokens kept per field
+      history_text_loss=False,    # history documents also score that text (SID -> text)
+      history_overlap=8,
       next_item_prompt="auto",    # auto: history prompts when history is weighted, next not
       max_prompt_tokens=384,
       mask_fraction=0.15, prefix_lm_tasks=("masked",), row_length=512, overflow="truncate",
-      open_rows=64, num_examples=0, seed=0))
+      open_rows=64, num_examples=0,
+      mix_by="share",             # weights as shares of the mix, or "passes" per epoch (dense)
+      seed=0))
   # The training loop and optimizer (lrm/train/trainer.py LoopSpec, lrm/train/optimizer.py).
   lm.train = ml_collections.ConfigDict(dict(
       batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100, decay="cosine",
@@ -154,7 +160,8 @@ def validate(section) -> LMSpec:
   t = dict(d["tasks"])
   t["weights"] = {k: float(v) for k, v in dict(t["weights"]).items()}
   t["num_examples"] = int(t["num_examples"]) or None
-  t["text_fields"], t["prefix_lm_tasks"] = tuple(t["text_fields"]), tuple(t["prefix_lm_tasks"])
+  for name in ("text_fields", "history_fields", "prefix_lm_tasks"):
+    t[name] = tuple(t[name])
   try:
     tasks = LMTaskConfig(**t).validate()
   except ConfigError as e:
@@ -403,55 +410,47 @@ def next_item_ranking(model, prep: LMPrepared, eval_set, *, k: int, beam_size: i
   return items, prompts.item_ids
 
 
-@functools.lru_cache(maxsize=8)
-def _generate_fn(graphdef, num_tokens: int):
-  """Jitted greedy continuation under a token mask (one scan over the key/value cache)."""
-  @jax.jit
-  def generate(params, prompt, valid, prefix, allowed):
-    model = nnx.merge(graphdef, params)
-    b, P = prompt.shape
-    cache = model.init_cache(b, P + num_tokens)
-    bias = jnp.where(allowed, 0.0, -1e30)
-    logits, cache = model.decode_step(prompt, cache, valid=valid, prefix=prefix)
-    first = jnp.argmax(logits[:, -1] + bias, axis=-1).astype(jnp.int32)
-
-    def body(carry, _):
-      token, cache = carry
-      logits, cache = model.decode_step(token[:, None], cache)
-      return (jnp.argmax(logits[:, -1] + bias, axis=-1).astype(jnp.int32), cache), token
-
-    _, out = jax.lax.scan(body, (first, cache), None, length=num_tokens)
-    return out.T
-  return generate
-
-
-def greedy_text(model, prep: LMPrepared, prompts, *, num_tokens: int,
-                batch_size: int) -> np.ndarray:
-  """Greedy text generation (text ids, field markers and eos only) for left-padded prompts.
-
-  Shape: -> int32 [m, num_tokens].
-  """
-  from lrm.decode.generative import pad_rows
-  vocab = prep.vocab
-  allowed = np.zeros(model.config.vocab_size, bool)
+def text_token_mask(vocab, vocab_size: int) -> np.ndarray:
+  """What SID -> text may generate: the text tokenizer's ids, the field markers and eos (no
+  padding, no SIDs, no task or other special tokens). Shape: -> bool [vocab_size]."""
+  allowed = np.zeros(vocab_size, bool)
   allowed[:vocab.tokenizer_size] = True
   allowed[vocab.pad] = False
   allowed[[vocab.eos] + [vocab.field(f) for f in vocab.fields]] = True
+  return allowed
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_tokens"))
+def _greedy_batch(graphdef, params, prompt, valid, prefix, allowed, *, num_tokens: int):
+  """One batch of `greedy_generate`; the graphdef is static and the params traced, so one
+  compile serves every batch and checkpoint of an architecture (as lrm/decode/generative)."""
+  from lrm.models.lm import greedy_generate
+  return greedy_generate(nnx.merge(graphdef, params), prompt, valid, num_tokens,
+                         prompt_prefix=prefix, allowed=allowed)
+
+
+def greedy_text(model, prompts, allowed: np.ndarray, *, num_tokens: int,
+                batch_size: int) -> np.ndarray:
+  """Greedy generation of `num_tokens` allowed tokens (`text_token_mask`) after each prompt,
+  in fixed-size batches (the last one padded: static shapes).
+
+  Shape: prompts.tokens / segment_ids / prefix [m, P], allowed bool [v]
+    -> int32 [m, num_tokens].
+  """
+  from lrm.decode.generative import pad_rows
   model.eval()
   graphdef, params = nnx.split(model)
-  generate = _generate_fn(graphdef, int(num_tokens))
-  out = []
-  m = len(prompts)
+  allowed = jnp.asarray(allowed, bool)
+  m = len(prompts.tokens)
+  valid = prompts.segment_ids > 0
   batch_size = max(1, min(batch_size, m))
+  out = []
   for lo in range(0, m, batch_size):
     rows = slice(lo, lo + batch_size)
-    tok, seg, pre = prompts.tokens[rows], prompts.segment_ids[rows], prompts.prefix[rows]
-    n = len(tok)
-    tok, seg, pre = pad_rows(tok, batch_size), pad_rows(seg, batch_size), pad_rows(pre,
-                                                                                   batch_size)
-    res = generate(params, jnp.asarray(tok), jnp.asarray(seg > 0), jnp.asarray(pre),
-                   jnp.asarray(allowed))
-    out.append(np.asarray(res)[:n])
+    batch = [jnp.asarray(pad_rows(np.asarray(x[rows]), batch_size))
+             for x in (prompts.tokens, valid, prompts.prefix)]
+    generated = _greedy_batch(graphdef, params, *batch, allowed, num_tokens=int(num_tokens))
+    out.append(np.asarray(generated)[:min(batch_size, m - lo)])
   return np.concatenate(out) if out else np.zeros((0, num_tokens), np.int32)
 
 
@@ -493,7 +492,8 @@ def sid2text_f1(model, prep: LMPrepared, item_ids, *, num_tokens: int,
   if len(item_ids) == 0:
     return {"sid2text_f1": 0.0, "items": 0, "examples": []}
   prompts = sid2text_prompts(catalog, prep.table, prep.vocab, item_ids, prep.tasks)
-  generated = greedy_text(model, prep, prompts, num_tokens=num_tokens, batch_size=batch_size)
+  generated = greedy_text(model, prompts, text_token_mask(prep.vocab, model.config.vocab_size),
+                          num_tokens=num_tokens, batch_size=batch_size)
   titles = catalog.fields["title"]
   rows = catalog.rows(prompts.item_ids)
   scores, examples = [], []

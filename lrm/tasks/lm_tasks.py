@@ -21,6 +21,18 @@ document longer than a row becomes windows (`history_windows`): each window repe
 items 2..n is scored exactly once. Evaluation prompts are the document's prefix,
 `<bos> <task:history> sid_1 ... sid_h`, and the model decodes sid_{h+1} directly.
 
+The mixed document (PLUM interleaves metadata with behaviour) is the history task with text
+beside each SID: `history_titles` writes `<field:f> text` after every SID for each f in
+`history_fields`, and `history_text_loss` scores that text too (markers included, as in
+sid2text's completion), for item 1 and every target item, so the model also learns SID -> text
+in context; a window's overlap items stay loss-free, so each item's text is scored once.
+
+Linking is dense: sid2text and text2sid hold one example per linked catalog item (text2sid:
+per item and field), several packed per row, the loss on the generated side. With
+`mix_by="passes"` a task's weight counts passes over its examples per epoch, so weight 1 shows
+every item once in each direction, whatever the other tasks' sizes; `mix_by="share"` (the
+default) makes weights shares of the mixture instead, which samples a large pool partially.
+
 `next`, `masked` and `history` read only the sequences they are given: pass the *training part*
 of a split (`split.train`, which `build_examples` takes from the split itself), so no validation
 or test target ever leaks in. Prompts keep their most recent items within `max_prompt_tokens`.
@@ -55,6 +67,7 @@ from lrm.tokens.joint_vocab import FIELDS, PAD_ID, TASKS, JointVocab, field_text
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions", "prefix")
 OVERFLOW_MODES = ("truncate", "error")
+MIX_MODES = ("share", "passes")
 NEXT_ITEM_PROMPTS = ("auto", "next", "history")
 
 
@@ -63,14 +76,17 @@ class LMTaskConfig:
   """How examples are built, mixed and packed (field names as under `lm_tasks.` in a config).
 
   Attributes:
-    weights: task name -> mixing weight (0 drops the task).
+    weights: task name -> mixing weight (0 drops the task; its meaning: `mix_by`).
     text_fields: catalog fields used by sid2text / text2sid, in this order (absent ones skipped).
     max_field_tokens: text tokens kept per field.
     max_history: history items per next / masked example and per next-item evaluation prompt
       (masked: window length); history documents are bounded by row_length instead.
-    history_titles: put each history item's title after its SID ("title" must be in
-      text_fields); next, masked and history alike.
-    history_title_tokens: title tokens kept per history item.
+    history_titles: put each history item's text (`history_fields`) after its SID; next,
+      masked and history alike.
+    history_fields: the fields history_titles writes, in order (each must be in text_fields).
+    history_title_tokens: text tokens kept per field of a history item.
+    history_text_loss: history documents also score the text beside each SID (needs
+      history_titles); off, that text is context.
     history_overlap: items a history window repeats from the one before as context (>= 1, so
       every scored item has a previous item in its window).
     next_item_prompt: the format of next-item evaluation prompts (and the after-item table):
@@ -84,7 +100,11 @@ class LMTaskConfig:
     overflow: an example longer than a row: "truncate" (keep its first row_length tokens,
       counted in PackStats) or "error".
     open_rows: rows kept open for first-fit (the oldest is closed when one more is needed).
-    num_examples: examples per mixture; None = all examples of the weighted tasks.
+    num_examples: examples per mixture; None = all examples of the weighted tasks ("share"
+      only).
+    mix_by: what a weight means: "share" of the mixture's examples, or "passes" over the
+      task's own examples per epoch (1 = each once; see `mix`). Rows are built once, so a
+      fractional part keeps the same random subset in every epoch.
     seed: the masked task's choices and the mixture's order.
   """
   weights: Mapping[str, float] = dataclasses.field(
@@ -94,7 +114,9 @@ class LMTaskConfig:
   max_field_tokens: int = 48
   max_history: int = 20
   history_titles: bool = False
+  history_fields: tuple[str, ...] = ("title",)
   history_title_tokens: int = 16
+  history_text_loss: bool = False
   history_overlap: int = 8
   next_item_prompt: str = "auto"
   max_prompt_tokens: int = 384
@@ -104,6 +126,7 @@ class LMTaskConfig:
   overflow: str = "truncate"
   open_rows: int = 64
   num_examples: int | None = None
+  mix_by: str = "share"
   seed: int = 0
 
   def validate(self, vocab: JointVocab | None = None) -> "LMTaskConfig":
@@ -131,6 +154,23 @@ class LMTaskConfig:
                         f"{self.overflow!r}")
     if self.num_examples is not None and self.num_examples < 1:
       raise ConfigError("lm_tasks.num_examples", f"must be >= 1 or None, got {self.num_examples}")
+    if self.mix_by not in MIX_MODES:
+      raise ConfigError("lm_tasks.mix_by", f"must be one of {list(MIX_MODES)}, got "
+                        f"{self.mix_by!r}")
+    if self.mix_by == "passes" and self.num_examples is not None:
+      raise ConfigError("lm_tasks.num_examples", "must be None (0 in an lm config) when "
+                        "mix_by='passes': the weights set each task's count")
+    if self.history_titles:
+      if not self.history_fields:
+        raise ConfigError("lm_tasks.history_fields", "is empty but history_titles is on")
+      # Training reads text_fields' tokens; a field outside them would appear only in prompts.
+      outside = [f for f in self.history_fields if f not in self.text_fields]
+      if outside:
+        raise ConfigError("lm_tasks.history_fields", f"{outside} are not in text_fields "
+                          f"{list(self.text_fields)}")
+    if self.history_text_loss and not self.history_titles:
+      raise ConfigError("lm_tasks.history_text_loss", "needs history_titles=True (there is no "
+                        "text beside the SIDs to score)")
     if self.next_item_prompt not in NEXT_ITEM_PROMPTS:
       raise ConfigError("lm_tasks.next_item_prompt", f"must be one of {list(NEXT_ITEM_PROMPTS)}, "
                         f"got {self.next_item_prompt!r}")
@@ -155,7 +195,8 @@ class LMTaskConfig:
       if self.weights.get("masked", 0) > 0 and vocab.num_sentinels < 1:
         raise ConfigError("lm_tasks.weights.masked", "the vocabulary has no sentinels")
       # A history window holds its overlap plus one target, each at its longest.
-      block = vocab.num_levels + (1 + self.history_title_tokens if self.history_titles else 0)
+      text = (1 + self.history_title_tokens) * len(self.history_fields)
+      block = vocab.num_levels + (text if self.history_titles else 0)
       need = 3 + (self.history_overlap + 1) * block
       if self.weights.get("history", 0) > 0 and self.row_length < need:
         raise ConfigError("lm_tasks.history_overlap", f"a window of {self.history_overlap} "
@@ -319,16 +360,24 @@ def text2sid_prompt(vocab: JointVocab, field: str, text: np.ndarray) -> np.ndarr
 
 
 def _history_blocks(items: ItemTokens, vocab: JointVocab, cfg: LMTaskConfig) -> list[np.ndarray]:
-  """Each catalog row's history piece: its SID, then <field:title> title when configured."""
-  titles = items.fields.get("title") if cfg.history_titles else None
+  """Each catalog row's history piece: its SID, then `<field:f> text` for each history field
+  it has when history_titles is on (the SID always comes first: `_block_scored` relies on it)."""
+  fields = cfg.history_fields if cfg.history_titles else ()
+  columns = [(f, items.fields[f]) for f in fields if f in items.fields]
   blocks = []
   for r in range(len(items.sid)):
-    block = items.sid[r]
-    if titles is not None and titles[r] is not None:
-      block = np.concatenate([block, _arr(vocab.field("title")),
-                              titles[r][:cfg.history_title_tokens]])
-    blocks.append(block.astype(np.int32))
+    parts = [items.sid[r]]
+    for f, column in columns:
+      if column[r] is not None:
+        parts += [_arr(vocab.field(f)), column[r][:cfg.history_title_tokens]]
+    blocks.append(np.concatenate(parts).astype(np.int32))
   return blocks
+
+
+def _block_scored(length: int, num_levels: int, *, sid: bool, text: bool) -> np.ndarray:
+  """Scored flags of one history block: its SID tokens if `sid`, the text after them if `text`."""
+  is_sid = np.arange(length) < num_levels
+  return (is_sid & sid) | (~is_sid & text)
 
 
 def _budgeted(history: np.ndarray, block_len: np.ndarray, budget: int) -> np.ndarray:
@@ -474,14 +523,13 @@ def history_prompt(vocab: JointVocab, blocks: list[np.ndarray], rows: np.ndarray
 def history_examples(train: Sequences, catalog: Catalog, items: ItemTokens, vocab: JointVocab,
                      cfg: LMTaskConfig) -> LMExamples:
   """Each user's sequence in `train` as one document (windows of it when longer than a row),
-  scored on the SIDs of its target items only (see the module docstring)."""
+  scored on the SIDs of its target items, and with history_text_loss on the text beside the
+  SIDs of item 1 and the targets (see the module docstring)."""
   rows_of_events = catalog.rows(train.items)
   _check_sids(items, rows_of_events, "history")
   blocks = _history_blocks(items, vocab, cfg)
   block_len = np.array([len(b) for b in blocks], np.int64)
-  # Per block: its SID tokens are the prediction, a title after them is not.
-  sid_part = [np.arange(n) < vocab.num_levels for n in block_len.tolist()]
-  unscored = [np.zeros(n, bool) for n in block_len.tolist()]
+  L, text_loss = vocab.num_levels, cfg.history_text_loss
   head, tail = np.zeros(2, bool), np.zeros(1, bool)
   docs, scored = [], []
   for lo, hi in zip(train.offsets[:-1].tolist(), train.offsets[1:].tolist()):
@@ -490,7 +538,12 @@ def history_examples(train: Sequences, catalog: Catalog, items: ItemTokens, voca
                                              overlap=cfg.history_overlap):
       window = rows[start:end]
       docs.append(np.concatenate([history_prompt(vocab, blocks, window), _arr(vocab.eos)]))
-      flags = [unscored[r] for r in rows[start:first]] + [sid_part[r] for r in rows[first:end]]
+      # Context: item 1's text is scored (once: only the first window starts at item 1),
+      # overlap items were targets of the window before and get nothing.
+      flags = [_block_scored(block_len[r], L, sid=False, text=text_loss and j == 0)
+               for j, r in enumerate(rows[start:first].tolist(), start)]
+      flags += [_block_scored(block_len[r], L, sid=True, text=text_loss)
+                for r in rows[first:end].tolist()]
       scored.append(np.concatenate([head, *flags, tail]))
   return _from_documents(docs, scored, TASKS.index("history"), "history" in cfg.prefix_lm_tasks)
 
@@ -523,9 +576,34 @@ def build_examples(catalog: Catalog, table: SIDTable, vocab: JointVocab, split: 
 # Mixing and packing
 
 
+def draw_counts(pool_sizes: np.ndarray, weights: np.ndarray, *, by: str = "share",
+                num_examples: int | None = None) -> np.ndarray:
+  """Examples drawn per task.
+
+  "share": `num_examples` (default: all pools together) split by weight, largest remainders
+  first. "passes": round(weights[t] * pool_sizes[t]), each task on its own, so weight 1 draws
+  every example of a task once however large the other tasks are.
+
+  Shape: pool_sizes, weights [t] -> [t].
+  """
+  sizes = np.asarray(pool_sizes, np.int64)
+  w = np.asarray(weights, np.float64)
+  if by == "passes":
+    if num_examples is not None:
+      raise ConfigError("lm_tasks.num_examples", "must be None when mix_by='passes'")
+    return np.floor(w * sizes + 0.5).astype(np.int64)
+  if by != "share":
+    raise ConfigError("lm_tasks.mix_by", f"must be one of {list(MIX_MODES)}, got {by!r}")
+  total = num_examples if num_examples is not None else int(sizes.sum())
+  counts = np.floor(total * w / w.sum()).astype(np.int64)
+  counts[np.argsort(-(total * w / w.sum() - counts), kind="stable")[:total - counts.sum()]] += 1
+  return counts
+
+
 def mix(examples: Mapping[str, LMExamples], weights: Mapping[str, float], *, seed: int,
-        num_examples: int | None = None) -> LMExamples:
-  """A shuffled mixture with task t's share of examples = weights[t] / sum(weights).
+        num_examples: int | None = None, by: str = "share") -> LMExamples:
+  """A shuffled mixture, task t drawn `draw_counts(...)[t]` times: by "share", weights[t] /
+  sum(weights) of the examples; by "passes", weights[t] passes over the task's examples.
 
   A task drawn more often than it has examples repeats its whole pool before sampling the
   rest (no example repeats more than needed); fewer draws take a random subset.
@@ -536,10 +614,10 @@ def mix(examples: Mapping[str, LMExamples], weights: Mapping[str, float], *, see
       raise ConfigError(f"lm_tasks.weights.{n}", "is positive but the task has no examples")
   if not names:
     raise ConfigError("lm_tasks.weights", "no task with a positive weight and examples")
-  total = num_examples if num_examples is not None else sum(len(examples[n]) for n in names)
-  w = np.array([weights[n] for n in names], np.float64)
-  counts = np.floor(total * w / w.sum()).astype(np.int64)
-  counts[np.argsort(-(total * w / w.sum() - counts), kind="stable")[:total - counts.sum()]] += 1
+  counts = draw_counts(np.array([len(examples[n]) for n in names]),
+                       np.array([weights[n] for n in names]), by=by, num_examples=num_examples)
+  if counts.sum() == 0:
+    raise ConfigError("lm_tasks.weights", f"{dict(weights)} by {by} draw no example at all")
   rng = np.random.default_rng(seed)
   parts = []
   for n, c in zip(names, counts):
@@ -651,7 +729,8 @@ def training_rows(catalog: Catalog, table: SIDTable, vocab: JointVocab, split: A
                   ) -> tuple[dict[str, np.ndarray], PackStats]:
   """Builds, mixes (seed = cfg.seed) and packs every task's examples into rows."""
   examples = build_examples(catalog, table, vocab, split, cfg, holdout_items=holdout_items)
-  mixed = mix(examples, cfg.weights, seed=cfg.seed, num_examples=cfg.num_examples)
+  mixed = mix(examples, cfg.weights, seed=cfg.seed, num_examples=cfg.num_examples,
+              by=cfg.mix_by)
   return pack(mixed, row_length=cfg.row_length, overflow=cfg.overflow, open_rows=cfg.open_rows)
 
 
@@ -750,7 +829,8 @@ def next_prompts(eval_set: EvalSet, catalog: Catalog, table: SIDTable, vocab: Jo
   cfg.validate(vocab)
   task = next_item_format(cfg)
   ex = next_item.eval_examples(eval_set, catalog, max_history=cfg.max_history)
-  items = item_tokens(catalog, table, vocab, fields=("title",) if cfg.history_titles else (),
+  items = item_tokens(catalog, table, vocab,
+                      fields=cfg.history_fields if cfg.history_titles else (),
                       max_field_tokens=cfg.max_field_tokens)
   _check_sids(items, catalog.rows(eval_set.histories.items), f"{task} prompts")
   blocks = _history_blocks(items, vocab, cfg)

@@ -207,7 +207,8 @@ def test_history_config_is_lm_beauty_with_history_only():
     ("lm.tasks.history_overlap", 0), ("lm.tasks.prefix_lm_tasks", ("history",)),
     ("lm.eval.beam_size", 0), ("lm.cold_start.fraction", 1.5), ("lm.model.d_model", -1),
     ("lm.tasks.row_length", 0), ("lm.train.batch_size", 0), ("lm.bogus", 1),
-    ("lm.tasks.prefix_lm_tasks", ("next",)), ("lm.continued.replay_fraction", 1.0)])
+    ("lm.tasks.prefix_lm_tasks", ("next",)), ("lm.continued.replay_fraction", 1.0),
+    ("lm.tasks.mix_by", "epochs"), ("lm.tasks.history_text_loss", True)])
 def test_bad_config_names_the_field(field, value, tmp_path):
   config = tiny_config(tmp_path)
   section = config.lm.to_dict()
@@ -219,3 +220,75 @@ def test_bad_config_names_the_field(field, value, tmp_path):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.") if field != "lm.tasks.weights.nxt"
                      else r"lm\.tasks\.weights\.nxt"):
     lm.validate(section)
+
+
+def test_greedy_text_batches_equal_one_generate_call():
+  """SID -> text generation in padded batches gives what one call over every prompt gives, and
+  only the allowed tokens (the full-forward check of the generator is tests/models/test_lm)."""
+  import types
+  import jax.numpy as jnp
+  from flax import nnx
+  from lrm.models.lm import LM, LMConfig, greedy_generate
+  vocab = types.SimpleNamespace(tokenizer_size=90, pad=0, eos=2, fields=("title",),
+                                field=lambda name: 95)
+  allowed = lm.text_token_mask(vocab, 128)
+  assert allowed[[1, 2, 89, 95]].all() and not allowed[[0, 90, 100, 127]].any()
+  model = LM(LMConfig(vocab_size=128, d_model=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                      head_dim=16, mlp_dim=64, init_std=0.3), rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 7, 7)
+  segment_ids = (np.arange(6)[None] >= 6 - lengths[:, None]).astype(np.int32)  # left-padded
+  tokens = np.where(segment_ids > 0, rng.integers(3, 128, (7, 6)), 0).astype(np.int32)
+  prompts = types.SimpleNamespace(tokens=tokens, segment_ids=segment_ids,
+                                  prefix=np.zeros((7, 6), bool))
+  out = lm.greedy_text(model, prompts, allowed, num_tokens=4, batch_size=3)
+  whole = nnx.jit(lambda m, p, v, a: greedy_generate(m, p, v, 4, allowed=a))(
+      model, jnp.asarray(tokens), jnp.asarray(segment_ids > 0), jnp.asarray(allowed))
+  np.testing.assert_array_equal(out, np.asarray(whole))
+  assert out.shape == (7, 4) and allowed[out].all()
+  empty = types.SimpleNamespace(tokens=tokens[:0], segment_ids=segment_ids[:0],
+                                prefix=np.zeros((0, 6), bool))
+  assert lm.greedy_text(model, empty, allowed, num_tokens=4, batch_size=3).shape == (0, 4)
+
+
+@pytest.mark.parametrize("fields, field", [
+    (dict(mix_by="passes", num_examples=100), "lm.tasks.num_examples"),
+    (dict(history_titles=True, history_fields=("title", "brand")), "lm.tasks.history_fields"),
+    (dict(history_titles=True, history_fields=()), "lm.tasks.history_fields")])
+def test_bad_mixing_and_mixed_document_settings_name_the_field(fields, field, tmp_path):
+  import re
+  config = tiny_config(tmp_path)                  # text_fields=("title",)
+  config.lm.tasks.update(fields)
+  with pytest.raises(ConfigError, match=f"'{re.escape(field)}'") as e:
+    lm.validate(config.lm)
+  assert "\n" not in str(e.value)
+
+
+def test_bilingual_config_is_history_plus_dense_linking():
+  import pathlib
+  from lrm.core.config import load_config
+  configs = pathlib.Path(__file__).resolve().parents[2] / "configs"
+  for arg in ("", "cpu"):
+    history = load_config(configs / "lm_beauty_history.py", arg).to_dict()
+    bilingual = load_config(configs / "lm_beauty_bilingual.py", arg).to_dict()
+    spec = lm.validate(bilingual["lm"])
+    assert spec.variant == "bilingual" and spec.tasks.mix_by == "passes"
+    assert {k: w for k, w in spec.tasks.weights.items() if w > 0} == {
+        "history": 1.0, "sid2text": 1.0, "text2sid": 1.0}
+    for section in (history, bilingual):
+      section["lm"].pop("variant")
+      section["lm"]["tasks"].pop("mix_by")
+      for task in ("sid2text", "text2sid"):
+        section["lm"]["tasks"]["weights"].pop(task)
+    assert bilingual == history                     # the only deltas: variant, mixing, links
+  swept = lm.validate(load_config(configs / "lm_beauty_bilingual.py", "cpu,link=2.5")["lm"])
+  assert swept.variant == "bilingual_link2.5"
+  assert swept.tasks.weights["sid2text"] == swept.tasks.weights["text2sid"] == 2.5
+  mixed = lm.validate(load_config(configs / "lm_beauty_bilingual.py", "cpu,mixed")["lm"])
+  assert mixed.variant == "bilingual_mixed"
+  assert mixed.tasks.history_titles and mixed.tasks.history_text_loss
+  assert mixed.tasks.history_fields == ("title",) and mixed.tasks.row_length == 256
+  with pytest.raises(ConfigError, match=r"lm\.tasks\.weights\.sid2text"):
+    lm.validate(load_config(configs / "lm_beauty_bilingual.py", "cpu,link=-1")["lm"])
+  with pytest.raises(ConfigError, match=r"arg\.links"):
+    load_config(configs / "lm_beauty_bilingual.py", "links=2")

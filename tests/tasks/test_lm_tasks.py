@@ -8,7 +8,7 @@ from lrm.data.splits import leave_one_out
 from lrm.data.types import Catalog, Sequences
 from lrm.sid.table import SIDTable, with_collision_level
 from lrm.tasks import lm_tasks as T
-from lrm.tokens.joint_vocab import TASKS, make_joint_vocab
+from lrm.tokens.joint_vocab import FIELDS, TASKS, field_text, make_joint_vocab
 
 # Items 1..8 appear in training; 101..106 only as the last two events of a user, i.e. as
 # leave-one-out's validation and test targets, so any leak shows up as their SIDs.
@@ -520,3 +520,189 @@ def test_history_config_errors(world):
   with pytest.raises(ConfigError, match=r"lm_tasks\.weights\.history.*<task:history>"):
     T.LMTaskConfig(weights={"history": 1.0}).validate(old)
   T.LMTaskConfig().validate(old)                   # the four-task mix still works on it
+
+
+# ------------------------------------------------------------------------------------------
+# Dense linking and the mixed document
+
+
+def _text(vocab, value, n=None):
+  return vocab.encode_text(field_text(value))[:n].tolist()
+
+
+def _segments(rows):
+  """(tokens, loss_mask) of every packed segment, row by row."""
+  out = []
+  for r in range(len(rows["tokens"])):
+    seg = rows["segment_ids"][r]
+    for s in range(1, seg.max() + 1):
+      where = np.flatnonzero(seg == s)
+      out.append((tuple(rows["tokens"][r, where].tolist()),
+                  tuple(rows["loss_mask"][r, where].astype(int).tolist())))
+  return out
+
+
+def _prompt_then_completion_mask(prompt_len, length):
+  """loss_mask of a prompt -> completion segment: 1 where the next token is generated."""
+  at = np.arange(length)
+  return tuple(((at >= prompt_len - 1) & (at < length - 1)).astype(int).tolist())
+
+
+def test_dense_linking_documents_layout_and_loss(world):
+  """Three linked items, both directions, packed several to a row: every segment is exactly
+  one expected document, and its loss mask covers the generated side only."""
+  catalog, table, vocab, split = world
+  linked = [1, 2, 3]
+  cfg = T.LMTaskConfig(weights={"sid2text": 1.0, "text2sid": 1.0}, mix_by="passes")
+  examples = T.build_examples(catalog, table, vocab, split, cfg,
+                              holdout_items=np.setdiff1d(catalog.item_ids, linked))
+  rows, stats = T.pack(T.mix(examples, cfg.weights, seed=0, by="passes"), row_length=64)
+  bos, sep, eos = vocab.bos, vocab.sep, vocab.eos
+  f = vocab.field
+  expected = []
+  for item in linked:
+    r = int(catalog.rows([item])[0])
+    sid = list(_sid(table, vocab, item))
+    texts = {name: _text(vocab, catalog.fields[name][r]) for name in FIELDS
+             if name in catalog.fields and field_text(catalog.fields[name][r]) is not None}
+    # sid -> title / brand / categories: <bos> <task> sid <sep> | markers and texts <eos>.
+    prompt = [bos, vocab.task("sid2text"), *sid, sep]
+    completion = [tok for name, ids in texts.items() for tok in [f(name), *ids]] + [eos]
+    expected.append((prompt, completion))
+    # text -> sid, one document per field: <bos> <task> <field> text <sep> | sid <eos>.
+    for name, ids in texts.items():
+      expected.append(([bos, vocab.task("text2sid"), f(name), *ids, sep], [*sid, eos]))
+  want = collections.Counter(
+      (tuple(p + c), _prompt_then_completion_mask(len(p), len(p + c))) for p, c in expected)
+  assert collections.Counter(_segments(rows)) == want
+  # Item 1 has three fields, item 2 no categories, item 3 no brand: 3 + 7 documents.
+  assert len(expected) == stats.num_examples == 10
+  assert stats.num_rows < stats.num_examples                   # several items per row
+  assert stats.num_truncated == 0
+
+
+def test_dense_linking_shows_every_item_once_per_direction(world):
+  catalog, table, vocab, split = world
+  held = [101, 102]
+  linked = [int(i) for i in catalog.item_ids if i not in held]
+  weights = {"history": 1.0, "sid2text": 1.0, "text2sid": 1.0}
+  cfg = T.LMTaskConfig(weights=weights, mix_by="passes")
+  examples = T.build_examples(catalog, table, vocab, split, cfg, holdout_items=held)
+  item_of_sid = {_sid(table, vocab, i): i for i in catalog.item_ids.tolist()}
+  field_of = {vocab.field(name): name for name in FIELDS if name in vocab.fields}
+  L = vocab.num_levels
+
+  def seen(mixed):
+    """Counters of the items a mixture links: sid2text by item, text2sid by (item, field)."""
+    sid2text, text2sid = collections.Counter(), collections.Counter()
+    for i in range(len(mixed)):
+      tokens, p = mixed.example(i), mixed.num_prompt[i]
+      if mixed.task[i] == TASKS.index("sid2text"):
+        sid2text[item_of_sid[tuple(tokens[2:2 + L].tolist())]] += 1
+      elif mixed.task[i] == TASKS.index("text2sid"):
+        text2sid[item_of_sid[tuple(tokens[p:p + L].tolist())], field_of[int(tokens[2])]] += 1
+    return sid2text, text2sid
+
+  present = [(i, name) for i in linked for name in ("title", "brand", "categories")
+             if field_text(catalog.fields[name][int(catalog.rows([i])[0])]) is not None]
+  once = T.mix(examples, weights, seed=0, by="passes")
+  sid2text, text2sid = seen(once)
+  assert sid2text == collections.Counter(linked)                # every linked item, once
+  assert text2sid == collections.Counter(present)               # every (item, field), once
+  assert (once.task == TASKS.index("history")).sum() == len(split.train)
+  twice = T.mix(examples, {**weights, "sid2text": 2.0, "text2sid": 2.0}, seed=0, by="passes")
+  assert seen(twice) == (collections.Counter(linked * 2), collections.Counter(present * 2))
+  # By share, the same weights split one total evenly: text2sid's larger pool is sampled.
+  assert seen(T.mix(examples, weights, seed=0))[1] != collections.Counter(present)
+
+
+def test_draw_counts():
+  sizes, w = np.array([3, 11, 40]), np.array([1.0, 3.0, 0.5])
+  # Share: the old rule, largest remainders first.
+  np.testing.assert_array_equal(T.draw_counts(sizes, w, num_examples=40), [9, 27, 4])
+  assert T.draw_counts(sizes, w).sum() == sizes.sum()
+  np.testing.assert_array_equal(T.draw_counts(sizes, w, by="passes"), [3, 33, 20])
+  with pytest.raises(ConfigError, match=r"lm_tasks\.num_examples"):
+    T.draw_counts(sizes, w, by="passes", num_examples=10)
+  with pytest.raises(ConfigError, match=r"lm_tasks\.mix_by"):
+    T.draw_counts(sizes, w, by="epochs")
+
+
+def _mixed_document(table, vocab, catalog, items, tokens_per_field):
+  """The expected `<bos> <task:history> sid <field:title> title [<field:brand> brand] ...`
+  with per-token flags: is a SID token, is text beside a SID."""
+  doc, is_sid, is_text = [vocab.bos, vocab.task("history")], [False] * 2, [False] * 2
+  for item in items:
+    r = int(catalog.rows([item])[0])
+    sid = list(_sid(table, vocab, item))
+    text = []
+    for name in ("title", "brand"):
+      if field_text(catalog.fields[name][r]) is not None:
+        text += [vocab.field(name), *_text(vocab, catalog.fields[name][r], tokens_per_field)]
+    doc += sid + text
+    is_sid += [True] * len(sid) + [False] * len(text)
+    is_text += [False] * len(sid) + [True] * len(text)
+  return doc + [vocab.eos], np.array(is_sid + [False]), np.array(is_text + [False])
+
+
+@pytest.mark.parametrize("text_loss", [False, True])
+def test_mixed_history_document_mask(world, text_loss):
+  catalog, table, vocab, split = world
+  cfg = T.LMTaskConfig(weights={"history": 1.0}, history_titles=True,
+                       history_fields=("title", "brand"), history_title_tokens=2,
+                       history_text_loss=text_loss)
+  ex = T.build_examples(catalog, table, vocab, split, cfg)["history"]
+  doc, is_sid, is_text = _mixed_document(table, vocab, catalog, [1, 2, 3, 4, 5], 2)
+  assert ex.example(0).tolist() == doc                # item 3 has no brand: title only
+  # SIDs of items 2..5 always; the text beside every SID (item 1's too) with the text loss.
+  first_target = int(np.flatnonzero(is_sid)[vocab.num_levels])
+  scored = is_sid & (np.arange(len(doc)) >= first_target)
+  if text_loss:
+    scored |= is_text
+  np.testing.assert_array_equal(ex.scored[ex.offsets[0]:ex.offsets[1]], scored)
+  row = _single_row(ex, 0)
+  want = np.zeros(128, np.float32)
+  want[:len(doc) - 1] = scored[1:]                   # position j trains token j + 1
+  np.testing.assert_array_equal(row["loss_mask"], want)
+
+
+def test_mixed_history_windows_score_each_text_once(world):
+  catalog, table, vocab, split = world
+  L = vocab.num_levels
+  block = L + 2 * (1 + 2)                            # SID, title and brand of 2 tokens each
+  cfg = T.LMTaskConfig(weights={"history": 1.0}, history_titles=True,
+                       history_fields=("title", "brand"), history_title_tokens=2,
+                       history_text_loss=True, history_overlap=1, row_length=3 + 3 * block)
+  ex = T.build_examples(catalog, table, vocab, split, cfg)["history"]
+  assert len(ex) > len(split.train)                  # some users need several windows
+  # Over all windows: the SIDs of items 2..n and the text of items 1..n, each scored once.
+  want = 0
+  for u in range(len(split.train)):
+    items = split.train.user(u).tolist()
+    _, is_sid, is_text = _mixed_document(table, vocab, catalog, items, 2)
+    want += (len(items) - 1) * L + int(is_text.sum())
+  assert int(ex.scored.sum()) == want
+  # User 1's second window opens on item 3, a target of the first window: no loss on it.
+  second = ex.scored[ex.offsets[1]:ex.offsets[2]]
+  item3 = _mixed_document(table, vocab, catalog, [3], 2)[0][2:-1]
+  assert ex.example(1)[2:2 + len(item3)].tolist() == item3
+  assert not second[:2 + len(item3)].any() and second[2 + len(item3):-1].any()
+
+
+def test_dense_and_mixed_config_errors(world):
+  *_, vocab, _ = world
+  bad = [(dict(mix_by="epochs"), "mix_by"),
+         (dict(mix_by="passes", num_examples=100), "num_examples"),
+         (dict(history_text_loss=True), "history_text_loss"),           # no text beside SIDs
+         (dict(history_titles=True, history_fields=()), "history_fields"),
+         (dict(history_titles=True, text_fields=("title",), history_fields=("title", "brand")),
+          "history_fields"),
+         (dict(weights={"history": 1.0}, history_titles=True, history_fields=("title", "brand"),
+               row_length=64), "history_overlap")]
+  for kwargs, field in bad:
+    with pytest.raises(ConfigError, match=rf"'lm_tasks\.{field}'") as e:
+      T.LMTaskConfig(**kwargs).validate(vocab)
+    assert "\n" not in str(e.value)
+  # Defaults and the fields' neutral values stay valid (existing configs are unchanged).
+  T.LMTaskConfig(history_fields=()).validate(vocab)
+  T.LMTaskConfig(mix_by="passes").validate(vocab)
