@@ -31,11 +31,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Where the items and sequences come from.
   config.data = ml_collections.ConfigDict()
-  config.data.source = "synthetic"   # synthetic | layout | amazon2014 | movielens | recbole
+  config.data.source = "synthetic"   # synthetic | layout | amazon2014 | movielens | recbole | tfds
   config.data.path = ""              # folder for layout / movielens / recbole
   config.data.reviews = ""           # amazon2014: reviews_<Cat>_5.json.gz
   config.data.meta = ""              # amazon2014: meta_<Cat>.json.gz
   config.data.min_count = 5          # amazon2014: k of the iterative k-core filter
+  config.data.tfds = ""              # tfds: BUILDER/DATASET written by `lrm data --format=tfds`
+  config.data.data_dir = ""          # tfds: the folder that command wrote (its --out)
 
   # The synthetic world (used when data.source == synthetic); fields documented in
   # lrm/data/synthetic.py WorldConfig.

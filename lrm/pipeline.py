@@ -23,18 +23,31 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
+from lrm import retrieval
 from lrm.core import artifacts
-from lrm.core.config import check_known
+from lrm.core.config import check_known, load_config
 from lrm.core.errors import ConfigError
 from lrm.core.report import print_table
+from lrm.data import (read_amazon_2014, read_dataset, read_movielens, read_recbole_atomic,
+                      write_dataset)
+from lrm.data.splits import leave_one_out
+from lrm.data.tfds import load_tfds
+from lrm.data.synthetic import WorldConfig, make_world, write_world
+from lrm.encoders import stage as embed_lib
+from lrm.encoders.resolve import resolve_encoder
+from lrm.parallel.mesh import mesh_from_config
+from lrm.sid import stage as sid_lib
+from lrm.sid.quality import format_report
+from lrm.train.optimizer import optimizer_from_config
+from lrm.train.trainer import LoopSpec
 
-DATA_SOURCES = ("synthetic", "layout", "amazon2014", "movielens", "recbole")
+DATA_SOURCES = ("synthetic", "layout", "amazon2014", "movielens", "recbole", "tfds")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 
 def default_config():
-  from lrm.core.config import load_config
   return load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "base.py")
 
 
@@ -47,30 +60,31 @@ def validate(config) -> None:
     raise ConfigError("data.path", f"data.source={config.data.source} needs a folder")
   if config.data.source == "amazon2014" and not (config.data.reviews and config.data.meta):
     raise ConfigError("data.reviews", "amazon2014 needs data.reviews and data.meta files")
+  if config.data.source == "tfds" and not (config.data.tfds and config.data.data_dir):
+    raise ConfigError("data.tfds", "data.source=tfds needs data.tfds (BUILDER/DATASET, as "
+                      "`lrm data --format=tfds` prints) and data.data_dir (its --out)")
+  if config.data.tfds and config.data.source != "tfds":
+    raise ConfigError("data.source", f"is '{config.data.source}' but data.tfds is set: "
+                      f"add --config.data.source=tfds")
   if not config.run_dir:
     raise ConfigError("run_dir", "must be set")
   _embed_spec(config)  # validates the embed section
   _sid_spec(config)
   if int(config.train.num_steps) > 0:  # the retrieval stage runs: check it before the others
-    from lrm.retrieval import model_hyper
-    from lrm.train.optimizer import optimizer_from_config
-    from lrm.train.trainer import LoopSpec
-    model_hyper(config, config.model.name)
+    retrieval.model_hyper(config, config.model.name)
     LoopSpec.from_config(config.train)
     optimizer_from_config(config.train)
 
 
 def _sid_spec(config):
-  from lrm.sid.stage import SIDSpec
-  return SIDSpec.from_config(config.sid)
+  return sid_lib.SIDSpec.from_config(config.sid)
 
 
 def _embed_spec(config):
-  from lrm.encoders.stage import EmbedSpec
   section = config.embed.to_dict()
   if section.get("encoder") in ("auto", "hashing"):
     section["encoder"] = None
-  return EmbedSpec.from_config(section)
+  return embed_lib.EmbedSpec.from_config(section)
 
 
 def resolve_auto_encoder(name: str | None) -> str | None:
@@ -79,7 +93,6 @@ def resolve_auto_encoder(name: str | None) -> str | None:
     return None
   if name != "auto":
     return name
-  from lrm.encoders.resolve import resolve_encoder
   try:
     return str(resolve_encoder(DEFAULT_ENCODER, field="embed.encoder"))
   except ConfigError as e:
@@ -91,7 +104,6 @@ def resolve_auto_encoder(name: str | None) -> str | None:
 
 def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
   """Puts the dataset in the standard layout; returns its folder."""
-  from lrm.data import read_amazon_2014, read_movielens, read_recbole_atomic, write_dataset
   source = config.data.source
   if source == "layout":
     return pathlib.Path(config.data.path)
@@ -103,7 +115,6 @@ def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
     logging.info("data: reusing %s", out)
     return out
   if source == "synthetic":
-    from lrm.data.synthetic import WorldConfig, make_world, write_world
     write_world(make_world(WorldConfig.from_dict(config.world, where="world")), out)
     return out
   if source == "amazon2014":
@@ -111,6 +122,8 @@ def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
                                min_count=config.data.min_count)
   elif source == "movielens":
     dataset = read_movielens(config.data.path)
+  elif source == "tfds":
+    dataset = load_tfds(config.data.tfds, config.data.data_dir)
   else:
     dataset = read_recbole_atomic(config.data.path)
   write_dataset(out, dataset, config=stage_config)
@@ -119,17 +132,17 @@ def data_stage(config, run_dir: pathlib.Path) -> pathlib.Path:
 
 def embed_stage(config, run_dir: pathlib.Path, data_dir: pathlib.Path,
                 dataset) -> tuple[np.ndarray, dict]:
-  from lrm.encoders import stage
   spec = _embed_spec(config)
   spec = dataclasses.replace(spec, encoder=resolve_auto_encoder(config.embed.encoder))
   out = run_dir / "embed"
   inputs = {"data": artifacts.artifact_id(data_dir)}
   if config.resume and artifacts.is_complete(out, dataclasses.asdict(spec), inputs):
     logging.info("embed: reusing %s", out)
-    return stage.read_embeddings(out, num_items=len(dataset.catalog)), artifacts.read_manifest(out)
-  emb, info = stage.embed_catalog(dataset.catalog, spec)
-  manifest = stage.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info,
-                                    data_dir=str(data_dir), inputs=inputs)
+    return (embed_lib.read_embeddings(out, num_items=len(dataset.catalog)),
+            artifacts.read_manifest(out))
+  emb, info = embed_lib.embed_catalog(dataset.catalog, spec)
+  manifest = embed_lib.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info,
+                                        data_dir=str(data_dir), inputs=inputs)
   return emb, manifest
 
 
@@ -138,32 +151,28 @@ def sid_stage(config, run_dir: pathlib.Path, dataset, embeddings: np.ndarray) ->
 
   `opq` fits on the items of the leave-one-out training part only (as RPG) and codes every item.
   """
-  from lrm.sid import stage
   spec = _sid_spec(config)
   out = run_dir / "sid"
   inputs = {"embed": artifacts.artifact_id(run_dir / "embed")}
-  if config.resume and stage.is_complete(out, spec, inputs):
+  if config.resume and sid_lib.is_complete(out, spec, inputs):
     logging.info("sid: reusing %s", out)
     return json.loads((out / "report.json").read_text())
   categories = (dataset.catalog.leaf_category("categories")
                 if "categories" in dataset.catalog.fields else None)
   fit_rows = None
   if spec.method == "opq":
-    from lrm.data.splits import leave_one_out
     train_items = np.unique(leave_one_out(dataset.sequences).train.items)
     fit_rows = dataset.catalog.rows(train_items)
-  result = stage.fit_sids(embeddings, spec, item_ids=dataset.catalog.item_ids,
-                          categories=categories, fit_rows=fit_rows)
-  stage.write_sids(out, result, spec, embeddings_path=str(run_dir / "embed" / "embeddings.npy"),
-                   inputs=inputs)
+  result = sid_lib.fit_sids(embeddings, spec, item_ids=dataset.catalog.item_ids,
+                            categories=categories, fit_rows=fit_rows)
+  sid_lib.write_sids(out, result, spec,
+                     embeddings_path=str(run_dir / "embed" / "embeddings.npy"), inputs=inputs)
   return result.report
 
 
 def retrieval_stage(config, run_dir: pathlib.Path, dataset, *,
                     evaluate: bool = True) -> dict[str, Any]:
   """Trains `model.name` on the SIDs (resuming), then ranks every validation and test user."""
-  from lrm import retrieval
-  from lrm.parallel.mesh import mesh_from_config
   prep = retrieval.prepare(config, dataset, run_dir / "sid")
   name = config.model.name
   mesh = mesh_from_config(config.mesh)
@@ -177,7 +186,6 @@ def retrieval_stage(config, run_dir: pathlib.Path, dataset, *,
 def evaluate_stage(config, run_dir: pathlib.Path, dataset, *, prep=None,
                    models: tuple[str, ...] | None = None) -> dict[str, Any]:
   """Evaluates the trained models found under run_dir/retrieval; prints the test table."""
-  from lrm import retrieval
   prep = prep or retrieval.prepare(config, dataset, run_dir / "sid")
   ks = tuple(int(k) for k in config.eval.ks)
   if models is None:
@@ -193,7 +201,6 @@ def evaluate_stage(config, run_dir: pathlib.Path, dataset, *, prep=None,
 
 def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
   """Data, embeddings and SIDs (each reused when complete); returns (run_dir, dataset, results)."""
-  from lrm.data import read_dataset
   validate(config)
   run_dir = pathlib.Path(config.run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,8 +224,6 @@ def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
   encoder = manifest.get("encoder", {})
   if rows:
     print_table(["embeddings (nn shares leaf category)", "agreement", "chance"], rows)
-  from lrm.sid.quality import format_report
-  from lrm.sid.stage import summary
   sid_report = sid_stage(config, run_dir, dataset, emb)
   print(format_report(sid_report))
   results = {
@@ -228,7 +233,7 @@ def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
                 "fallback_encoder_used": manifest.get("fallback_encoder_used"),
                 "items_per_s": text_info.get("items_per_s"), "nn_leaf_category": quality},
       "sid": {"method": sid_report["method"], "codebook_sizes": sid_report["codebook_sizes"],
-              "fit_s": sid_report.get("fit_s"), **summary(sid_report)},
+              "fit_s": sid_report.get("fit_s"), **sid_lib.summary(sid_report)},
       "wall_s": round(time.perf_counter() - start, 3),
   }
   return run_dir, dataset, results
@@ -255,7 +260,6 @@ def run_pipeline(config, *, train: bool = True, evaluate: bool = True) -> dict[s
   validate(config)   # on every process, before any of them waits for another
   multi = jax.process_count() > 1
   if multi:
-    from jax.experimental import multihost_utils
     if jax.process_index() == 0:
       prepare_stages(config)
     multihost_utils.sync_global_devices("lrm: artifacts prepared")

@@ -1,0 +1,211 @@
+"""Catalog scale: time and peak memory of embed -> RQ-KMeans -> assign -> trie -> decode by size.
+
+For each catalog size N (ascending, one process), on synthetic items:
+
+  embed    random unit embeddings [N, d] (a stand-in for the encoder), generated and written
+           in chunks to a memory-mapped .npy, so they are never all in memory at once
+  fit      RQ-KMeans fitted on a sample of `--fit-sample` rows
+  assign   codes of all N items, streamed over the .npy in chunks of `--chunk` rows
+  trie     the SID table (+ TIGER's collision level) and the trie (dense shallow levels, CSR)
+  decode   constrained beam search for `--users` users over the whole catalog with a
+           stand-in model (a random per-level head on a carried state); every output is valid
+
+Per stage: wall seconds, `per_s` (items/s; users/s for decode), the process's peak RSS so far
+(`ru_maxrss`, a high-water mark over the whole run: sizes run in increasing order), and the
+peak of the memory `tracemalloc` traced in the stage alone (NumPy arrays included, JAX device
+buffers not). With two sizes or more, the fitted growth exponent of time and traced memory per
+stage (the slope of log cost against log N). Writes one record (`benchmark: "catalog_scale"`)
+to benchmarks/results.
+
+  python benchmarks/catalog_scale.py --sizes=10000                       # a smoke run
+  python benchmarks/catalog_scale.py --sizes 1000000 3000000 10000000    # issue 26's sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lrm.core import artifacts  # noqa: E402
+from lrm.decode import beam_search  # noqa: E402
+from lrm.sid.rq_kmeans import rq_assign, rq_kmeans_fit  # noqa: E402
+from lrm.sid.table import SIDTable, with_collision_level  # noqa: E402
+from lrm.sid.trie import contains, trie_from_table  # noqa: E402
+
+STAGES = ("embed", "fit", "assign", "trie", "decode")
+
+
+class Stage:
+  """Measures one stage: wall time, traced peak (this stage only) and the process's peak RSS.
+
+  `catalog` is the catalog size; `work` what the stage's rate counts (items, or users decoded).
+  """
+
+  def __init__(self, name: str, catalog: int, work: int | None = None):
+    self.name, self.catalog = name, catalog
+    self.work = catalog if work is None else work
+
+  def __enter__(self):
+    tracemalloc.reset_peak()
+    self.start = time.perf_counter()
+    return self
+
+  def __exit__(self, *exc):
+    self.wall_s = time.perf_counter() - self.start
+    self.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
+    # Linux reports ru_maxrss in KiB.
+    self.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return False
+
+  def row(self, **extra) -> dict:
+    return {"stage": self.name, "n": self.catalog, "wall_s": self.wall_s,
+            "per_s": self.work / max(self.wall_s, 1e-9),
+            "peak_rss_bytes": self.peak_rss_bytes, "traced_peak_bytes": self.traced_peak_bytes,
+            **extra}
+
+
+def write_random_embeddings(path: pathlib.Path, n: int, dim: int, chunk: int,
+                            seed: int) -> np.ndarray:
+  """Unit-norm Gaussian rows written chunk by chunk; returns the read-only memmap [n, dim]."""
+  out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+  for start in range(0, n, chunk):
+    rows = np.random.default_rng([seed, start]).standard_normal(
+        (min(chunk, n - start), dim), dtype=np.float32)
+    out[start:start + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+  out.flush()
+  del out
+  return np.load(path, mmap_mode="r")
+
+
+def assign_streamed(model, embeddings: np.ndarray, chunk: int) -> np.ndarray:
+  """Codes of every row, reading `chunk` rows of the memmap at a time. Shape: [n, L] int32."""
+  codes = np.empty((len(embeddings), model.levels), np.int32)
+  for start in range(0, len(embeddings), chunk):
+    codes[start:start + chunk] = rq_assign(model, np.asarray(embeddings[start:start + chunk]))
+  return codes
+
+
+def make_stand_in_step(sizes: tuple[int, ...], dim: int, seed: int):
+  """A random model: state + code embedding -> tanh -> per-level head -> log-softmax."""
+  keys = iter(jax.random.split(jax.random.key(seed), 2 * len(sizes)))
+  emb = [jax.random.normal(next(keys), (k + 1, dim)) for k in (0,) + sizes[:-1]]
+  heads = [jax.random.normal(next(keys), (dim, k)) / np.sqrt(dim) for k in sizes]
+
+  def step(state, prev, level):
+    h = jnp.tanh(state + emb[level][jnp.clip(prev + 1, 0, emb[level].shape[0] - 1)])
+    return jax.nn.log_softmax(h @ heads[level], axis=-1), h
+
+  return step
+
+
+def run_size(n: int, args, workdir: pathlib.Path) -> list[dict]:
+  rows = []
+  with Stage("embed", n) as s:
+    emb = write_random_embeddings(workdir / f"emb_{n}.npy", n, args.dim, args.chunk, args.seed)
+  rows.append(s.row())
+  sample = min(n, args.fit_sample)
+  with Stage("fit", n) as s:
+    pick = np.sort(np.random.default_rng(args.seed).choice(n, sample, replace=False))
+    model = rq_kmeans_fit(np.asarray(emb[pick]), (args.codebook,) * args.levels,
+                          key=jax.random.key(args.seed), iters=args.iters)
+  rows.append(s.row(fit_rows=sample))
+  with Stage("assign", n) as s:
+    codes = assign_streamed(model, emb, args.chunk)
+  rows.append(s.row())
+  with Stage("trie", n) as s:
+    table = with_collision_level(SIDTable(item_ids=np.arange(n), codes=codes,
+                                          codebook_sizes=model.codebook_sizes))
+    trie = trie_from_table(table)
+    arrays = trie.arrays()
+  rows.append(s.row(trie_bytes=trie.nbytes(), collision_size=table.collision_size))
+  sizes = table.full_codebook_sizes
+  step = make_stand_in_step(sizes, args.model_dim, args.seed)
+  state = jax.random.normal(jax.random.key(n), (args.users, args.model_dim))
+  decode = lambda: jax.block_until_ready(beam_search(
+      step, state, arrays, batch_size=args.users, beam_size=args.beam, num_levels=len(sizes),
+      codebook_sizes=sizes, top_k=args.top_k))
+  t0 = time.perf_counter()
+  decode()  # compiles
+  compile_s = time.perf_counter() - t0
+  with Stage("decode", n, work=args.users) as s:
+    result = decode()
+  codes_out = np.asarray(result.codes).reshape(-1, len(sizes))
+  assert contains(trie, codes_out).all(), "constrained decoding returned an invalid SID"
+  rows.append(s.row(users=args.users, first_run_s_incl_compile=compile_s))
+  (workdir / f"emb_{n}.npy").unlink()
+  for row in rows:
+    print(row, flush=True)
+  return rows
+
+
+def growth_exponents(rows: list[dict]) -> dict[str, dict[str, float]]:
+  """Per stage, the slope of log(wall_s) and log(traced peak) against log(catalog size)."""
+  out = {}
+  for stage in STAGES:
+    mine = [r for r in rows if r["stage"] == stage]
+    sizes = np.log([r["n"] for r in mine])
+    if len(set(sizes.tolist())) < 2:
+      continue
+    slope = lambda key: float(np.polyfit(sizes, np.log([max(r[key], 1e-9) for r in mine]), 1)[0])
+    out[stage] = {"time": slope("wall_s"), "traced_memory": slope("traced_peak_bytes")}
+  return out
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], nargs="+",
+                      default=[[1_000_000, 3_000_000, 10_000_000]],
+                      help="catalog sizes (space or comma separated)")
+  parser.add_argument("--dim", type=int, default=64, help="embedding dimension")
+  parser.add_argument("--codebook", type=int, default=256)
+  parser.add_argument("--levels", type=int, default=3)
+  parser.add_argument("--fit-sample", type=int, default=100_000)
+  parser.add_argument("--iters", type=int, default=25)
+  parser.add_argument("--chunk", type=int, default=65_536, help="rows per streamed chunk")
+  parser.add_argument("--users", type=int, default=8, help="users decoded per catalog")
+  parser.add_argument("--beam", type=int, default=20)
+  parser.add_argument("--top-k", type=int, default=10)
+  parser.add_argument("--model-dim", type=int, default=128)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+  args = parser.parse_args(argv)
+  sizes = sorted({n for group in args.sizes for n in group})
+  t_start = time.perf_counter()
+  tracemalloc.start()
+  rows = []
+  with tempfile.TemporaryDirectory() as workdir:
+    for n in sizes:
+      rows += run_size(n, args, pathlib.Path(workdir))
+  tracemalloc.stop()
+  device, slug = artifacts.device_description()
+  record = {
+      "benchmark": "catalog_scale",
+      "dataset": f"synthetic catalog: random unit embeddings (d={args.dim}, seed={args.seed})",
+      "model": f"stand-in step: tanh(state + code embedding) -> per-level head "
+               f"(d={args.model_dim}); RQ-KMeans {args.levels} x {args.codebook} + collision",
+      "metrics": {"sizes": sizes, "fit_sample": args.fit_sample, "chunk": args.chunk,
+                  "users": args.users, "beam": args.beam, "top_k": args.top_k,
+                  "stages": rows, "growth_exponents": growth_exponents(rows)},
+      "device": device,
+      "wall_s": time.perf_counter() - t_start,
+      "commit": artifacts.git_commit(),
+      "command": "python benchmarks/catalog_scale.py " + " ".join(
+          argv if argv is not None else sys.argv[1:]),
+  }
+  artifacts.write_benchmark_result(args.out, f"catalog_scale_{slug}", record)
+
+
+if __name__ == "__main__":
+  main()
