@@ -60,6 +60,7 @@ from lrm.ranking import (evaluate_ranker, fit_codes, item_content, prepare, rank
 from lrm.sid.rq_kmeans import cluster_ids_fit, rq_assign
 from lrm.sid.table import majority_vote
 from lrm.tasks.ranking import room_examples
+from lrm.train.sampled_fit import train_two_tower
 
 _STEPS = flags.DEFINE_integer("train_steps", 1500, "training steps per ranker")
 _SEED = flags.DEFINE_integer("seed", 0, "seed")
@@ -315,8 +316,8 @@ def _full_benchmark(world, dataset, section, seed: int, steps: int):
   for name, kw in towers.items():
     cfg = tt.TwoTowerConfig(num_items=split.num_items, content_dim=content.shape[1], **kw)
     m = tt.TwoTower(cfg, content, clusters, id_known=known, rngs=nnx.Rngs(seed))
-    loss = tt.train_two_tower(m, hist, target, num_steps=steps, batch_size=256,
-                              learning_rate=3e-3, seed=seed, desc=f"two-tower {name}")
+    loss = train_two_tower(m, hist, target, num_steps=steps, batch_size=256,
+                           learning_rate=3e-3, seed=seed, desc=f"two-tower {name}")
     top_warm = tt.top_k(m, split.warm.history[wpos], 20)
     top_cold = tt.top_k(m, split.cold.history[cpos], 20)
     results["two_tower"][name] = {

@@ -22,6 +22,18 @@ import pathlib
 import time
 from typing import Any
 
+import numpy as np
+from flax import nnx
+
+from lrm.core.config import check_known
+from lrm.core.errors import ConfigError
+from lrm.data import read_dataset
+from lrm.data.splits import leave_one_out, warm_leave_one_out
+from lrm.data.synthetic import WorldConfig, make_world
+from lrm.encoders import contrastive as C, pairs as pairs_lib, stage as embed_stage
+from lrm.encoders.resolve import resolve_encoder
+from lrm.train.checkpoint import Checkpointer
+
 KNOWN_SECTIONS = ("data", "encoder", "fields", "pairs", "finetune")
 # pairs.cold_fraction > 0: co-consumption from the warm training part of the cold-start split of
 # that fraction and pairs.cold_seed (build_pairs).
@@ -38,9 +50,6 @@ def build_pairs(dataset, world=None, *, window: int, item_to_item: bool, queries
   cold-start ranker (benchmarks/ranking.py --content) must not learn from the cold items'
   interactions or the warm evaluation targets of that split (same fraction and seed).
   """
-  from lrm.core.errors import ConfigError
-  from lrm.data.splits import leave_one_out, warm_leave_one_out
-  from lrm.encoders import pairs as pairs_lib
   parts = []
   if queries:
     if world is not None:
@@ -65,17 +74,6 @@ def build_pairs(dataset, world=None, *, window: int, item_to_item: bool, queries
 def run_finetune(config: Any, workdir: str | pathlib.Path, *,
                  show_progress: bool = True) -> dict[str, Any]:
   """Pairs -> two stages (checkpointed, resumable) -> W/encoder and W/embed. Returns a summary."""
-  import numpy as np
-  from flax import nnx
-
-  from lrm.core.config import check_known
-  from lrm.core.errors import ConfigError
-  from lrm.data import read_dataset
-  from lrm.encoders import contrastive as C
-  from lrm.encoders import stage as embed_stage
-  from lrm.encoders.resolve import resolve_encoder
-  from lrm.train.checkpoint import Checkpointer
-
   for key in config:
     if key not in KNOWN_SECTIONS:
       raise ConfigError(key, f"unknown section; known: {KNOWN_SECTIONS}")
@@ -85,7 +83,6 @@ def run_finetune(config: Any, workdir: str | pathlib.Path, *,
   workdir = pathlib.Path(workdir)
   world = None
   if config.data == "synthetic":
-    from lrm.data.synthetic import WorldConfig, make_world
     world = make_world(WorldConfig())
     dataset = world.dataset
   else:

@@ -57,6 +57,27 @@ from flax import nnx
 from lrm.core import artifacts
 from lrm.core.config import check_known, pipeline_config
 from lrm.core.errors import ConfigError, DataError
+from lrm.core.report import print_table
+from lrm.data.splits import EvalSet, cold_start_split, leave_one_out
+from lrm.data.types import Sequences
+from lrm.decode.generative import pad_rows, recommend
+from lrm.eval.metrics import most_popular_ranking, retrieval_metrics
+from lrm.eval.report import write_predictions
+from lrm.models.hf_loader import load_hf_lm, read_hf_config
+from lrm.models.lm import LM, LM_SIZES, LMConfig, SIDDecoder, greedy_generate, lm_loss
+from lrm.models.vocab_growth import grow_vocab
+from lrm.parallel.mesh import mesh_from_config
+from lrm.parallel.rules import sharding_context
+from lrm.pipeline import prepare_stages, write_results
+from lrm.sid.stage import assign_codes
+from lrm.sid.table import SIDTable
+from lrm.sid.trie import trie_from_table
+from lrm.tasks import lm_tasks as T
+from lrm.tasks.lm_tasks import LMTaskConfig, next_prompts, sid2text_prompts, text2sid_prompts
+from lrm.tokens.joint_vocab import JointVocab, field_text, make_joint_vocab
+from lrm.train.checkpoint import Checkpointer
+from lrm.train.optimizer import optimizer_from_config
+from lrm.train.trainer import LoopSpec, train
 
 SPLITS = ("valid", "test")
 MODEL_SIZE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
@@ -137,10 +158,6 @@ class LMSpec:
 
 def validate(section) -> LMSpec:
   """Checks the `lm` section (unknown fields, values) before anything runs."""
-  from lrm.models.lm import LM_SIZES
-  from lrm.tasks.lm_tasks import LMTaskConfig
-  from lrm.train.optimizer import optimizer_from_config
-  from lrm.train.trainer import LoopSpec
   d = section.to_dict() if hasattr(section, "to_dict") else dict(section)
   defaults = lm_defaults().to_dict()
   check_known({k: v for k, v in d.items() if k != "tasks"}, defaults, prefix="lm.")
@@ -257,11 +274,9 @@ class LMPrepared:
 
 def build_vocab(spec: LMSpec, catalog, table):
   """The JointVocab of the config (an HF checkpoint's tokenizer when `init_from` is set)."""
-  from lrm.tokens.joint_vocab import make_joint_vocab
   v = spec.vocab
   text_tokenizer, text_rows = v["text_tokenizer"], None
   if spec.init_from:
-    from lrm.models.hf_loader import read_hf_config
     if text_tokenizer == "bpe":
       text_tokenizer = spec.init_from
     text_rows = int(read_hf_config(spec.init_from).get("vocab_size", 0)) or None
@@ -279,7 +294,6 @@ def build_vocab(spec: LMSpec, catalog, table):
 
 def vocab_stage(spec: LMSpec, run_dir: pathlib.Path, catalog, table, sid_id: str):
   """Builds and saves run_dir/lm/vocab, or loads it when complete for this config and SIDs."""
-  from lrm.tokens.joint_vocab import JointVocab
   out = pathlib.Path(run_dir) / "lm" / "vocab"
   stage_config = {"vocab": spec.vocab, "init_from": spec.init_from,
                   "fields": list(spec.tasks.text_fields)}
@@ -299,9 +313,6 @@ def vocab_stage(spec: LMSpec, run_dir: pathlib.Path, catalog, table, sid_id: str
 def prepare(spec: LMSpec, dataset, table, vocab, *, sid_id: str = "",
             seed: int = 0) -> LMPrepared:
   """Splits, held-out titles and cold items (all from `seed`), the trie."""
-  from lrm.data.splits import cold_start_split, leave_one_out
-  from lrm.sid.trie import trie_from_table
-  from lrm.tokens.joint_vocab import field_text
   catalog = dataset.catalog
   if not np.isin(catalog.item_ids, table.item_ids).all():
     raise ConfigError("sid", "the SID table does not cover the catalog; refit it")
@@ -329,8 +340,7 @@ def prepare(spec: LMSpec, dataset, table, vocab, *, sid_id: str = "",
 
 def training_rows(prep: LMPrepared) -> tuple[dict[str, np.ndarray], Any]:
   """Packed rows of the weighted task mix (held-out titles kept out of the linking tasks)."""
-  from lrm.tasks.lm_tasks import training_rows as rows
-  return rows(prep.dataset.catalog, prep.table, prep.vocab, prep.split, prep.tasks,
+  return T.training_rows(prep.dataset.catalog, prep.table, prep.vocab, prep.split, prep.tasks,
               holdout_items=prep.text_holdout)
 
 
@@ -338,7 +348,6 @@ def training_rows(prep: LMPrepared) -> tuple[dict[str, np.ndarray], Any]:
 
 def model_config(spec: LMSpec, vocab):
   """The LMConfig of the `lm` section over `vocab` (not for `init_from`)."""
-  from lrm.models.lm import LM_SIZES, LMConfig
   m = dict(spec.model)
   fields = dict(LM_SIZES[spec.size]) if spec.size else {}
   fields.update({k: int(m[k]) for k in MODEL_SIZE_FIELDS if int(m[k]) > 0})
@@ -354,10 +363,7 @@ def model_config(spec: LMSpec, vocab):
 
 def build_model(spec: LMSpec, vocab, *, seed: int, mesh=None):
   """A fresh LM, or the HF checkpoint `init_from` with SID rows appended."""
-  from lrm.models.lm import LM
-  from lrm.parallel.rules import sharding_context
   if spec.init_from:
-    from lrm.models.hf_loader import load_hf_lm
     m = spec.model
     return load_hf_lm(spec.init_from, codebook_sizes=vocab.codebook_sizes,
                       sid_start=vocab.sid_offset, vocab_size=vocab.padded_size,
@@ -376,8 +382,6 @@ def count_params(model) -> int:
 # -- decoding and metrics --------------------------------------------------------------------
 
 def _decode_sids(model, prompts, trie, *, k: int, beam_size: int, batch_size: int):
-  from lrm.decode.generative import recommend
-  from lrm.models.lm import SIDDecoder
   if len(prompts) == 0:
     return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
   rec = recommend(SIDDecoder(model), prompts.tokens, prompts.segment_ids > 0, trie,
@@ -388,7 +392,6 @@ def _decode_sids(model, prompts, trie, *, k: int, beam_size: int, batch_size: in
 def text2sid_accuracy(model, prep: LMPrepared, item_ids, *, beam_size: int,
                       batch_size: int) -> dict[str, float]:
   """Accuracy@1 / @10 of constrained text -> SID decoding from each item's title."""
-  from lrm.tasks.lm_tasks import text2sid_prompts
   prompts = text2sid_prompts(prep.dataset.catalog, prep.table, prep.vocab, item_ids,
                              prep.tasks, field="title")
   if len(prompts) == 0:
@@ -403,7 +406,6 @@ def text2sid_accuracy(model, prep: LMPrepared, item_ids, *, beam_size: int,
 def next_item_ranking(model, prep: LMPrepared, eval_set, *, k: int, beam_size: int,
                       batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Top-k items per user of an EvalSet (constrained beam search), and the targets."""
-  from lrm.tasks.lm_tasks import next_prompts
   prompts = next_prompts(eval_set, prep.dataset.catalog, prep.table, prep.vocab, prep.tasks)
   items, _ = _decode_sids(model, prompts, prep.trie, k=k, beam_size=beam_size,
                           batch_size=batch_size)
@@ -424,7 +426,6 @@ def text_token_mask(vocab, vocab_size: int) -> np.ndarray:
 def _greedy_batch(graphdef, params, prompt, valid, prefix, allowed, *, num_tokens: int):
   """One batch of `greedy_generate`; the graphdef is static and the params traced, so one
   compile serves every batch and checkpoint of an architecture (as lrm/decode/generative)."""
-  from lrm.models.lm import greedy_generate
   return greedy_generate(nnx.merge(graphdef, params), prompt, valid, num_tokens,
                          prompt_prefix=prefix, allowed=allowed)
 
@@ -437,7 +438,6 @@ def greedy_text(model, prompts, allowed: np.ndarray, *, num_tokens: int,
   Shape: prompts.tokens / segment_ids / prefix [m, P], allowed bool [v]
     -> int32 [m, num_tokens].
   """
-  from lrm.decode.generative import pad_rows
   model.eval()
   graphdef, params = nnx.split(model)
   allowed = jnp.asarray(allowed, bool)
@@ -485,8 +485,6 @@ def token_f1(predicted: str, reference: str) -> float:
 def sid2text_f1(model, prep: LMPrepared, item_ids, *, num_tokens: int,
                 batch_size: int) -> dict[str, Any]:
   """Mean title token F1 of greedy SID -> text generation, with a few examples."""
-  from lrm.tasks.lm_tasks import sid2text_prompts
-  from lrm.tokens.joint_vocab import field_text
   catalog = prep.dataset.catalog
   item_ids = np.asarray(item_ids, np.int64)
   if len(item_ids) == 0:
@@ -508,7 +506,6 @@ def sid2text_f1(model, prep: LMPrepared, item_ids, *, num_tokens: int,
 
 
 def _subset(eval_set, rows: np.ndarray):
-  from lrm.data.splits import EvalSet
   ts = eval_set.target_timestamps
   return EvalSet(user_ids=eval_set.user_ids[rows], histories=eval_set.histories.take_users(rows),
                  targets=eval_set.targets[rows], target_timestamps=None if ts is None else ts[rows])
@@ -525,7 +522,6 @@ def sample_users(eval_set, limit: int, seed: int):
 def make_evaluate_fn(spec: LMSpec, prep: LMPrepared, *, seed: int):
   """Periodic validation: next-item Recall/NDCG@K on `valid_users` users, text -> SID accuracy
   on the validation half of the held-out titles (keys prefixed `valid/`)."""
-  from lrm.eval.metrics import retrieval_metrics
   ev = spec.eval
   users = sample_users(prep.split.valid, int(ev["valid_users"]), seed)
 
@@ -585,8 +581,6 @@ def _check_spec(out: pathlib.Path, spec: dict[str, Any]) -> None:
 def train_lm(spec: LMSpec, out: pathlib.Path, prep: LMPrepared, *, seed: int, mesh=None,
              resume: bool = True) -> tuple[Any, dict[str, Any]]:
   """Trains (or resumes, or reuses) the LM in `out`; returns (model, summary)."""
-  from lrm.models.lm import lm_loss
-  from lrm.train.trainer import train
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   model = build_model(spec, prep.vocab, seed=seed, mesh=mesh)
@@ -623,9 +617,6 @@ def train_lm(spec: LMSpec, out: pathlib.Path, prep: LMPrepared, *, seed: int, me
 def restore(spec: LMSpec, out: pathlib.Path, vocab, *, seed: int, step: int | str = "latest",
             cfg=None):
   """(model, optimizer, step) from `out`/checkpoints (`cfg`: the LMConfig, when grown)."""
-  from lrm.models.lm import LM
-  from lrm.train.checkpoint import Checkpointer
-  from lrm.train.optimizer import optimizer_from_config
   if not has_checkpoints(out):
     raise FileNotFoundError(f"no LM checkpoints in {pathlib.Path(out) / 'checkpoints'}: train "
                             f"the stage first (lrm lm)")
@@ -665,8 +656,6 @@ def _retrieval_numbers(run_dir: pathlib.Path) -> dict[str, Any]:
 def evaluate_lm(spec: LMSpec, out: pathlib.Path, prep: LMPrepared, model, *, seed: int,
                 run_dir: pathlib.Path | None = None) -> dict[str, Any]:
   """Every number of the stage; writes predictions, metrics.json and the after-item table."""
-  from lrm.eval.metrics import most_popular_ranking, retrieval_metrics
-  from lrm.eval.report import write_predictions
   out = pathlib.Path(out)
   ev = spec.eval
   beam, batch = int(ev["beam_size"]), int(ev["batch_size"])
@@ -716,7 +705,6 @@ def evaluate_lm(spec: LMSpec, out: pathlib.Path, prep: LMPrepared, model, *, see
 
 def report(record: Mapping[str, Any], ks: Sequence[int], title: str = "lm") -> None:
   """Prints the stage's tables."""
-  from lrm.core.report import print_table
   rows = []
   for name in ("heldout", "trained"):
     t, s = record.get(f"text2sid_{name}", {}), record.get(f"sid2text_{name}", {})
@@ -807,10 +795,6 @@ def after_item_table(model, prep: LMPrepared, *, num_items: int, top_k: int, bea
                      batch_size: int) -> AfterItemTable:
   """The top-K next items after each of the `num_items` most popular training items
   (prompt: a one-item history; the item itself is never recommended after itself)."""
-  from lrm.data.splits import EvalSet
-  from lrm.data.types import Sequences
-  from lrm.eval.metrics import most_popular_ranking
-  from lrm.tasks.lm_tasks import next_prompts
   heads = most_popular_ranking(prep.split.train, num_items)
   heads = heads[heads >= 0]
   seqs = Sequences.from_lists(heads, [[i] for i in heads])
@@ -832,7 +816,6 @@ def after_item_table(model, prep: LMPrepared, *, num_items: int, top_k: int, bea
 def lm_stage(config, run_dir: pathlib.Path, dataset, *, train: bool = True,
              evaluate: bool = True, mesh=None) -> dict[str, Any]:
   """The LM stage on a run directory holding a SID artifact (run_dir/sid)."""
-  from lrm.sid.table import SIDTable
   spec = validate(config.lm)
   run_dir = pathlib.Path(run_dir)
   seed = int(config.seed)
@@ -866,8 +849,6 @@ def lm_stage(config, run_dir: pathlib.Path, dataset, *, train: bool = True,
 def run(config, *, train: bool = True, evaluate: bool = True) -> dict[str, Any]:
   """The data / embed / sid stages (lrm.pipeline, reused when complete), then the LM stage;
   the result lands in run_dir/results.json under "lm" (or "lm/<variant>")."""
-  from lrm.parallel.mesh import mesh_from_config
-  from lrm.pipeline import prepare_stages, write_results
   spec = validate(config.lm)
   run_dir, dataset, results = prepare_stages(pipeline_config(config))
   if jax.process_index() == 0:
@@ -904,7 +885,6 @@ def replay_rows(prep: LMPrepared, new_items: np.ndarray, *, replay_fraction: flo
                 seed: int) -> tuple[dict[str, np.ndarray], Any]:
   """Packed rows for continued pretraining: every task on the grown data, links of new items
   only, plus a replay of old items' links (`replay_fraction` of all examples)."""
-  from lrm.tasks import lm_tasks as T
   catalog = prep.dataset.catalog
   old_items = np.setdiff1d(catalog.item_ids, new_items)
   fresh = T.build_examples(catalog, prep.table, prep.vocab, prep.split, prep.tasks,
@@ -938,11 +918,6 @@ def continue_pretraining(spec: LMSpec, *, old_dir: pathlib.Path, old_prep: LMPre
   accuracy on new items, next-item recall of test users whose target is a new item, and
   text -> SID on old items (forgetting). Written to out_dir/freshness.json.
   """
-  from lrm.models.lm import LM, lm_loss
-  from lrm.models.vocab_growth import grow_vocab
-  from lrm.sid.stage import assign_codes
-  from lrm.train.checkpoint import Checkpointer
-  from lrm.train.trainer import train
   co = spec.continued
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -998,7 +973,6 @@ def continue_pretraining(spec: LMSpec, *, old_dir: pathlib.Path, old_prep: LMPre
   beam, batch = int(ev["beam_size"]), int(ev["batch_size"])
 
   def evaluate(m) -> dict[str, float]:
-    from lrm.eval.metrics import retrieval_metrics
     new = text2sid_accuracy(m, prep, eval_items, beam_size=beam, batch_size=batch)
     old = text2sid_accuracy(m, prep, old_sample, beam_size=beam, batch_size=batch)
     metrics = {"fresh/text2sid_acc@1": new["text2sid_acc@1"],

@@ -8,6 +8,7 @@ configs/base.py, so `pipeline_config` strips it before `lrm.pipeline` validates 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import time
@@ -21,14 +22,21 @@ from flax import nnx
 from lrm.core import artifacts
 from lrm.core.config import load_config, merged_section, pipeline_config
 from lrm.core.errors import ConfigError
+from lrm.data.layout import read_dataset
 from lrm.data.types import Catalog
+from lrm.encoders.hashing import HashingEncoder
+from lrm.encoders.stage import read_embeddings
 from lrm.eval.ranking import task_metrics
+from lrm.finetune import run_finetune
 from lrm.models.compression import CompressionConfig
 from lrm.models.ranker import Ranker, RankerConfig, predict, ranker_arrays, ranker_loss
+from lrm.pipeline import data_stage, embed_stage, validate
 from lrm.sid.rq_kmeans import rq_kmeans_fit
 from lrm.tasks.ranking import (BINARY_TASKS, MAX_LONG_HISTORY, ColdWarmSplit, RankingData,
                                cold_warm_split, encode_user_features)
+from lrm.train.checkpoint import Checkpointer
 from lrm.train.sampled_fit import fit_sampled
+from lrm.train.trainer import train
 
 
 def ranking_defaults() -> ml_collections.ConfigDict:
@@ -133,7 +141,6 @@ def item_content(catalog: Catalog, text_fields=()) -> np.ndarray:
   (`lrm.encoders.hashing`)."""
   if catalog.embeddings:
     return np.concatenate([catalog.embeddings[m] for m in sorted(catalog.embeddings)], axis=1)
-  from lrm.encoders.hashing import HashingEncoder
   text = catalog.text(tuple(text_fields)) if text_fields else catalog.text()
   return np.asarray(HashingEncoder(dim=128).encode(text), np.float32)
 
@@ -235,7 +242,6 @@ def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
   `train_models=False` (`lrm evaluate`) only restores: every variant's checkpoint must have
   reached `num_steps`, else a ConfigError names the variant and its step.
   """
-  from lrm.train.trainer import train
   if not train_models:
     if workdir is None:
       raise ConfigError("workdir", "evaluating without training needs the run's checkpoints")
@@ -270,7 +276,6 @@ def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
 
 def _check_trained(section, workdir: pathlib.Path) -> None:
   """Every configured variant has a checkpoint at `num_steps` under workdir/<variant>."""
-  from lrm.train.checkpoint import Checkpointer
   for variant in section.variants:
     folder = workdir / variant / "checkpoints"
     step = 0
@@ -306,10 +311,6 @@ def finetuned_content(section, seed: int, run_dir: pathlib.Path, data_dir,
   resumes from its checkpoints; a changed fine-tuning config gets a folder of its own (the key
   ends in a hash of the config), so nothing of an earlier one is reused or overwritten.
   """
-  import hashlib
-
-  from lrm.encoders.stage import read_embeddings
-  from lrm.finetune import run_finetune
   path, _, arg = str(section.finetune_config).partition(":")
   if not pathlib.Path(path).is_file():
     raise ConfigError("ranking.finetune_config", f"no such config file: {path}")
@@ -329,8 +330,6 @@ def run(config, *, train_models: bool = True) -> dict[str, Any]:
   """The data stage (lrm.pipeline), then ranking; writes run_dir/ranking/results.json and the
   config to run_dir/config.json (what `lrm evaluate --workdir` reads). `train_models=False`
   evaluates the trained rankers without training (`run_variants`)."""
-  from lrm.pipeline import data_stage, embed_stage, validate
-  from lrm.data.layout import read_dataset
   section = ranking_section(config)
   base = pipeline_config(config)
   validate(base)

@@ -77,8 +77,13 @@ from lrm.core import artifacts
 from lrm.core.config import merged_section, pipeline_config
 from lrm.core.errors import ConfigError
 from lrm.core.report import print_table
+from lrm.data.layout import read_dataset
+from lrm.data.synthetic import read_world
 from lrm.data.types import Dataset
 from lrm.models import two_tower as tt
+from lrm.pipeline import data_stage, validate
+from lrm.ranking import item_content
+from lrm.sid.rq_kmeans import cluster_ids_fit
 from lrm.tasks.ranking import cold_warm_split, topic_affinity
 
 # Item-tower variants (benchmarks/ranking.py's four); "clusters" takes `num_clusters`.
@@ -598,7 +603,6 @@ def replay(model: tt.TwoTower, optimizer: nnx.Optimizer, data: ReplayData, click
 
 def item_clusters(content: np.ndarray, num_clusters: int, *, seed: int, iters: int) -> np.ndarray:
   """Single-level k-means cluster IDs of the content (`cluster_ids_fit`). Shape: -> int [i]."""
-  from lrm.sid.rq_kmeans import cluster_ids_fit
   return cluster_ids_fit(content, num_clusters, key=jax.random.key(seed),
                          iters=iters).codes[:, 0]
 
@@ -606,7 +610,6 @@ def item_clusters(content: np.ndarray, num_clusters: int, *, seed: int, iters: i
 def replay_variants(section, dataset: Dataset, *, truth=None, seed: int) -> dict[str, Any]:
   """Trains each configured tower on the warm positives and replays it (same data, clicks and
   seeds for every tower)."""
-  from lrm.ranking import item_content
   check_section(section)
   data = replay_data(dataset, cold_fraction=float(section.cold_fraction),
                      max_history=int(section.max_history), seed=seed,
@@ -661,8 +664,6 @@ def run(config) -> dict[str, Any]:
 
   On the synthetic world the click model reads the world's truth (written beside the data).
   """
-  from lrm.data.layout import read_dataset
-  from lrm.pipeline import data_stage, validate
   section = replay_section(config)
   base = pipeline_config(config)
   validate(base)
@@ -670,7 +671,6 @@ def run(config) -> dict[str, Any]:
   data_dir = data_stage(base, run_dir)
   truth = None
   if base.data.source == "synthetic":
-    from lrm.data.synthetic import read_world
     world = read_world(data_dir)
     dataset, truth = world.dataset, world.truth
   else:

@@ -31,6 +31,24 @@ from flax import nnx
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError
+from lrm.data.splits import EvalSet, leave_one_out
+from lrm.decode import parallel
+from lrm.decode.generative import pad_rows, recommend
+from lrm.eval.metrics import drop_seen, most_popular_ranking, retrieval_metrics
+from lrm.eval.report import results_table, write_predictions
+from lrm.models.decoder_only import DecoderOnly, DecoderOnlyConfig, decoder_only_loss
+from lrm.models.rpg import RPG, RPGConfig, rpg_loss
+from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss, score_items
+from lrm.models.tiger import Seq2Seq, Seq2SeqConfig, seq2seq_loss
+from lrm.parallel.rules import sharding_context
+from lrm.sid.table import SIDTable
+from lrm.sid.trie import trie_from_table
+from lrm.tasks.id_sequences import eval_inputs as sasrec_inputs, sequence_examples
+from lrm.tasks.next_item import eval_examples, tokenize, training_examples
+from lrm.tokens.sid_vocab import SIDVocab
+from lrm.train.checkpoint import Checkpointer
+from lrm.train.optimizer import optimizer_from_config
+from lrm.train.trainer import train
 
 MODELS = ("tiger", "decoder", "sasrec", "rpg")
 GENERATIVE = ("tiger", "decoder")   # decode SIDs with beam search; the rest score items
@@ -57,10 +75,6 @@ class Prepared:
 
 
 def prepare(config, dataset, sid_dir: pathlib.Path) -> Prepared:
-  from lrm.data.splits import leave_one_out
-  from lrm.sid.table import SIDTable
-  from lrm.sid.trie import trie_from_table
-  from lrm.tokens.sid_vocab import SIDVocab
   table = SIDTable.load(sid_dir)
   if not np.array_equal(np.asarray(table.item_ids), np.asarray(dataset.catalog.item_ids)):
     raise ConfigError("sid", f"the SID table in {sid_dir} is for another catalog; refit it")
@@ -88,24 +102,20 @@ def build_model(config, prep: Prepared, name: str, *, rngs: nnx.Rngs):
   """(model, loss_fn) for `model.name`."""
   hyper = model_hyper(config, name)
   if name == "tiger":
-    from lrm.models.tiger import Seq2Seq, Seq2SeqConfig, seq2seq_loss
     cfg = Seq2SeqConfig.from_vocab(prep.vocab, max_history=prep.max_history, hyper=hyper,
                                    where="model.tiger")
     return Seq2Seq(cfg, rngs=rngs), seq2seq_loss
   if name == "decoder":
-    from lrm.models.decoder_only import DecoderOnly, DecoderOnlyConfig, decoder_only_loss
     cfg = DecoderOnlyConfig.from_vocab(prep.vocab, max_history=prep.max_history, hyper=hyper,
                                        where="model.decoder")
     return DecoderOnly(cfg, rngs=rngs), decoder_only_loss
   if name == "rpg":
-    from lrm.models.rpg import RPG, RPGConfig, rpg_loss
     cfg = RPGConfig.from_dict({"num_items": len(prep.dataset.catalog),
                                "codebook_sizes": prep.table.full_codebook_sizes, **hyper},
                               where="model.rpg")
     return (RPG(cfg, prep.table.full_codes, rngs=rngs),
             windowed_loss_for(prep, name, int(config.train.batch_size), rpg_loss,
                               last_only=cfg.loss_positions == "last"))
-  from lrm.models.sasrec import SASRec, SASRecConfig, sasrec_loss
   cfg = SASRecConfig.from_dict({"num_items": len(prep.dataset.catalog), **hyper},
                                where="model.sasrec")
   return SASRec(cfg, rngs=rngs), windowed_loss_for(prep, name, int(config.train.batch_size),
@@ -123,8 +133,6 @@ def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss, *,
   it comes about once in 3 million; the loss logs `dropped_targets` if one ever does.
   `last_only`: the loss keeps only each window's last target (RPG's `loss_positions` ablation).
   """
-  import functools
-  from lrm.tasks.id_sequences import sequence_examples
   length = window_length(prep, name)
   targets = sequence_examples(prep.split.train, prep.dataset.catalog,
                               max_length=length)["targets"]
@@ -138,11 +146,9 @@ def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss, *,
 
 
 def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray]:
-  from lrm.tasks.next_item import tokenize, training_examples
   if name in GENERATIVE:
     ex = training_examples(prep.split.train, prep.dataset.catalog, max_history=prep.max_history)
     return tokenize(ex, prep.table, prep.vocab)
-  from lrm.tasks.id_sequences import sequence_examples
   return sequence_examples(prep.split.train, prep.dataset.catalog,
                            max_length=window_length(prep, name))
 
@@ -150,7 +156,6 @@ def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray]:
 def eval_inputs(prep: Prepared, name: str, split: str,
                 users: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Model inputs and target item ids of one evaluation split (optionally a user subset)."""
-  from lrm.tasks.next_item import eval_examples, tokenize
   eval_set = getattr(prep.split, split)
   if users is not None:
     eval_set = _subset(eval_set, users)
@@ -158,14 +163,12 @@ def eval_inputs(prep: Prepared, name: str, split: str,
   if name in GENERATIVE:
     ex = eval_examples(eval_set, prep.dataset.catalog, max_history=prep.max_history)
     return tokenize(ex, prep.table, prep.vocab), targets
-  from lrm.tasks.id_sequences import eval_inputs as sasrec_inputs
   return {"inputs": sasrec_inputs(eval_set, prep.dataset.catalog,
                                   max_length=window_length(prep, name))}, targets
 
 
 def _subset(eval_set, rows: np.ndarray):
   """The EvalSet restricted to the given row positions (keeps their order)."""
-  from lrm.data.splits import EvalSet
   rows = np.asarray(rows)
   ts = eval_set.target_timestamps
   return EvalSet(user_ids=eval_set.user_ids[rows], histories=eval_set.histories.take_users(rows),
@@ -184,7 +187,6 @@ def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: 
   catalog's size.
   """
   if name in GENERATIVE:
-    from lrm.decode.generative import recommend
     rec = recommend(model, inputs["encoder_tokens"], inputs["encoder_mask"], prep.trie,
                     beam_size=max(beam_size, k), top_k=k, batch_size=batch_size,
                     constrained=constrained, progress=progress)
@@ -192,13 +194,11 @@ def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: 
   if name == "rpg":
     if decoder not in DECODERS:
       raise ConfigError("eval.decoder", f"'{decoder}' is not one of {DECODERS}")
-    from lrm.decode import parallel
     if decoder == "exact":
       fn = parallel.rank_exact
     elif decoder == "beam":
       fn = functools.partial(parallel.rank_beam, trie=prep.trie, beam_size=max(beam_size, k))
     else:
-      from lrm.eval.metrics import most_popular_ranking
       options = {**GRAPH_DEFAULTS, **(graph or {})}
       entries = prep.dataset.catalog.rows(most_popular_ranking(prep.split.train,
                                                                int(options["entries"])))
@@ -213,9 +213,6 @@ def rank(model, name: str, prep: Prepared, inputs: dict[str, np.ndarray], *, k: 
 
 def _rank_scores(model, prep: Prepared, inputs: np.ndarray, *, k: int,
                  batch_size: int) -> tuple[np.ndarray, dict[str, float]]:
-  from lrm.decode.generative import pad_rows
-  from lrm.decode.parallel import top_k_columns
-  from lrm.models.sasrec import score_items
   model.eval()
   graphdef, params = nnx.split(model)
 
@@ -223,7 +220,7 @@ def _rank_scores(model, prep: Prepared, inputs: np.ndarray, *, k: int,
   def scores_of(params, x):
     return score_items(nnx.merge(graphdef, params), x)
 
-  top = lambda params, x: top_k_columns(scores_of(params, x), k)
+  top = lambda params, x: parallel.top_k_columns(scores_of(params, x), k)
 
   item_ids = np.asarray(prep.dataset.catalog.item_ids)
   out, start = [], time.perf_counter()
@@ -240,7 +237,6 @@ def _rank_scores(model, prep: Prepared, inputs: np.ndarray, *, k: int,
 
 def make_evaluate_fn(config, prep: Prepared, name: str) -> Callable[[nnx.Module], dict]:
   """Validation metrics on a fixed user subset, prefixed `valid/` (the trainer's best metric)."""
-  from lrm.eval.metrics import retrieval_metrics
   n = len(prep.split.valid.targets)
   limit = int(config.eval.valid_users)
   users = None
@@ -294,7 +290,6 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
   `warm_start(model, optimizer)` loads a starting point before the first step of a fresh run
   (continued pretraining); a run with checkpoints resumes from them instead.
   """
-  from lrm.train.trainer import train
   out = model_dir(run_dir, name)
   spec = _train_spec(config, prep, name)
   out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +325,6 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
 
 def build_model_on(mesh, config, prep: Prepared, name: str, seed: int):
   """Builds the model with its parameters placed by the logical-axis rules on `mesh`."""
-  from lrm.parallel.rules import sharding_context
   with sharding_context(mesh):
     return build_model(config, prep, name, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
 
@@ -348,8 +342,6 @@ def load_training_state(config, run_dir: pathlib.Path, prep: Prepared, name: str
                         step: str | int = "latest"):
   """(model, optimizer) as a checkpoint saved them; `step`: latest, best, best_else_latest
   or a number."""
-  from lrm.train.checkpoint import Checkpointer
-  from lrm.train.optimizer import optimizer_from_config
   out = model_dir(run_dir, name)
   seed = int(config.seed)
   model, _ = build_model(config, prep, name, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
@@ -369,8 +361,6 @@ def load_training_state(config, run_dir: pathlib.Path, prep: Prepared, name: str
 def evaluate_model(config, run_dir: pathlib.Path, prep: Prepared, name: str,
                    model=None) -> dict[str, Any]:
   """Ranks every validation and test user; writes predictions and metrics; returns them."""
-  from lrm.eval.metrics import drop_seen, retrieval_metrics
-  from lrm.eval.report import write_predictions
   out = model_dir(run_dir, name)
   model = load_trained(config, run_dir, prep, name) if model is None else model
   ks = tuple(int(x) for x in config.eval.ks)
@@ -404,7 +394,6 @@ def evaluate_model(config, run_dir: pathlib.Path, prep: Prepared, name: str,
 
 
 def popularity(prep: Prepared, ks) -> dict[str, Any]:
-  from lrm.eval.metrics import most_popular_ranking, retrieval_metrics
   ranking = most_popular_ranking(prep.split.train, max(ks))
   out = {}
   for split in SPLITS:
@@ -416,7 +405,6 @@ def popularity(prep: Prepared, ks) -> dict[str, Any]:
 
 def report(config, prep: Prepared, records: dict[str, dict]) -> str:
   """The test table beside TIGER's published numbers (printed and returned)."""
-  from lrm.eval.report import results_table
   name = getattr(prep.dataset, "name", "")
   dataset_key = {"beauty": "amazon_beauty", "sports": "amazon_sports"}.get(
       str(name).replace("amazon_", ""), str(name))

@@ -32,10 +32,23 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
+from lrm import pipeline, retrieval
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError
 from lrm.core.report import print_table
+from lrm.data import read_dataset
+from lrm.data.synthetic import snapshots
+from lrm.eval.metrics import most_popular_ranking, retrieval_metrics
+from lrm.eval.report import read_predictions
+from lrm.parallel.mesh import mesh_from_config
+from lrm.sid import quality as quality_lib, rq_kmeans, stage as sid_stage_lib
+from lrm.sid.stage import SIDResult, SIDSpec, write_sids
+from lrm.sid.table import SIDTable, stability_report, with_collision_level
+from lrm.train.optimizer import optimizer_from_config
+from lrm.train.trainer import LoopSpec
+from lrm.train.warm_start import graft_into
 
 REFIT_MODES = ("warm", "assign")
 
@@ -64,10 +77,9 @@ class RoundsSpec:
       raise ConfigError("rounds.steps", f"must be >= 1, got {spec.steps}")
     if spec.refit not in REFIT_MODES:
       raise ConfigError("rounds.refit", f"'{spec.refit}' is not one of {REFIT_MODES}")
-    from lrm.retrieval import GENERATIVE
-    if spec.model not in GENERATIVE:
-      raise ConfigError("rounds.model", f"'{spec.model}' is not one of {GENERATIVE} (rounds "
-                        "need a SID model)")
+    if spec.model not in retrieval.GENERATIVE:
+      raise ConfigError("rounds.model", f"'{spec.model}' is not one of "
+                        f"{retrieval.GENERATIVE} (rounds need a SID model)")
     return spec
 
 
@@ -85,10 +97,6 @@ def refresh_sids(embeddings: np.ndarray, item_ids: np.ndarray, spec, mode: str,
 
   `previous` holds the last round's {"tokenizer", "table"}; None in the first round.
   """
-  from lrm.sid import quality as quality_lib
-  from lrm.sid import rq_kmeans
-  from lrm.sid.stage import SIDResult
-  from lrm.sid.table import SIDTable, stability_report, with_collision_level
   x = np.asarray(embeddings, np.float32)
   start = time.perf_counter()
   key = jax.random.key(seed)
@@ -135,7 +143,6 @@ def refresh_sids(embeddings: np.ndarray, item_ids: np.ndarray, spec, mode: str,
 def _new_item_metrics(ranked: np.ndarray, targets: np.ndarray, new_items: np.ndarray,
                       ks) -> dict[str, Any]:
   """Recall/NDCG@K on the users whose target is new this round, and new-item coverage."""
-  from lrm.eval.metrics import retrieval_metrics
   is_new = np.isin(targets, new_items)
   out: dict[str, Any] = {"users": int(is_new.sum())}
   if is_new.any():
@@ -149,13 +156,6 @@ def _new_item_metrics(ranked: np.ndarray, targets: np.ndarray, new_items: np.nda
 
 def run_rounds(config) -> dict[str, Any]:
   """Runs (or resumes) every round; returns the per-round reports."""
-  from lrm import pipeline, retrieval
-  from lrm.data import read_dataset
-  from lrm.data.synthetic import snapshots
-  from lrm.parallel.mesh import mesh_from_config
-  from lrm.sid import stage as sid_stage_lib
-  from lrm.sid.stage import SIDSpec, write_sids
-  from lrm.train.warm_start import graft_into
   spec = RoundsSpec.from_config(config.rounds)
   pipeline.validate(config)
   _check_round_budgets(config, spec)
@@ -191,7 +191,6 @@ def run_rounds(config) -> dict[str, Any]:
       if jax.process_index() == 0:
         write_sids(sid_dir, result, sid_spec, inputs=sid_inputs)
       if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f"lrm: round {r} SIDs written")
     prep = retrieval.prepare(config, dataset, sid_dir)
 
@@ -241,8 +240,6 @@ def run_rounds(config) -> dict[str, Any]:
 
 def _check_round_budgets(config, spec: RoundsSpec) -> None:
   """Each round's step count must suit the train section (warmup, evaluation period)."""
-  from lrm.train.optimizer import optimizer_from_config
-  from lrm.train.trainer import LoopSpec
   for r, steps in enumerate(spec.steps):
     section = config.train.copy_and_resolve_references()
     with section.unlocked():
@@ -255,14 +252,12 @@ def _check_round_budgets(config, spec: RoundsSpec) -> None:
 
 
 def _read_ranked(path: pathlib.Path) -> np.ndarray:
-  from lrm.eval.report import read_predictions
   _, items = read_predictions(path)
   return np.asarray(items)
 
 
 def _popularity_ranked(prep, n: int, k: int) -> np.ndarray:
   """The k most frequent training items, the same list for every user."""
-  from lrm.eval.metrics import most_popular_ranking
   top = most_popular_ranking(prep.split.train, k)
   return np.broadcast_to(top, (n, len(top)))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from absl import flags
 
 from lrm.core.report import print_table
+from lrm.data import read_dataset
+from lrm.encoders import stage
 
 _DATA = flags.DEFINE_string("data", None, "dataset folder in the standard layout "
                             "(sequences.txt + items.jsonl)", required=True)
@@ -29,8 +31,6 @@ _FUSE_DIM = flags.DEFINE_integer("fuse_dim", 0, "projection output dim (0: sum o
 
 def main(argv):
   del argv
-  from lrm.data import read_dataset
-  from lrm.encoders import stage
 
   spec = stage.EmbedSpec(encoder=_ENCODER.value, fields=tuple(_FIELDS.value),
                          modalities=tuple(_MODALITIES.value), npy=_NPY.value,

@@ -17,8 +17,14 @@ import json
 import pathlib
 import sys
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
+
+from lrm import ranking
+from lrm.core.errors import ConfigError
+from lrm.data import read_dataset
+from lrm.pipeline import default_config, evaluate_stage, validate, write_results
 
 
 def _workdir_from_argv(argv: list[str]) -> str | None:
@@ -32,8 +38,6 @@ def _workdir_from_argv(argv: list[str]) -> str | None:
 
 
 def _saved_config():
-  import ml_collections
-  from lrm.pipeline import default_config
   workdir = _workdir_from_argv(sys.argv[1:])
   path = pathlib.Path(workdir or "") / "config.json"
   if workdir is None or not path.exists():
@@ -48,9 +52,6 @@ _CONFIG = config_flags.DEFINE_config_dict("config", _saved_config(), lock_config
 
 def main(argv):
   del argv
-  from lrm.core.errors import ConfigError
-  from lrm.data import read_dataset
-  from lrm.pipeline import evaluate_stage, validate, write_results
   if not _WORKDIR.value:
     raise ConfigError("workdir", "is required: the run directory `lrm train` wrote")
   run_dir = pathlib.Path(_WORKDIR.value)
@@ -60,8 +61,7 @@ def main(argv):
   config = _CONFIG.value
   config.run_dir = str(run_dir)
   if "ranking" in config:     # a ranking run: AUC / GAUC per task on warm and cold candidates
-    from lrm.ranking import run
-    run(config, train_models=False)
+    ranking.run(config, train_models=False)
     return
   validate(config)
   data_dir = pathlib.Path(config.data.path) if config.data.source == "layout" else run_dir / "data"

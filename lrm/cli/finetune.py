@@ -18,6 +18,9 @@ import pathlib
 from absl import flags
 from ml_collections import config_flags
 
+from lrm.core.report import print_table
+from lrm.finetune import run_finetune
+
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "finetune_beauty.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "fine-tuning config file",
                                           lock_config=True)
@@ -26,8 +29,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "output folder", required=True)
 
 def main(argv):
   del argv
-  from lrm.core.report import print_table
-  from lrm.finetune import run_finetune
   summary = run_finetune(_CONFIG.value, _WORKDIR.value)
   print_table(["finetune", ""], [[k, v] for k, v in summary.items() if not isinstance(v, dict)]
               + [["embeddings", f"{_WORKDIR.value}/embed/embeddings.npy"]])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from lrm.parallel import distributed
+
 _COORDINATOR = flags.DEFINE_string("coordinator", None,
                                    "host:port of process 0 in a multi-process job")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in the job")
@@ -16,6 +18,5 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index in 
 
 def join_job() -> None:
   """Joins the multi-process job the flags or environment describe (no-op for one process)."""
-  from lrm.parallel import distributed
   distributed.initialize(distributed.process_spec(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value))

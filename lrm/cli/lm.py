@@ -13,6 +13,7 @@ from absl import flags
 
 from lrm.cli.job_flags import join_job
 from lrm.cli.run_config import define_run_config
+from lrm.lm import run
 
 _RUN_CONFIG = define_run_config("lm_beauty.py")
 _TRAIN = flags.DEFINE_bool("train", True, "train (or resume) the LM")
@@ -22,6 +23,5 @@ _EVALUATE = flags.DEFINE_bool("evaluate", True, "evaluate the trained LM")
 def main(argv):
   del argv
   join_job()
-  from lrm.lm import run
   config = _RUN_CONFIG()
   run(config, train=_TRAIN.value, evaluate=_EVALUATE.value)

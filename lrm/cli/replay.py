@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from lrm.cli.job_flags import join_job
 from lrm.cli.run_config import define_run_config
+from lrm.replay import run
 
 _RUN_CONFIG = define_run_config("rank_synthetic.py")
 
@@ -19,6 +20,5 @@ _RUN_CONFIG = define_run_config("rank_synthetic.py")
 def main(argv):
   del argv
   join_job()
-  from lrm.replay import run
   config = _RUN_CONFIG()
   run(config)

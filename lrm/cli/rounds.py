@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lrm.cli.job_flags import join_job
 from lrm.cli.run_config import define_run_config
+from lrm.rounds import run_rounds
 
 _RUN_CONFIG = define_run_config("base.py")
 
@@ -18,6 +19,5 @@ _RUN_CONFIG = define_run_config("base.py")
 def main(argv):
   del argv
   join_job()
-  from lrm.rounds import run_rounds
   config = _RUN_CONFIG()
   run_rounds(config)

@@ -11,6 +11,7 @@ import pathlib
 from ml_collections import config_flags
 
 from lrm.cli.job_flags import join_job
+from lrm.pipeline import run_pipeline
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file (get_config)",
@@ -20,5 +21,4 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file 
 def main(argv):
   del argv
   join_job()
-  from lrm.pipeline import run_pipeline
   run_pipeline(_CONFIG.value)

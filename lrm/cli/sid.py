@@ -15,8 +15,17 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 from absl import flags
 from ml_collections import config_flags
+
+from lrm.core.errors import DataError
+from lrm.core.report import print_table
+from lrm.data import read_dataset
+from lrm.data.splits import leave_one_out
+from lrm.encoders import byo
+from lrm.sid import stage
+from lrm.sid.quality import format_report
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file; its `sid` "
@@ -41,12 +50,6 @@ _OPQ_ITERS = flags.DEFINE_integer("opq_iters", None, "opq: rotation rounds (0: p
 
 def main(argv):
   del argv
-  import numpy as np
-  from lrm.core.errors import DataError
-  from lrm.core.report import print_table
-  from lrm.encoders import byo
-  from lrm.sid import stage
-  from lrm.sid.quality import format_report
 
   overrides = {name: f.value for name, f in (
       ("method", _METHOD), ("levels", _LEVELS), ("codebook_size", _K), ("metric", _METRIC),
@@ -58,7 +61,6 @@ def main(argv):
   x = byo.load_npy_embeddings(emb_path)
   categories = fit_rows = None
   if _DATA.value:
-    from lrm.data import read_dataset
     dataset = read_dataset(_DATA.value)
     catalog = dataset.catalog
     if len(catalog) != len(x):
@@ -67,7 +69,6 @@ def main(argv):
     if "categories" in catalog.fields:
       categories = catalog.leaf_category("categories")
     if spec.method == "opq":
-      from lrm.data.splits import leave_one_out
       fit_rows = catalog.rows(np.unique(leave_one_out(dataset.sequences).train.items))
   elif (emb_path.parent / "item_ids.npy").exists():
     item_ids = np.load(emb_path.parent / "item_ids.npy")

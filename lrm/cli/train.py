@@ -17,6 +17,7 @@ resumes.
 
 from __future__ import annotations
 
+from lrm import pipeline, ranking
 from lrm.cli.job_flags import join_job
 from lrm.cli.run_config import define_run_config
 
@@ -28,8 +29,6 @@ def main(argv):
   join_job()
   config = _RUN_CONFIG()
   if "ranking" in config:     # configs/rank_<dataset>.py: the ranking stage (lrm/ranking.py)
-    from lrm.ranking import run
-    run(config)
+    ranking.run(config)
     return
-  from lrm.pipeline import run_pipeline
-  run_pipeline(config, train=True, evaluate=False)
+  pipeline.run_pipeline(config, train=True, evaluate=False)

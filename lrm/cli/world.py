@@ -10,6 +10,9 @@ import pathlib
 from absl import flags
 from ml_collections import config_flags
 
+from lrm.core.report import print_table
+from lrm.data.synthetic import WorldConfig, make_world, write_world
+
 _DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "configs" / "base.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT), "config file; its `world` "
                                           "section is used", lock_config=True)
@@ -18,8 +21,6 @@ _OUT = flags.DEFINE_string("out", None, "output folder", required=True)
 
 def main(argv):
   del argv
-  from lrm.core.report import print_table
-  from lrm.data.synthetic import WorldConfig, make_world, write_world
   world = make_world(WorldConfig.from_dict(_CONFIG.value.world, where="world"))
   write_world(world, _OUT.value)
   stats = world.dataset.stats()

@@ -19,9 +19,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from importlib import metadata
 from typing import Any, Iterator
 
+import jax
 import numpy as np
+
+from lrm.core.errors import DataError
 
 MANIFEST = "manifest.json"
 
@@ -61,7 +65,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def write_benchmark_result(out_dir: str | os.PathLike, stem: str, record: Any) -> pathlib.Path:
   """Writes one benchmark run to `out_dir/<stem>_<YYYYmmdd-HHMMSS>.json` (atomically, the
   folder made if needed), prints and returns the path: the naming benchmarks/results uses."""
-  import datetime
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   path = pathlib.Path(out_dir) / f"{stem}_{stamp}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +94,6 @@ def _json_default(obj: Any) -> Any:
 
 def package_versions() -> dict[str, str]:
   """Versions of the packages whose behaviour an artifact depends on."""
-  from importlib import metadata
   out = {"python": platform.python_version()}
   for name in ("lrm", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy",
                "tokenizers", "safetensors"):
@@ -134,7 +136,6 @@ def cpu_name() -> str:
 
 def device_description() -> tuple[str, str]:
   """(what the jax devices are, a short slug for file names), for benchmark records."""
-  import jax
   devices = jax.devices()
   if devices[0].platform == "cpu":
     cores = os.cpu_count()
@@ -166,7 +167,6 @@ def write_manifest(directory: str | os.PathLike, *, stage: str, config: Any = No
 
 def read_json(path: str | os.PathLike) -> Any:
   """Parses a JSON file; invalid JSON is a DataError naming the file and line."""
-  from lrm.core.errors import DataError
   path = pathlib.Path(path)
   try:
     return json.loads(path.read_text())
@@ -175,7 +175,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-  from lrm.core.errors import DataError
   path = pathlib.Path(directory) / MANIFEST
   if not path.exists():
     raise DataError("no manifest.json: the artifact is missing or was not completed", path=path)

@@ -47,7 +47,7 @@ import numpy as np
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError, DataError
-from lrm.data import _words
+from lrm.data import _words, layout
 from lrm.data.types import Catalog, Dataset, Sequences
 
 DATASET_NAME = "synthetic"
@@ -999,7 +999,6 @@ _MANIFEST_BASE = ("stage", "created", "command", "versions", "commit", "config",
 def write_world(world: World, path: str | os.PathLike) -> None:
   """Writes the dataset in the standard layout (lrm.data.layout) plus truth.npz and world.json;
   manifest.json (stage "world") goes last."""
-  from lrm.data import layout
   directory = pathlib.Path(path)
   directory.mkdir(parents=True, exist_ok=True)
   # Any earlier manifest goes first, so a crash mid-write never leaves a complete-looking world.
@@ -1024,7 +1023,6 @@ def write_world(world: World, path: str | os.PathLike) -> None:
 
 def read_world(path: str | os.PathLike) -> World:
   """Reads what write_world wrote (DataError if it is missing or incomplete)."""
-  from lrm.data import layout
   directory = pathlib.Path(path)
   manifest = artifacts.read_manifest(directory)
   if manifest.get("stage") != STAGE:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from lrm.decode.beam import beam_search, leaves_to_items
 from lrm.sid.trie import SIDTrie
@@ -92,7 +93,6 @@ def recommend(model: nnx.Module, encoder_tokens: np.ndarray, encoder_mask: np.nd
   first_done = None
   batches = range(0, n, batch_size)
   if progress:
-    from tqdm import tqdm
     batches = tqdm(batches, desc="decode", unit="batch", mininterval=10)
   for lo in batches:
     tok = np.asarray(encoder_tokens[lo:lo + batch_size])

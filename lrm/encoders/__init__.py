@@ -18,6 +18,7 @@ import numpy as np
 
 from lrm.encoders.hashing import HashingEncoder
 from lrm.encoders.resolve import resolve_encoder
+from lrm.encoders.sentence import SentenceEncoder
 
 HASHING = "hashing"
 
@@ -49,18 +50,9 @@ def load_encoder(name_or_path: str | None, **kwargs: Any) -> Encoder:
   """
   if name_or_path is None or str(name_or_path).strip().lower() == HASHING:
     return HashingEncoder(**kwargs)
-  from lrm.encoders.sentence import SentenceEncoder  # imports jax: only when needed
   path = resolve_encoder(name_or_path)
   given_a_folder = pathlib.Path(name_or_path).expanduser().is_dir()
   return SentenceEncoder(path, name=path.name if given_a_folder else str(name_or_path), **kwargs)
-
-
-def __getattr__(name: str) -> Any:
-  # SentenceEncoder imports jax and flax; load it lazily so hashing alone stays light.
-  if name == "SentenceEncoder":
-    from lrm.encoders.sentence import SentenceEncoder
-    return SentenceEncoder
-  raise AttributeError(f"module 'lrm.encoders' has no attribute '{name}'")
 
 
 __all__ = ["Encoder", "HashingEncoder", "SentenceEncoder", "load_encoder", "resolve_encoder",

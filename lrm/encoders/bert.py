@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError, safe_open
 
 from lrm.core.artifacts import read_json
 from lrm.core.errors import ConfigError, DataError
@@ -289,8 +290,6 @@ def read_bert_weights(path: str | os.PathLike,
 
   Raises DataError naming the file and every missing, unexpected or mis-shaped tensor.
   """
-  from safetensors import SafetensorError, safe_open
-
   path = pathlib.Path(path)
   if not path.is_file():
     raise DataError("no such file (model weights in safetensors format are needed)", path=path)

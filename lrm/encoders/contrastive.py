@@ -36,12 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from safetensors.numpy import save_file
+from tqdm.auto import tqdm
 
 from lrm.core import artifacts
 from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
 from lrm.encoders import bert
 from lrm.encoders.pairs import PairSet, false_negative_mask, sample_batches
+from lrm.encoders.sentence import SentenceEncoder
 
 STAGE = "finetuned_encoder"
 STAGES = ("align", "joint")
@@ -233,7 +236,6 @@ def train_stage(model: ContrastiveEncoder, pairs: PairSet, tokens: PairTokens,
 
   Returns the per-step losses (float32 [steps]).
   """
-  from tqdm.auto import tqdm
   if stage not in STAGES:
     raise ConfigError("stage", f"must be one of {STAGES}, got {stage!r}")
   steps = cfg.align_steps if stage == "align" else cfg.joint_steps
@@ -304,7 +306,6 @@ def build(base_dir: str | os.PathLike, cfg: ContrastiveConfig, *, max_seq_length
   Returns (model, tokenizer) where the tokenizer is the base folder's `SentenceEncoder`
   (used for `tokenize` only).
   """
-  from lrm.encoders.sentence import SentenceEncoder
   base_dir = pathlib.Path(base_dir)
   tokenizer = SentenceEncoder(base_dir, max_seq_length=max_seq_length or cfg.max_seq_length)
   if tokenizer.pooling != "mean":
@@ -337,7 +338,6 @@ def save_finetuned(model: ContrastiveEncoder, base_dir: str | os.PathLike,
                    history: Mapping[str, Any] | None = None) -> pathlib.Path:
   """Writes OUT: the base folder's tokenizer and config, the fine-tuned BERT as
   model.safetensors, projection.npz, finetune.json and manifest.json (last)."""
-  from safetensors.numpy import save_file
   base_dir, out_dir = pathlib.Path(base_dir), pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / artifacts.MANIFEST).unlink(missing_ok=True)
@@ -390,7 +390,6 @@ class FinetunedEncoder:
 
 def load_finetuned(path: str | os.PathLike) -> FinetunedEncoder:
   """Reads a folder `save_finetuned` wrote; embeds exactly as the saved model did."""
-  from lrm.encoders.sentence import SentenceEncoder
   path = pathlib.Path(path)
   manifest = artifacts.read_manifest(path)
   if manifest.get("stage") != STAGE:

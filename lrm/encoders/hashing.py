@@ -18,6 +18,8 @@ import re
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.sparse
+from tqdm.auto import tqdm
 
 from lrm.core.errors import ConfigError
 from lrm.encoders.texts import check_texts
@@ -55,15 +57,8 @@ def _sparse_matmul(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
                    matrix: np.ndarray, num_rows: int) -> np.ndarray:
   """Sparse [num_rows, k] (COO triplets) @ dense [k, d] -> float32 [num_rows, d].
 
-  scipy (installed with jax) runs it ~20x faster than numpy's segment sums; without scipy a
-  dense product through BLAS stands in.
+  scipy (a dependency, installed with jax) runs it ~20x faster than numpy's segment sums.
   """
-  try:
-    import scipy.sparse
-  except ImportError:
-    dense = np.zeros((num_rows, matrix.shape[0]), np.float32)
-    np.add.at(dense, (rows, cols), values)
-    return dense @ matrix
   sparse = scipy.sparse.csr_matrix((values, (rows, cols)), shape=(num_rows, matrix.shape[0]))
   return np.asarray(sparse @ matrix, np.float32)
 
@@ -122,7 +117,6 @@ class HashingEncoder:
     del batch_size  # chunking is by chunk_size: the result does not depend on it
     texts = check_texts(texts)
     out = np.zeros((len(texts), self.dim), np.float32)
-    from tqdm.auto import tqdm
     with tqdm(total=len(texts), unit="items", desc="encode (hashing)",
               disable=not show_progress) as bar:
       for start in range(0, len(texts), self.chunk_size):

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
 
 from lrm.core.artifacts import read_json
 from lrm.core.errors import ConfigError, DataError
@@ -268,7 +270,6 @@ class SentenceEncoder:
     return self.config.hidden_size
 
   def _load_tokenizer(self):
-    from tokenizers import Tokenizer
     path = self.path / "tokenizer.json"
     if not path.is_file():
       raise DataError("no such file (a Hugging Face fast-tokenizer file is needed)", path=path)
@@ -356,7 +357,6 @@ class SentenceEncoder:
     out = np.zeros((n, self.dim), np.float32)
     if n == 0:
       return out
-    from tqdm.auto import tqdm
     pending: list[tuple[np.ndarray, jax.Array]] = []
     with tqdm(total=n, unit="items", desc=f"encode ({self.name})", disable=not show_progress,
               smoothing=0.1) as bar:

@@ -19,7 +19,9 @@ import numpy as np
 from lrm.core import artifacts
 from lrm.core.config import section_fields
 from lrm.core.errors import ConfigError, DataError
-from lrm.data.types import Catalog, DEFAULT_TEXT_FIELDS
+from lrm.data.types import DEFAULT_TEXT_FIELDS, Catalog
+from lrm.encoders import byo, fusion, load_encoder
+from lrm.encoders.quality import neighbour_label_agreement
 
 EMBEDDINGS_FILE = "embeddings.npy"
 
@@ -69,8 +71,6 @@ def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
   Where the catalog has categories, the description also holds each input's and the output's
   nearest-neighbour leaf-category agreement (`quality`), a sanity check of meaning.
   """
-  from lrm.encoders import byo, fusion, load_encoder
-
   parts: dict[str, np.ndarray] = {}
   info: dict[str, Any] = {"modalities": {}}
   for modality in spec.modalities:
@@ -110,7 +110,6 @@ def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
 
 def category_quality(catalog: Catalog, embeddings: np.ndarray) -> dict[str, float] | None:
   """Nearest-neighbour leaf-category agreement, where the catalog has categories."""
-  from lrm.encoders.quality import neighbour_label_agreement
   if "categories" not in catalog.fields:
     return None
   labels = catalog.leaf_category("categories")
@@ -141,7 +140,6 @@ def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
 
 def read_embeddings(out_dir: str | os.PathLike, *, num_items: int | None = None) -> np.ndarray:
   """Loads a completed embed artifact (manifest present), checking its row count."""
-  from lrm.encoders import byo
   out_dir = pathlib.Path(out_dir)
   manifest = artifacts.read_manifest(out_dir)
   expected = manifest["counts"]["items"] if num_items is None else num_items

@@ -15,6 +15,8 @@ import string
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import save_file
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _WORDS = ("nail", "polish", "red", "blue", "cream", "face", "eye", "shadow", "makeup", "skin",
@@ -33,7 +35,6 @@ def tiny_vocab() -> dict[str, int]:
 
 def write_tokenizer(path: str | os.PathLike, vocab: dict[str, int]) -> None:
   """A BERT-style WordPiece tokenizer.json ([CLS] text [SEP], lower-cased)."""
-  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
   tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
   tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
   tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -98,7 +99,6 @@ def write_tiny_bert(directory: str | os.PathLike, *, seed: int = 0, max_seq_leng
 
   `tensors` replaces the random weights (e.g. to write a broken checkpoint).
   """
-  from safetensors.numpy import save_file
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   vocab = tiny_vocab()

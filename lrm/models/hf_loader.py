@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
+from safetensors.numpy import load_file
 
 from lrm.core.errors import ConfigError, DataError
 from lrm.models.layers import padded_rows
@@ -87,7 +88,6 @@ def lm_config_from_hf(hf: Mapping[str, Any], *, vocab_size: int, sid_start: int,
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Every tensor of the checkpoint (one file or the shards of the index), as NumPy arrays."""
-  from safetensors.numpy import load_file
   path = pathlib.Path(path)
   single, index = path / "model.safetensors", path / "model.safetensors.index.json"
   if single.is_file():

@@ -45,6 +45,7 @@ from flax import nnx
 
 from lrm.core.errors import ConfigError
 from lrm.models.layers import param, sharding_scope
+from lrm.parallel.rules import sharding_context
 
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = (None, "xla", "cudnn")
@@ -495,7 +496,6 @@ def lm_from_params(cfg: LMConfig, params: Mapping[str, Any],
   No random initialisation runs (the structure comes from `nnx.eval_shape`), so loading a
   large checkpoint costs only the copy.
   """
-  from lrm.parallel.rules import sharding_context
   with sharding_context(mesh):
     abstract = nnx.eval_shape(lambda: LM(cfg, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)

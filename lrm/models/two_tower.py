@@ -29,7 +29,6 @@ from flax import nnx
 
 from lrm.core.errors import ConfigError
 from lrm.models.layers import DEFAULT_INIT, embedding, padded_rows, param, sharding_scope
-from lrm.train.sampled_fit import fit_sampled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,17 +174,3 @@ def cold_coverage(top: np.ndarray, cold_rows: np.ndarray) -> float:
 def recall_at_k(top: np.ndarray, targets: np.ndarray) -> float:
   """Share of users whose target row is in their top-K. Shape: top [u, k], targets [u]."""
   return float((np.asarray(top) == np.asarray(targets)[:, None]).any(axis=1).mean())
-
-
-def train_two_tower(model: TwoTower, history: np.ndarray, target: np.ndarray, *,
-                    num_steps: int, batch_size: int, learning_rate: float, seed: int,
-                    desc: str | None = None) -> float:
-  """A plain AdamW loop (batches with distinct targets matter less than speed here); returns
-  the mean loss of the last 50 steps (`desc`: show progress under that name)."""
-  if len(target) < batch_size:
-    raise ConfigError("batch_size", f"{batch_size} > {len(target)} examples")
-  log_q = log_sampling_probability(target, model.cfg.num_items)
-  return fit_sampled(model, two_tower_loss, {"history": history, "target": target,
-                                             "log_q": log_q},
-                     num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate,
-                     weight_decay=0.0, seed=seed, tail=50, desc=desc)

@@ -26,6 +26,7 @@ from flax import nnx
 
 from lrm.core.errors import ConfigError
 from lrm.models.lm import LM, lm_from_params
+from lrm.parallel.rules import sharding_context
 
 # Parameters with a vocabulary axis, as paths in `nnx.to_pure_dict(nnx.state(model))`, and
 # that axis.
@@ -151,7 +152,6 @@ def grow_vocab(model: LM, optimizer: nnx.Optimizer | None, *, old_to_new: Any,
 
   Returns: (new model, new optimizer or None). The old ones are left as they were.
   """
-  from lrm.parallel.rules import sharding_context
   cfg = model.config
   new_cfg = dataclasses.replace(cfg, vocab_size=int(new_vocab_size), sid_start=int(sid_start),
                                 codebook_sizes=tuple(int(k) for k in codebook_sizes))

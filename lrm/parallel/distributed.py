@@ -22,6 +22,8 @@ import dataclasses
 import os
 from typing import Mapping
 
+import jax
+
 from lrm.core.errors import ConfigError
 
 ENV_COORDINATOR = "LRM_COORDINATOR"
@@ -93,7 +95,6 @@ def initialize(spec: ProcessSpec | None) -> None:
 
   Must run before anything touches a jax backend (devices, arrays).
   """
-  import jax
   if spec is None or (spec.explicit and spec.num_processes == 1):
     return
   platforms = os.environ.get("JAX_PLATFORMS", "") or str(jax.config.jax_platforms or "")
@@ -108,5 +109,4 @@ def initialize(spec: ProcessSpec | None) -> None:
 
 def is_primary() -> bool:
   """True on the process that logs and writes shared artifacts (process 0)."""
-  import jax
   return jax.process_index() == 0

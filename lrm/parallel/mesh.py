@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from lrm.core.errors import ConfigError
@@ -55,7 +56,6 @@ def make_hybrid_mesh(shape: Sequence[int], dcn_shape: Sequence[int],
   the `dcn` part crosses the slow network (maxtext's ici / dcn split). `-1` in `shape` means
   the rest of one slice's devices.
   """
-  from jax.experimental import mesh_utils
   devices = list(jax.devices() if devices is None else devices)
   dcn = tuple(int(s) for s in dcn_shape)
   if len(dcn) != len(MESH_AXES) or any(s < 1 for s in dcn):

@@ -4,6 +4,11 @@ Modules only name logical axes; this table decides where they live (maxtext's ba
 Shape letters used across lrm: b batch, l length, c SID level, k codebook, d embed.
 """
 
+import contextlib
+
+import jax
+from flax import nnx
+
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -23,10 +28,6 @@ def sharding_context(mesh):
   Models and their optimizer state must be built inside it (flax shards eagerly on creation);
   with `mesh=None` it does nothing, and parameters stay plain arrays.
   """
-  import contextlib
-
-  import jax
-  from flax import nnx
   scope = contextlib.ExitStack()
   if mesh is not None:
     scope.enter_context(jax.set_mesh(mesh))

@@ -32,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from lrm.core.errors import ConfigError, DataError
+from lrm.parallel.mesh import batch_sharding
 
 METRICS = ("l2", "cosine")
 INITS = ("kmeans++", "random")
@@ -413,7 +414,6 @@ def _prepare(x: np.ndarray, mesh: Mesh | None, k: int):
   wp[:n] = 1.0
   if mesh is None:
     return jnp.asarray(xp), jnp.asarray(wp), chunk
-  from lrm.parallel.mesh import batch_sharding
   return (jax.device_put(xp, batch_sharding(mesh, 2)), jax.device_put(wp, batch_sharding(mesh, 1)),
           chunk)
 

@@ -53,10 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from lrm.core import artifacts
 from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
+from lrm.parallel import mesh as mesh_lib
+from lrm.parallel.rules import LOGICAL_AXIS_RULES
+from lrm.sid.kmeans import kmeans_fit
 
 STAGE = "rqvae"
 PARAMS_FILE = "params.npz"
@@ -404,8 +408,6 @@ def init_codebooks(model: RQVAE, x: Any, *, key: jax.Array, iters: int = 25) -> 
 
   Shape: x [n, d] with n >= the largest codebook.
   """
-  from lrm.sid.kmeans import kmeans_fit  # the sid stage's own k-means
-
   cfg = model.config
   x = _check_input(x, cfg.input_dim)
   if x.shape[0] < max(cfg.codebook_sizes):
@@ -501,7 +503,6 @@ def run_training_steps(model: RQVAE, train_step: Any, inputs: Any, *, cfg: Any, 
   `inputs(step) -> (x batch, extra args)` feeds `train_step(x, key, *extra)`, which returns
   (metrics, per-level code counts).
   """
-  from tqdm.auto import tqdm
   window = cfg.dead_code_restart_every or steps
   metrics_log: list[dict[str, jax.Array]] = []
   util_log, restart_log, window_end = [], [], []
@@ -544,7 +545,6 @@ def batch_plan(cfg: Any, n: int, mesh: jax.sharding.Mesh | None, *,
   With a mesh the batch is rounded down to a multiple of the data-parallel size. Shared by
   RQ-VAE and SID-v2.
   """
-  from lrm.parallel import mesh as mesh_lib
   batch = min(cfg.batch_size, n)
   sharding = None
   if mesh is not None:
@@ -583,9 +583,6 @@ def train_rqvae(x: Any, config: RQVAEConfig, *, mesh: jax.sharding.Mesh | None =
   axes (the batch is rounded down to a multiple of their size).
   Shape: x [n, d].
   """
-
-  from lrm.parallel.rules import LOGICAL_AXIS_RULES
-
   cfg = config
   if init_model is not None:
     _check_init_model(init_model, cfg)

@@ -64,6 +64,7 @@ from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
 from lrm.encoders.contrastive import info_nce_from_logits
 from lrm.encoders.pairs import false_negative_mask
+from lrm.parallel.rules import sharding_context
 from lrm.sid import rqvae
 from lrm.sid.rqvae import RQVAE
 
@@ -333,9 +334,6 @@ def train_sid_v2(x: Any, config: SIDv2Config, *, pairs: Any = None,
   `restarted`, `window_end` per restart window; `steps`, `batch_size`), as `train_rqvae`.
   Shape: x [n, D], pairs int [p, 2].
   """
-
-  from lrm.parallel.rules import sharding_context
-
   cfg = config
   if not isinstance(cfg, SIDv2Config):
     raise ConfigError("config", f"must be a SIDv2Config, got {type(cfg).__name__}")

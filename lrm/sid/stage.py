@@ -27,9 +27,14 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from lrm.core import artifacts
 from lrm.core.config import section_fields
 from lrm.core.errors import ConfigError, DataError
-from lrm.sid import quality as quality_lib
+from lrm.data import read_dataset
+from lrm.data.splits import leave_one_out
+from lrm.data.types import Catalog, Sequences
+from lrm.encoders.pairs import co_consumption_rows
+from lrm.sid import pq, quality as quality_lib, rq_kmeans, rqvae, sid_v2
 from lrm.sid.table import SIDTable, with_collision_level
 
 METHODS = ("rq_kmeans", "rq_vae", "kmeans", "sid_v2", "opq")
@@ -141,10 +146,9 @@ class SIDResult:
 
 
 def _rqvae_config(spec: SIDSpec, dim: int):
-  from lrm.sid.rqvae import RQVAEConfig
   try:
-    return RQVAEConfig(**{**spec.rqvae, "input_dim": dim, "codebook_sizes": spec.sizes,
-                          "seed": spec.seed})
+    return rqvae.RQVAEConfig(**{**spec.rqvae, "input_dim": dim, "codebook_sizes": spec.sizes,
+                                "seed": spec.seed})
   except TypeError as e:
     raise ConfigError("sid.rqvae", str(e)) from None
   except ConfigError as e:
@@ -152,15 +156,14 @@ def _rqvae_config(spec: SIDSpec, dim: int):
 
 
 def _sid_v2_config(spec: SIDSpec, dim: int):
-  from lrm.sid.sid_v2 import SIDv2Config
   options = {k: v for k, v in spec.sid_v2.items() if k not in SID_V2_STAGE_OPTIONS}
   options.setdefault("modality_dims", (dim,))
   if sum(options["modality_dims"]) != dim:
     raise ConfigError("sid.sid_v2.modality_dims", f"{tuple(options['modality_dims'])} sum to "
                       f"{sum(options['modality_dims'])}, but the embeddings have {dim} columns")
   try:
-    return SIDv2Config(**{**options, "input_dim": dim, "codebook_sizes": spec.sizes,
-                          "seed": spec.seed})
+    return sid_v2.SIDv2Config(**{**options, "input_dim": dim, "codebook_sizes": spec.sizes,
+                                 "seed": spec.seed})
   except TypeError as e:
     raise ConfigError("sid.sid_v2", str(e)) from None
   except ConfigError as e:
@@ -171,13 +174,9 @@ def cooccurrence_rows(spec: SIDSpec, item_ids: np.ndarray, cooccurrence: Any) ->
   """Co-occurrence pairs (int [p, 2] rows of item_ids) for sid_v2: `cooccurrence` as given
   (pairs of rows, or training Sequences), else from `sid.sid_v2.pairs_data`'s leave-one-out
   training part; None when neither is there."""
-  from lrm.data.types import Catalog, Sequences
-  from lrm.encoders.pairs import co_consumption_rows
   window = int(spec.sid_v2.get("pair_window", 3))
   catalog = Catalog(item_ids=np.asarray(item_ids))
   if cooccurrence is None and spec.sid_v2.get("pairs_data"):
-    from lrm.data import read_dataset
-    from lrm.data.splits import leave_one_out
     cooccurrence = leave_one_out(read_dataset(spec.sid_v2["pairs_data"]).sequences).train
   if cooccurrence is None:
     return None
@@ -211,7 +210,6 @@ def fit_row_index(fit_rows: Any, n: int) -> np.ndarray:
 
 def _fit_opq(x: np.ndarray, spec: SIDSpec):
   """`pq.fit_opq` with the spec's settings; ConfigErrors renamed to the `sid` field."""
-  from lrm.sid import pq
   try:
     return pq.fit_opq(x, num_codebooks=spec.num_codebooks, codebook_size=spec.codebook_size,
                       pca_dim=spec.pca_dim, whiten=spec.whiten, rotation_iters=spec.opq_iters,
@@ -257,19 +255,16 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
   key = jax.random.key(spec.seed)
   start = time.perf_counter()
   if spec.method == "opq":
-    from lrm.sid import pq
     tokenizer = _fit_opq(x[rows], spec)
     codes = pq.assign(tokenizer, x)
     target, recon = x, pq.reconstruct(tokenizer, codes)
   elif spec.method == "rq_vae":
-    from lrm.sid import rqvae
     model, _ = rqvae.train_rqvae(x, _rqvae_config(spec, x.shape[1]), mesh=mesh,
                                  show_progress=show_progress)
     codes = rqvae.rqvae_assign(model, x)
     tokenizer = (model, _rqvae_config(spec, x.shape[1]))
     target, recon = x, rqvae.rqvae_reconstruct(model, codes)
   elif spec.method == "sid_v2":
-    from lrm.sid import rqvae, sid_v2
     cfg = _sid_v2_config(spec, x.shape[1])
     pairs = cooccurrence_rows(spec, item_ids, cooccurrence) if cfg.cooccurrence_weight else None
     if cfg.cooccurrence_weight and pairs is None:
@@ -281,7 +276,6 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
     tokenizer = (model, cfg)
     target, recon = x, rqvae.rqvae_reconstruct(model, codes)
   else:
-    from lrm.sid import rq_kmeans
     tokenizer = rq_kmeans.rq_kmeans_fit(
         x, spec.sizes, key=key, iters=spec.iters, metric=spec.metric,
         batch_size=spec.batch_size or None, balanced=spec.balanced, mesh=mesh)
@@ -313,7 +307,6 @@ def fit_sids(embeddings: np.ndarray, spec: SIDSpec, *, item_ids: np.ndarray,
 
 def assign_codes(tokenizer: Any, embeddings: np.ndarray) -> np.ndarray:
   """Codes of (new) items under a fitted tokenizer, without refitting. Shape: -> int32 [n, L]."""
-  from lrm.sid import pq, rq_kmeans, rqvae
   if isinstance(tokenizer, rq_kmeans.RQKMeansModel):
     return rq_kmeans.rq_assign(tokenizer, embeddings)
   if isinstance(tokenizer, pq.PQModel):
@@ -325,8 +318,6 @@ def assign_codes(tokenizer: Any, embeddings: np.ndarray) -> np.ndarray:
 def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
                embeddings_path: str | None = None, inputs: Any = None) -> dict[str, Any]:
   """Writes the tokenizer, report.json, then the table with the manifest last."""
-  from lrm.core import artifacts
-  from lrm.sid import rq_kmeans, rqvae, sid_v2
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / artifacts.MANIFEST).unlink(missing_ok=True)
@@ -349,8 +340,6 @@ def write_sids(out_dir: str | pathlib.Path, result: SIDResult, spec: SIDSpec, *,
 def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:
   """The fitted tokenizer of a `sid` artifact (RQKMeansModel, (RQVAE, RQVAEConfig),
   (SIDv2, SIDv2Config) or PQModel)."""
-  from lrm.core import artifacts
-  from lrm.sid import pq, rq_kmeans, rqvae, sid_v2
   sid_dir = pathlib.Path(sid_dir)
   method = artifacts.read_manifest(sid_dir).get("method")
   if method == "opq":
@@ -366,7 +355,6 @@ def is_complete(sid_dir: str | pathlib.Path, spec: SIDSpec, inputs: Any = None) 
   """`artifacts.is_complete` for a sid artifact of `spec`. An artifact written before the opq
   fields existed still counts for a non-opq spec holding their defaults (its codes are the
   same), so adding them does not refit old runs and unbind their trained checkpoints."""
-  from lrm.core import artifacts
   config = spec.to_dict()
   if artifacts.is_complete(sid_dir, config, inputs):
     return True

@@ -37,6 +37,8 @@ import numpy as np
 from lrm.core.errors import ConfigError, DataError
 from lrm.data.splits import EvalSet
 from lrm.data.types import Catalog, Sequences
+from lrm.sid.rq_kmeans import rq_kmeans_fit
+from lrm.sid.table import SIDTable, with_collision_level
 
 NUM_TIME_BUCKETS = 40       # must equal lrm.models.compression.NUM_TIME_BUCKETS
 PAD_ROW = -1
@@ -190,8 +192,6 @@ def item_sids(embeddings: np.ndarray, codebook_sizes: Sequence[int], *, seed: in
 
   Shape: embeddings [n, d] -> (codes int32 [n, L + 1], codebook sizes of the L + 1 levels).
   """
-  from lrm.sid.rq_kmeans import rq_kmeans_fit
-  from lrm.sid.table import SIDTable, with_collision_level
   model = rq_kmeans_fit(embeddings, tuple(codebook_sizes), key=jax.random.key(seed),
                         iters=iters)
   table = with_collision_level(SIDTable(item_ids=np.arange(len(embeddings)), codes=model.codes,

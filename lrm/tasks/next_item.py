@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import grain
 import numpy as np
 
 from lrm.core.errors import ConfigError
@@ -143,7 +144,6 @@ def train_iterator(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
   batch (`jax.make_array_from_process_local_data` puts them together), the same global
   batches as a single process.
   """
-  import grain
   if batch_size < 1:
     raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
   if process_count < 1 or batch_size % process_count:

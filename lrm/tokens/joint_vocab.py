@@ -48,6 +48,7 @@ import pathlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError, DataError
@@ -123,7 +124,6 @@ def train_bpe(texts: Iterable[str], *, vocab_size: int = 8192, min_frequency: in
 
   The 256 byte symbols are always in the vocabulary, so any text round-trips exactly.
   """
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   if vocab_size < 257 + 1:
     raise ConfigError("bpe_vocab_size", f"must be > 257 (pad + 256 bytes + merges), got "
                       f"{vocab_size}")
@@ -141,7 +141,6 @@ def train_bpe(texts: Iterable[str], *, vocab_size: int = 8192, min_frequency: in
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
   """A tokenizer.json (e.g. the one MiniLM ships); DataError when missing or malformed."""
-  from tokenizers import Tokenizer
   path = pathlib.Path(path)
   if path.is_dir():
     path = path / TOKENIZER_JSON

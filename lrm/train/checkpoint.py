@@ -23,6 +23,7 @@ import os
 import pathlib
 from typing import Any, Self
 
+import grain
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -96,7 +97,6 @@ class Checkpointer:
     if extra is not None:
       items[EXTRA] = ocp.args.JsonSave(extra)
     if data_iterator is not None:
-      import grain  # Only needed with an iterator; keeps this module light otherwise.
       items[DATA_ITER] = grain.checkpoint.CheckpointSave(data_iterator)
     return self._manager.save(int(step), args=ocp.args.Composite(**items),
                               metrics=self._orbax_metrics(metrics), force=force)
@@ -133,7 +133,6 @@ class Checkpointer:
     if EXTRA in present:
       items[EXTRA] = ocp.args.JsonRestore()
     if data_iterator is not None and DATA_ITER in present:
-      import grain
       items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self._manager.restore(resolved, args=ocp.args.Composite(**items))
     extra = restored[EXTRA] if EXTRA in present else {}

@@ -21,6 +21,8 @@ import re
 import time
 from typing import Any, Self
 
+from tensorboardX import SummaryWriter
+
 from lrm.core.errors import DataError
 
 METRICS_FILE = "metrics.jsonl"
@@ -42,8 +44,6 @@ class MetricWriter:
       self._file.write("\n")
     self._tb = None
     if tensorboard:
-      # Imported lazily: only needed with tensorboard=True.
-      from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(logdir=str(self.logdir / TENSORBOARD_DIR))
 
   def write(self, step: int, metrics: dict[str, float], *, prefix: str = "") -> None:

@@ -2,6 +2,7 @@
 
 Rows are drawn with replacement from a seeded generator, the step is one `nnx.jit` AdamW
 update. For resumable runs with validation and checkpoints use `lrm.train.trainer.train`.
+`train_two_tower` fits `lrm.models.two_tower` with it (the model does not know its trainer).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from typing import Callable, Mapping
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
+
+from lrm.core.errors import ConfigError
+from lrm.models import two_tower
 
 
 def train_step(loss_fn: Callable) -> Callable:
@@ -32,7 +37,6 @@ def fit_sampled(model: nnx.Module, loss_fn: Callable, arrays: Mapping[str, np.nd
   """Trains `model` in place on batches of `arrays` rows; returns the mean loss of the last
   `tail` steps. `loss_fn(model, batch) -> (loss, aux)`. With `desc`, a progress line (rate,
   ETA) at most every 30 s."""
-  from tqdm.auto import tqdm
   optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=weight_decay),
                             wrt=nnx.Param)
   step = train_step(loss_fn)
@@ -43,3 +47,17 @@ def fit_sampled(model: nnx.Module, loss_fn: Callable, arrays: Mapping[str, np.nd
     rows = rng.integers(0, n, batch_size)
     losses.append(step(model, optimizer, {k: v[rows] for k, v in arrays.items()}))
   return float(np.mean([float(x) for x in losses[-tail:]]))
+
+
+def train_two_tower(model: two_tower.TwoTower, history: np.ndarray, target: np.ndarray, *,
+                    num_steps: int, batch_size: int, learning_rate: float, seed: int,
+                    desc: str | None = None) -> float:
+  """A plain AdamW loop (batches with distinct targets matter less than speed here); returns
+  the mean loss of the last 50 steps (`desc`: show progress under that name)."""
+  if len(target) < batch_size:
+    raise ConfigError("batch_size", f"{batch_size} > {len(target)} examples")
+  log_q = two_tower.log_sampling_probability(target, model.cfg.num_items)
+  arrays = {"history": history, "target": target, "log_q": log_q}
+  return fit_sampled(model, two_tower.two_tower_loss, arrays,
+                     num_steps=num_steps, batch_size=batch_size, learning_rate=learning_rate,
+                     weight_decay=0.0, seed=seed, tail=50, desc=desc)

@@ -39,11 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
+from tqdm import tqdm
 
 from lrm.core.errors import ConfigError, Preempted
 from lrm.parallel.mesh import batch_sharding, make_mesh, replicated
 from lrm.parallel.rules import sharding_context
+from lrm.tasks.next_item import train_iterator
 from lrm.train.checkpoint import Checkpointer
 from lrm.train.metric_writers import MetricWriter
 from lrm.train.optimizer import optimizer_from_config, schedule_from_config
@@ -130,7 +133,6 @@ class _TermSignal:
     """Whether any process got SIGTERM (all processes must stop at the same step)."""
     if jax.process_count() == 1:
       return self.received
-    from jax.experimental import multihost_utils
     flags = multihost_utils.process_allgather(np.asarray(self.received, np.int32))
     return bool(np.any(flags))
 
@@ -185,7 +187,6 @@ def _host_copy(state):
   Replicated leaves (RNG keys among them) take this process's own copy; sharded ones are
   gathered (a collective, in the same leaf order on every process).
   """
-  from jax.experimental import multihost_utils
 
   def local(x):
     if not isinstance(x, jax.Array) or x.is_fully_addressable:
@@ -216,7 +217,6 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   `warm_start(model, optimizer)`, called only when workdir holds no checkpoint yet, loads a
   starting point in place (e.g. the previous round of continued pretraining).
   """
-  from lrm.tasks.next_item import train_iterator
   spec = LoopSpec.from_config(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,6 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   term = _TermSignal()
   term.install()
   if progress and primary:
-    from tqdm import tqdm
     bar = tqdm(total=spec.num_steps, initial=step, desc="train", unit="step", mininterval=5,
                dynamic_ncols=True)
   try:
