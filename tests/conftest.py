@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import subprocess
@@ -36,5 +37,10 @@ def minilm_path(shared_dir) -> pathlib.Path:
   if env:
     return pathlib.Path(env)
   tool = shared_dir / "tools" / "get-minilm"
-  out = subprocess.run([str(tool)], capture_output=True, text=True, check=True)
+  # One download at a time: pytest-xdist workers may ask for the weights together.
+  lock = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+  lock.mkdir(parents=True, exist_ok=True)
+  with open(lock / "lrm-get-minilm.lock", "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    out = subprocess.run([str(tool)], capture_output=True, text=True, check=True)
   return pathlib.Path(out.stdout.strip().splitlines()[-1])
