@@ -1,4 +1,4 @@
-"""How fast new items gain impressions: the replay of lrm/replay.py on a cold-start split.
+"""How fast new items gain impressions: the replay of lrm/jobs/replay.py on a cold-start split.
 
   python benchmarks/cold_start_replay.py                  # ~10 min on 2 CPU cores
   python benchmarks/cold_start_replay.py --rounds=5 --train_steps=300   # a quick look
@@ -27,7 +27,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from lrm.core import artifacts
-from lrm.replay import print_results, replay_defaults, replay_variants
+from lrm.jobs.replay import print_results, replay_defaults, replay_variants
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _ROUNDS = flags.DEFINE_integer("rounds", 30, "replay rounds")

@@ -28,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def _load_trained(args):
   """(config, data_dir, dataset, prep, model) of the run in --workdir, best checkpoint."""
   import ml_collections
-  from lrm import retrieval
+  from lrm.jobs import retrieval
   from lrm.data import read_dataset
   config = ml_collections.ConfigDict(json.loads((args.workdir / "config.json").read_text()))
   data_dir = (pathlib.Path(config.data.path) if config.data.source == "layout"
@@ -57,7 +57,7 @@ def main() -> None:
     return
 
   import jax
-  from lrm import retrieval
+  from lrm.jobs import retrieval
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.core.report import print_table
   from lrm.decode.generative import recommend
@@ -97,7 +97,7 @@ def main() -> None:
 def _parallel_decoders(args) -> None:
   """Both decoders of a parallel-code model on every test user, at batch `--batches[-1]`."""
   import jax
-  from lrm import retrieval
+  from lrm.jobs import retrieval
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.core.report import print_table
   from lrm.eval.metrics import retrieval_metrics

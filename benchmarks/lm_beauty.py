@@ -79,7 +79,7 @@ def main(argv):
   import jax
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.eval.report import TIGER_REFERENCE
-  from lrm.lm import run
+  from lrm.jobs.lm import run
   config = _CONFIG.value
   unknown = set(_ONLY.value) - {"main", "next_only", "cold_all", "cold_next_only"}
   if unknown:

@@ -15,7 +15,7 @@ restarting positions, a short bidirectional prefix), as lrm's LM tasks do.
   python benchmarks/lm_speed.py --size=300m --batch_size=16 --seq_len=2048 --dtype=bfloat16 \
       --attention_impl=cudnn --peak_flops=989e12                         # one H100 / H200
 
-`--mode=decode`: users/s of next-item decoding, the stage's one decoder (lrm/lm.py
+`--mode=decode`: users/s of next-item decoding, the stage's one decoder (lrm/jobs/lm
 `_decode_sids`: `recommend(SIDDecoder(lm), ...)`, constrained beam search over the trie, the
 prompt's keys/values cached once per user, one compile per shape) at beam 20, top 10, batch 256.
 The LM is a random one of `--size` (throughput does not depend on the weights: every beam does

@@ -144,7 +144,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def _row_spec(row: str, seed: int, modalities: dict[str, np.ndarray]):
   """(SIDSpec, input matrix) of one ablation row."""
-  from lrm.sid.stage import SIDSpec
+  from lrm.jobs.sid import SIDSpec
   ft = row.endswith("_ft")
   fused = modalities["ft_fused" if ft else "fused"]
   split = modalities["ft_split" if ft else "split"]
@@ -220,7 +220,7 @@ def _rare_recall(predictions: pathlib.Path, split, train_counts: dict[int, int],
 
 def _retrieval(config, run_dir: pathlib.Path, dataset, sid_dir: pathlib.Path,
                split) -> dict[str, Any]:
-  from lrm import retrieval
+  from lrm.jobs import retrieval
   from lrm.parallel.mesh import mesh_from_config
   prep = retrieval.prepare(config, dataset, sid_dir)
   mesh = mesh_from_config(config.mesh)
@@ -349,7 +349,7 @@ def main(argv):
   from lrm.data import read_dataset
   from lrm.data.splits import leave_one_out
   from lrm.encoders import load_encoder
-  from lrm.sid import stage
+  from lrm.jobs import sid as stage
 
   start = time.perf_counter()
   git_commit()     # the commit of the code that runs (read once)

@@ -54,9 +54,10 @@ from flax import nnx
 from lrm.core import artifacts
 from lrm.data.synthetic import WorldConfig, make_world
 from lrm.models import two_tower as tt
-from lrm.models.ranker import Ranker, count_params, ranker_arrays, warmup_train
-from lrm.ranking import (evaluate_ranker, fit_codes, item_content, prepare, ranker_config,
-                         ranking_defaults, run_variants, train_ranker)
+from lrm.models.layers import count_params
+from lrm.models.ranker import Ranker, ranker_arrays, warmup_train
+from lrm.jobs.ranking import (evaluate_ranker, fit_codes, item_content, prepare, ranker_config,
+                              ranking_defaults, run_variants, train_ranker)
 from lrm.sid.rq_kmeans import cluster_ids_fit, rq_assign
 from lrm.sid.table import majority_vote
 from lrm.tasks.ranking import room_examples

@@ -95,7 +95,7 @@ def main(argv):
   import jax
   from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
   from lrm.eval.report import TIGER_REFERENCE
-  from lrm.pipeline import run_pipeline
+  from lrm.jobs.retrieval import run_pipeline
   config = _CONFIG.value
   start = time.perf_counter()
   git_commit()     # the commit of the code that runs (read once)

@@ -19,12 +19,15 @@ from lrm.core.config import parse_arg
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   from lrm.data.synthetic import WorldConfig
-  from lrm.encoders.stage import EmbedSpec
+  from lrm.jobs.embed import EmbedSpec
+  from lrm.jobs.sid import SIDSpec
   from lrm.sid.rqvae import RQVAEConfig
-  from lrm.sid.stage import SIDSpec
 
   arg = parse_arg(arg, runlocal=False)
   config = ml_collections.ConfigDict()
+  # The job `lrm train` and `lrm evaluate` run (lrm/jobs/__init__.py JOBS); `lrm run`, `rank`,
+  # `replay`, `lm`, `rounds` and `finetune` run their own and record it here.
+  config.job = "retrieval"
   config.run_dir = "runs/synthetic"  # every stage writes its artifact under here
   config.seed = 0                    # the root of every random choice
   config.resume = True               # reuse a stage whose artifact is complete for this config
@@ -43,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # lrm/data/synthetic.py WorldConfig.
   config.world = ml_collections.ConfigDict(WorldConfig().to_dict())
 
-  # Item embeddings (lrm/encoders/stage.py EmbedSpec documents each field).
+  # Item embeddings (lrm/jobs/embed.py EmbedSpec documents each field).
   config.embed = ml_collections.ConfigDict(dataclasses.asdict(EmbedSpec()))
   # auto: all-MiniLM-L6-v2 when found in a local model cache, else the hashing fallback.
   config.embed.encoder = "auto"
@@ -51,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The world's planted visual and audio views fused with the title text.
   config.embed.modalities = ("text", "visual", "audio")
 
-  # Semantic IDs (lrm/sid/stage.py SIDSpec documents each field). The default world has 2,000
+  # Semantic IDs (lrm/jobs/sid.py SIDSpec documents each field). The default world has 2,000
   # items: 3 levels of 64 codes (TIGER's 3 x 256 is for catalogs of ~10k+ items).
   config.sid = ml_collections.ConfigDict(SIDSpec().to_dict())
   config.sid.codebook_size = 64
@@ -60,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
        if k not in ("input_dim", "codebook_sizes", "seed")})
   config.sid.rqvae.steps = 2000
 
-  # Generative retrieval (lrm/retrieval.py): leave-one-out, every training prefix an example.
+  # Generative retrieval (lrm/jobs/retrieval.py): leave-one-out, every training prefix an example.
   config.task = ml_collections.ConfigDict()
   config.task.max_history = 20        # items of history per example (TIGER: 20)
   config.task.num_user_tokens = 2000  # user ids hashed into this many tokens (TIGER: 2000)

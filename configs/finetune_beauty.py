@@ -1,4 +1,4 @@
-"""Contrastive fine-tuning of MiniLM on Amazon Beauty (FLUID's recipe; lrm/cli/finetune.py).
+"""Contrastive fine-tuning of MiniLM on Amazon Beauty (FLUID's recipe; lrm/jobs/finetune.py).
 
   lrm finetune --config=configs/finetune_beauty.py --workdir=runs/finetune_beauty
   lrm finetune --config=configs/finetune_beauty.py:cpu --workdir=runs/finetune_beauty_cpu
@@ -23,6 +23,7 @@ def get_config(arg: str | None = None):
   options = parse_arg(arg, cpu=False)
   here = pathlib.Path(__file__).resolve().parent
   config = ml_collections.ConfigDict()
+  config.job = "finetune"          # lrm/jobs/finetune.py
   # A dataset folder in the standard layout, or "synthetic" (the built-in world).
   config.data = str(here.parent.parent / "shared" / "data" / "amazon_beauty")
   # The base sentence encoder (path or name found in local caches).

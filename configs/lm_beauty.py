@@ -1,6 +1,6 @@
 """The bilingual SID language model on Amazon Beauty: the Beauty data / MiniLM / 3 x 256 + collision
 SIDs of configs/beauty.py (same run_dir, so the SID artifact and the retrieval models' numbers
-are shared), then the LM stage (lrm/lm.py) with every task.
+are shared), then the LM stage (lrm/jobs/lm/) with every task.
 
   lrm lm --config=configs/lm_beauty.py --workdir=runs/beauty                   # full (GPU)
   lrm lm --config=configs/lm_beauty.py:cpu                                      # 2-core budget
@@ -21,10 +21,11 @@ from lrm.core.config import load_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-  from lrm.lm import lm_defaults
+  from lrm.jobs.lm.config import lm_defaults
   here = pathlib.Path(__file__).resolve().parent
   options = parse_arg(arg, cpu=False, runlocal=False)
   config = load_config(here / "beauty.py", "cpu" if options.cpu or options.runlocal else "")
+  config.job = "lm"
   config.lm = lm_defaults()
   lm = config.lm
   lm.size = "10m"

@@ -1,5 +1,5 @@
-"""Ranking on Amazon Beauty's cold-start item split (lrm/ranking.py), and the cold-start replay
-(`lrm replay`, lrm/replay.py); SIDs of the items' MiniLM text embeddings (the embed stage with
+"""Ranking on Amazon Beauty's cold-start item split (lrm/jobs/ranking.py), and the cold-start replay
+(`lrm replay`, lrm/jobs/replay.py); SIDs of the items' MiniLM text embeddings (the embed stage with
 configs/beauty.py's encoder and fields).
 
   lrm rank --config=configs/rank_beauty.py --workdir=runs/rank_beauty
@@ -14,15 +14,16 @@ from lrm.core.config import load_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-  from lrm.ranking import ranking_defaults
-  from lrm.replay import replay_defaults
+  from lrm.jobs.ranking import ranking_defaults
+  from lrm.jobs.replay import replay_defaults
   options = parse_arg(arg, runlocal=False)
   here = pathlib.Path(__file__).resolve().parent
   config = load_config(here / "beauty.py", "cpu")
   config.run_dir = "runs/rank_beauty"
+  config.job = "ranking"
   config.ranking = ranking_defaults()
   config.ranking.content = "embed"          # MiniLM SIDs (configs/beauty.py's encoder)
-  config.replay = replay_defaults()         # lrm replay's section (lrm/replay.py)
+  config.replay = replay_defaults()         # lrm replay's section (lrm/jobs/replay.py)
   config.ranking.codebook_sizes = (32, 32, 32)
   config.ranking.max_train_events = 100000
   if options.runlocal:

@@ -4,7 +4,7 @@
 
 The ranking stage first fine-tunes MiniLM (configs/finetune_beauty.py:cpu) on co-consumption
 pairs from this run's warm training part only (the cold-start split of `ranking.cold_fraction`
-and the run's seed; lrm/ranking.py `finetuned_content`) and on category + brand text queries,
+and the run's seed; lrm/jobs/ranking.py `finetuned_content`) and on category + brand text queries,
 then quantizes the fine-tuned embeddings into the items' SIDs. On Beauty at 5,000 steps this
 raised the late-fusion ranker's cold AUC by about .05 (benchmarks/README.md, cold-start ranking).
 """

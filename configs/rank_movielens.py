@@ -1,4 +1,4 @@
-"""Ranking on MovieLens 100k's cold-start item split (lrm/ranking.py) with the user-side tokens
+"""Ranking on MovieLens 100k's cold-start item split (lrm/jobs/ranking.py) with the user-side tokens
 of issue 8: the .user file's age / gender / occupation / zip area, and user-item interaction
 counts per SID level, and the long-term user token (the last 256 events through the
 compression transformer, candidate-aware). Two tasks: click (every rating is a positive,
@@ -22,13 +22,14 @@ from lrm.core.config import load_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-  from lrm.ranking import ranking_defaults
+  from lrm.jobs.ranking import ranking_defaults
   options = parse_arg(arg, runlocal=False)
   here = pathlib.Path(__file__).resolve().parent
   config = load_config(here / "base.py", "runlocal" if options.runlocal else None)
   config.run_dir = "runs/rank_movielens"
   config.data.source = "recbole"
   config.data.path = str(here.parent.parent / "shared" / "data" / "movielens_100k")
+  config.job = "ranking"
   config.ranking = ranking_defaults()
   config.ranking.variants = ("id", "replace", "late")
   config.ranking.max_history = 50        # mean ~106 ratings per user

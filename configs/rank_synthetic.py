@@ -1,5 +1,5 @@
-"""Ranking on the synthetic world's cold-start item split (lrm/ranking.py), and the cold-start
-replay (`lrm replay`, lrm/replay.py).
+"""Ranking on the synthetic world's cold-start item split (lrm/jobs/ranking.py), and the cold-start
+replay (`lrm replay`, lrm/jobs/replay.py).
 
   lrm rank --config=configs/rank_synthetic.py --workdir=runs/rank_synthetic
   lrm rank --config=configs/rank_synthetic.py:runlocal       # a quick look
@@ -14,14 +14,15 @@ from lrm.core.config import load_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-  from lrm.ranking import ranking_defaults
-  from lrm.replay import replay_defaults
+  from lrm.jobs.ranking import ranking_defaults
+  from lrm.jobs.replay import replay_defaults
   options = parse_arg(arg, runlocal=False)
   here = pathlib.Path(__file__).resolve().parent
   config = load_config(here / "base.py", "runlocal" if options.runlocal else "")
   config.run_dir = "runs/rank_synthetic"
+  config.job = "ranking"
   config.ranking = ranking_defaults()
-  config.replay = replay_defaults()         # lrm replay's section (lrm/replay.py)
+  config.replay = replay_defaults()         # lrm replay's section (lrm/jobs/replay.py)
   if options.runlocal:
     config.ranking.num_steps = 100
     config.ranking.eval_negatives = 5

@@ -3,8 +3,8 @@ never imports the CLI, and imports sit at module level, where tools and readers 
 
 The order follows the data flow: core -> parallel -> data -> encoders -> sid -> tokens ->
 tasks -> models -> train -> decode -> eval -> jobs -> cli. `core` (errors, config, artifacts)
-and `parallel` (meshes, sharding rules) are foundations every stage may use. The jobs are the
-modules at the package root until they move to lrm/jobs/.
+and `parallel` (meshes, sharding rules) are foundations every stage may use; every job is in
+lrm/jobs/.
 
 Every file under lrm/ is parsed with `ast`: nothing is imported, so these tests are fast and a
 violation is reported as file:line, not as an import cycle somewhere else.
@@ -39,8 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train", ("lrm.train",)),
     ("decode", ("lrm.decode",)),
     ("eval", ("lrm.eval",)),
-    ("jobs", ("lrm.jobs", "lrm.pipeline", "lrm.retrieval", "lrm.lm", "lrm.ranking",
-              "lrm.replay", "lrm.rounds", "lrm.finetune")),
+    ("jobs", ("lrm.jobs",)),
     ("cli", ("lrm.cli",)),
 )
 
@@ -161,9 +160,10 @@ def test_lazily_imported_packages_are_optional():
 
 
 def test_importing_the_library_starts_no_jax_backend():
-  """Commands import their job at module level, before `join_job` calls
-  `jax.distributed.initialize` and before XLA_FLAGS is final: importing any module of the
-  library (and the command line's dispatcher) must not start a backend."""
+  """The command line imports every job at module level, before it joins a multi-process job
+  (`jax.distributed.initialize`) and before XLA_FLAGS is final: importing any module of the
+  library (and of the command line, whose flags are defined only when a command runs) must
+  not start a backend."""
   script = f"""
 import importlib, pkgutil, sys
 import lrm
@@ -173,8 +173,6 @@ if started is None:
   sys.exit(77)  # a jax without this private helper: nothing to check with
 optional = {sorted(n for n in OPTIONAL if not n.startswith("lrm."))!r}
 for info in pkgutil.walk_packages(lrm.__path__, "lrm."):
-  if info.name.startswith("lrm.cli.") and info.name != "lrm.cli.main":
-    continue  # each command is its own absl program: their flags would clash in one process
   try:
     importlib.import_module(info.name)
   except ImportError as e:

@@ -1,21 +1,46 @@
-"""`lrm SUBCOMMAND [--flags]`: dispatches to one absl app per pipeline stage.
+"""`lrm SUBCOMMAND [--flags]`: one absl program whose subcommand picks a job or a stage.
 
-Each subcommand is a module `lrm.cli.<name>` defining its own absl flags and a `main(argv)`.
-Only the chosen module is imported, so `lrm embed --help` lists the flags of `embed` alone.
+The job commands take `--config` (a config file, `:arg` and `--config.FIELD=VALUE` overrides)
+and `--workdir` (the run directory, instead of config.run_dir), and call `run` or `evaluate` of
+the job in lrm.jobs.JOBS: `train` and `evaluate` the one `config.job` names, the others their
+own (`lrm rank` = the `ranking` job's run, whatever the config file), recorded in config.job.
+`world`, `data`, `embed` and `sid` run one stage on files (lrm/cli/tools.py). Only the chosen
+command's flags are defined, so `lrm embed --help` lists those of `embed` alone.
+
+  lrm run [--config=configs/base.py[:runlocal]]      the main job, end to end
+  lrm train --config=configs/<name>.py --workdir=W    train config.job's models (resumed), e.g.
+                                                      retrieval (configs/base.py and its
+                                                      datasets) or ranking (configs/rank_*.py)
+  lrm evaluate --workdir=W [--model=tiger,sasrec]     score them again (W/config.json is the
+                                                      config; --config.* overrides apply)
+  lrm lm --config=configs/lm_beauty.py --workdir=W [--notrain] [--noevaluate]
+
+Multi-process (one process per host or GPU): `python launch/local.py --num_processes=N -- lrm
+train ...`, the SLURM / TPU launchers in launch/, or `--coordinator --num_processes
+--process_id`. On SIGTERM training saves a checkpoint and exits with status 143; the same
+command resumes.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
+import json
 import logging as pylogging
 import os
+import pathlib
 import sys
+from typing import Callable
 
 import jax
+import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
+from lrm import jobs
+from lrm.cli import tools
 from lrm.core.errors import PREEMPTED_EXIT_STATUS, ConfigError, DataError, Preempted
+from lrm.jobs.stages import CONFIGS, default_config
+from lrm.parallel import distributed
 
 # name -> one-line description, in data-flow order.
 SUBCOMMANDS: dict[str, str] = {
@@ -24,14 +49,27 @@ SUBCOMMANDS: dict[str, str] = {
     "embed": "encode item text (MiniLM port or hashing fallback), bring-your-own .npy, fuse modalities",
     "finetune": "contrastive fine-tuning of the sentence encoder (FLUID: InfoNCE, false-negative masking, projection then joint)",
     "sid": "fit a SID tokenizer (RQ-KMeans, RQ-VAE, k-means) on embeddings; codes, trie input, quality report",
-    "train": "train a retrieval model (TIGER seq2seq over SIDs, or the SASRec baseline), resumable",
-    "evaluate": "rank all validation and test users with trained models; Recall/NDCG@K table",
+    "train": "train the job config.job names (retrieval: TIGER, SASRec, RPG; ranking; lm ...), resumable",
+    "evaluate": "score the models a run trained again (retrieval: Recall/NDCG@K table; ranking: AUC)",
     "rank": "ranking on a cold-start item split: ID / early / late-fusion SID rankers, multi-task AUC and GAUC on warm and cold items",
     "replay": "cold-start replay: rounds of two-tower slates, clicks and updates; how fast new items gain impressions",
     "lm": "the bilingual SID language model: joint vocabulary, text<->SID + next/masked item tasks, train, evaluate, after-item table",
     "rounds": "continuous pretraining over dated snapshots of a growing catalog (SID refresh, churn, freshness)",
     "run": "the main job: every stage above, end to end, from one config (default: synthetic world)",
 }
+
+# Job commands: name -> (the job it runs, None = config.job; its default config file).
+JOB_COMMANDS: dict[str, tuple[str | None, str]] = {
+    "train": (None, "base.py"),
+    "finetune": ("finetune", "finetune_beauty.py"),
+    "rank": ("ranking", "rank_synthetic.py"),
+    "replay": ("replay", "rank_synthetic.py"),
+    "lm": ("lm", "lm_beauty.py"),
+    "rounds": ("rounds", "base.py"),
+    "run": ("pipeline", "base.py"),
+}
+# The job of a config without a `job` field (configs/base.py's).
+DEFAULT_JOB = "retrieval"
 
 
 def usage() -> str:
@@ -55,16 +93,16 @@ def run(argv: list[str] | None = None) -> None:
   _quiet_library_logs()
 
   prog = f"lrm {name}"
-  # config_flags reads overrides from sys.argv when the module defines its flag.
+  # config_flags reads overrides from sys.argv when the command defines its flag.
   sys.argv = [prog] + argv[2:]
   try:
-    module = importlib.import_module(f"lrm.cli.{name}")
+    main = _define(name)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     _fail(prog, f"bad --config override: {_unquote(str(e))}")
 
   def guarded_main(args):
     try:
-      return module.main(args)
+      return main(args)
     except (ConfigError, DataError, FileNotFoundError) as e:
       _fail(prog, str(e))
     except Preempted as e:
@@ -86,6 +124,88 @@ def run(argv: list[str] | None = None) -> None:
             if named else f"bad --config override: {missing}")
 
   app.run(guarded_main, argv=sys.argv, flags_parser=parse_flags)
+
+
+def _define(name: str) -> Callable[[list[str]], None]:
+  """Defines the flags of command `name`; returns its main(argv)."""
+  if name == "evaluate":
+    return _evaluate()
+  if name not in JOB_COMMANDS:
+    return getattr(tools, name)()
+  job, default = JOB_COMMANDS[name]
+  config = config_flags.DEFINE_config_file("config", str(CONFIGS / default),
+                                           "config file (get_config)", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "run directory (overrides config.run_dir)")
+  join = _join_flags() if name != "finetune" else lambda: None
+  options = {}
+  if name == "lm":
+    options = {"train": flags.DEFINE_bool("train", True, "train (or resume) the LM"),
+               "evaluate": flags.DEFINE_bool("evaluate", True, "evaluate the trained LM")}
+
+  def main(argv):
+    del argv
+    join()
+    target = jobs.get(_named_job(config.value, job))
+    target.run(config.value, workdir.value, **{k: f.value for k, f in options.items()})
+  return main
+
+
+def _evaluate() -> Callable[[list[str]], None]:
+  """`lrm evaluate --workdir=W`: the run's saved config (W/config.json) is the config flag."""
+  workdir = _workdir_from_argv(sys.argv[1:])
+  path = pathlib.Path(workdir or "") / "config.json"
+  saved = (ml_collections.ConfigDict(json.loads(path.read_text()))
+           if workdir is not None and path.exists() else default_config())
+  config = config_flags.DEFINE_config_dict("config", saved, lock_config=True)
+  workdir_flag = flags.DEFINE_string("workdir", None, "run directory written by `lrm train`")
+  models = flags.DEFINE_list("model", [], "retrieval models to evaluate (default: every trained "
+                             "one)")
+
+  def main(argv):
+    del argv
+    if not workdir_flag.value:
+      raise ConfigError("workdir", "is required: the run directory `lrm train` wrote")
+    run_dir = pathlib.Path(workdir_flag.value)
+    if not (run_dir / "config.json").exists():
+      raise FileNotFoundError(f"{run_dir / 'config.json'} not found: is {run_dir} a run "
+                              f"directory of `lrm train`?")
+    name = _named_job(config.value, None)
+    options = {"models": tuple(models.value)} if models.value else {}
+    if options and name not in ("retrieval", "pipeline"):
+      raise ConfigError("model", f"picks retrieval models; {run_dir} holds a {name!r} run")
+    jobs.get(name).evaluate(config.value, run_dir, **options)
+  return main
+
+
+def _named_job(config, job: str | None) -> str:
+  """The job a command runs (its own, else config.job), recorded in the config."""
+  job = job or config.get("job", DEFAULT_JOB)
+  with config.unlocked():
+    config.job = job
+  return job
+
+
+def _workdir_from_argv(argv: list[str]) -> str | None:
+  """--workdir is needed before flags are parsed: the config flag is the saved config."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--workdir="):
+      return arg.split("=", 1)[1]
+    if arg == "--workdir" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _join_flags() -> Callable[[], None]:
+  """Flags that put a command into a multi-process job (lrm/parallel/distributed.py); returns
+  the function that joins it. Without them a command reads LRM_COORDINATOR /
+  LRM_NUM_PROCESSES / LRM_PROCESS_ID (set by launch/local.py), else lets jax detect a TPU pod
+  or SLURM job, else runs as one process."""
+  coordinator = flags.DEFINE_string("coordinator", None,
+                                    "host:port of process 0 in a multi-process job")
+  num_processes = flags.DEFINE_integer("num_processes", None, "processes in the job")
+  process_id = flags.DEFINE_integer("process_id", None, "this process's index in the job")
+  return lambda: distributed.initialize(distributed.process_spec(
+      coordinator.value, num_processes.value, process_id.value))
 
 
 def _configure_jax() -> None:

@@ -56,7 +56,7 @@ STAGE_SECTIONS = ("lm", "ranking", "replay")
 
 
 def pipeline_config(config) -> ml_collections.ConfigDict:
-  """The config without the stage sections (what lrm.pipeline validates and runs)."""
+  """The config without the stage sections (what lrm.jobs.stages validates and runs)."""
   return ml_collections.ConfigDict({k: v for k, v in config.to_dict().items()
                                     if k not in STAGE_SECTIONS})
 

@@ -15,6 +15,7 @@ m MLP width, v vocabulary.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Callable
 
 import jax
@@ -31,6 +32,12 @@ VOCAB_ROW_MULTIPLE = 128
 def padded_rows(n: int) -> int:
   """`n` rounded up to a multiple of VOCAB_ROW_MULTIPLE."""
   return -(-int(n) // VOCAB_ROW_MULTIPLE) * VOCAB_ROW_MULTIPLE
+
+
+def count_params(model: nnx.Module) -> int:
+  """The number of trainable parameters (nnx.Param leaves) of a model."""
+  return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(nnx.state(model,
+                                                                              nnx.Param))))
 
 
 def param(init: Callable, names: tuple[str | None, ...]) -> Callable:

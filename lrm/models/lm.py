@@ -536,7 +536,7 @@ def greedy_generate(model: LM, prompt: jax.Array, prompt_valid: jax.Array, num_t
   The first token continues each row's last real prompt token (left padding: the last slot).
   `allowed` restricts what may be generated (SID -> text allows text, field markers and eos);
   the argmax runs over the allowed tokens only. Pure in arrays: call it under `jax.jit` /
-  `nnx.jit` (lrm/lm.py `greedy_text` jits it once per architecture and length).
+  `nnx.jit` (lrm/jobs/lm/metrics.py `greedy_text` jits it once per architecture and length).
 
   Shape: prompt int32 [b, P], prompt_valid bool [b, P], prompt_prefix bool [b, P] or None,
     allowed bool [v] or None -> int32 [b, num_tokens].

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -634,8 +633,3 @@ def warmup_train(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: 
   trained, _ = nnx.merge(graphdef, state)
   nnx.update(model, nnx.state(trained))
   return records
-
-
-def count_params(model: nnx.Module) -> int:
-  return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(nnx.state(model,
-                                                                              nnx.Param))))

@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from lrm.core.config import load_config
+from lrm.jobs import JOBS
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
@@ -15,6 +16,11 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.py")), ids=lambda p: p.name)
 def test_every_config_loads(path):
   assert load_config(path, None) is not None
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.py")), ids=lambda p: p.name)
+def test_every_config_names_its_job(path):
+  assert load_config(path, None).job in JOBS
 
 
 @pytest.mark.parametrize("arg", [None, "cpu"])
@@ -28,7 +34,7 @@ def test_sports_finetune_is_beauty_finetune_on_sports_without_queries(arg):
 
 
 def test_rank_beauty_finetuned_names_a_finetune_config_that_loads():
-  from lrm.ranking import ranking_section
+  from lrm.jobs.ranking import ranking_section
   section = ranking_section(load_config(CONFIGS / "rank_beauty_finetuned.py", None))
   assert section.content == "finetuned"
   path, _, arg = section.finetune_config.partition(":")

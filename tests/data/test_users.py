@@ -127,7 +127,7 @@ def test_bad_users_jsonl_names_file_and_line(tmp_path, text, line, message):
 
 
 def test_data_stage_carries_users_into_the_run_directory(tmp_path):
-  from lrm.pipeline import data_stage, default_config
+  from lrm.jobs.stages import data_stage, default_config
   folder = _recbole(tmp_path / "src", USER_HEADER + "1\t24\tM\ttechnician\t85711\n")
   config = default_config()
   config.data.source = "recbole"

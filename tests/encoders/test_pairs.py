@@ -118,28 +118,3 @@ def test_topic_queries_name_each_items_leaf():
     leaf_of_query.setdefault(int(q), set()).add(int(world.truth.item_topic[i]))
   assert all(len(v) == 1 for v in leaf_of_query.values())
   assert all(" > " in t for t in qs.query_texts)
-
-
-def test_finetune_pairs_for_the_ranker_skip_cold_items_and_warm_targets():
-  from lrm.finetune import build_pairs
-  from lrm.data.splits import cold_start_split, warm_leave_one_out
-  from lrm.tasks.ranking import cold_warm_split
-  world = make_world(WorldConfig(branching=(2, 2), num_items=60, num_users=80))
-  data = world.dataset
-  pairs = build_pairs(data, window=2, item_to_item=True, queries=False, cold_fraction=0.2,
-                      cold_seed=4)
-  cold_rows = data.catalog.rows(cold_start_split(data.sequences, data.catalog, fraction=0.2,
-                                                 seed=4).cold_items)
-  assert len(pairs) and not np.isin(pairs.item, cold_rows).any()
-  # The ranking protocol at the same fraction and seed holds out the same items.
-  np.testing.assert_array_equal(
-      np.sort(cold_rows), cold_warm_split(data.sequences, data.catalog, cold_fraction=0.2,
-                                          seed=4).cold_rows)
-  # Exactly the pairs of the warm training part; the plain split's pairs reach cold items.
-  warm = warm_leave_one_out(data.sequences, data.catalog, cold_fraction=0.2, seed=4)
-  expected = pairs_lib.co_consumption_pairs(warm, data.catalog, window=2)
-  np.testing.assert_array_equal(pairs.positive_keys, expected.positive_keys)
-  plain = build_pairs(data, window=2, item_to_item=True, queries=False)
-  assert np.isin(plain.item, cold_rows).any()
-  with pytest.raises(ConfigError, match="pairs.cold_fraction"):
-    build_pairs(data, window=2, item_to_item=True, queries=False, cold_fraction=1.0)

@@ -276,7 +276,7 @@ def test_recommend_drives_the_lm_with_teacher_forced_scores():
 
 def test_sid_beam_search_compiles_once_for_every_batch_wrapper_and_checkpoint(monkeypatch):
   """`recommend` traces the LM's beam search once per shape: not per batch, not per
-  `SIDDecoder` wrapper (lrm/lm.py makes a new one per call), not per set of weights."""
+  `SIDDecoder` wrapper (lrm/jobs/lm makes a new one per call), not per set of weights."""
   traces = []
   init_decode = SIDDecoder.init_decode
   monkeypatch.setattr(SIDDecoder, "init_decode",

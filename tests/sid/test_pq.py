@@ -11,7 +11,8 @@ import pytest
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError, DataError
-from lrm.sid import pq, stage
+from lrm.jobs import sid as stage, stages
+from lrm.sid import pq
 from lrm.sid.table import SIDTable
 
 
@@ -180,14 +181,13 @@ def test_artifacts_from_before_the_opq_fields_are_still_reused(tmp_path):
 
 
 def test_pipeline_fits_opq_on_training_items(tmp_path):
-  from lrm import pipeline
   from lrm.data.splits import leave_one_out
   from lrm.data.synthetic import WorldConfig, make_world
   world = make_world(WorldConfig(num_items=400, num_users=40))
   config = ml_collections.ConfigDict({"resume": True, "sid": stage.SIDSpec(
       method="opq", num_codebooks=4, codebook_size=16, iters=5).to_dict()})
   x = world.catalog.embeddings["visual"]
-  report = pipeline.sid_stage(config, tmp_path, world.dataset, x)
+  report = stages.sid_stage(config, tmp_path, world.dataset, x)
   train_items = np.unique(leave_one_out(world.sequences).train.items)
   assert report["fit_items"] == len(train_items) and report["method"] == "opq"
   assert artifacts.read_manifest(tmp_path / "sid")["fit_items"] == len(train_items)

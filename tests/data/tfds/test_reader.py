@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from lrm import pipeline
 from lrm.core.errors import ConfigError, DataError
 from lrm.data.layout import read_dataset
 from lrm.data.tfds import build_tfds, item_source, load_tfds, user_source
+from lrm.jobs import stages
 
 from tests.data.tfds.tiny import assert_same_dataset
 
@@ -58,7 +58,7 @@ def test_records_that_disagree_with_the_info_are_refused(tiny_layout, tmp_path):
 
 
 def _tfds_config(name, data_dir, run_dir):
-  config = pipeline.default_config()
+  config = stages.default_config()
   config.run_dir = str(run_dir)
   config.data.source = "tfds"
   config.data.tfds = name
@@ -69,18 +69,18 @@ def _tfds_config(name, data_dir, run_dir):
 def test_pipeline_data_stage_reads_tfds(tiny_layout, tmp_path):
   name, _ = build_tfds(tmp_path / "tfds", "layout", path=tiny_layout)
   config = _tfds_config(name, tmp_path / "tfds", tmp_path / "run")
-  out = pipeline.data_stage(config, tmp_path / "run")
+  out = stages.data_stage(config, tmp_path / "run")
   assert_same_dataset(read_dataset(out), read_dataset(tiny_layout))
 
 
 def test_pipeline_validate_names_the_tfds_fields(tmp_path):
   config = _tfds_config("lrm_layout/x", "", tmp_path)
   with pytest.raises(ConfigError, match="'data.tfds'.*data.data_dir"):
-    pipeline.validate(config)
+    stages.validate(config)
   config.data.source = "synthetic"
   config.data.data_dir = str(tmp_path)
   with pytest.raises(ConfigError, match="'data.source'.*data.source=tfds"):
-    pipeline.validate(config)
+    stages.validate(config)
 
 
 def test_cli_writes_tfds(tiny_layout, tmp_path):

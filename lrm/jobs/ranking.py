@@ -1,0 +1,372 @@
+"""The ranking stage: cold-start ranking data -> SIDs -> rankers (ID / early / late fusion) ->
+AUC and GAUC per task on warm and cold candidates; it may import every stage before it.
+
+Its config section (`ranking`, defaults in `ranking_defaults()`) is not part of
+configs/base.py, so `pipeline_config` strips it before `lrm.jobs.stages` validates the rest
+(as the lm job does). Results go to run_dir/ranking/results.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from lrm.core import artifacts
+from lrm.core.config import load_config, merged_section, pipeline_config
+from lrm.core.errors import ConfigError
+from lrm.data.layout import read_dataset
+from lrm.data.types import Catalog
+from lrm.encoders.hashing import HashingEncoder
+from lrm.eval.ranking import task_metrics
+from lrm.jobs.common import at_workdir
+from lrm.jobs.embed import read_embeddings
+from lrm.jobs.finetune import run_finetune
+from lrm.jobs.stages import data_stage, embed_stage, validate
+from lrm.models.compression import CompressionConfig
+from lrm.models.ranker import Ranker, RankerConfig, predict, ranker_arrays, ranker_loss
+from lrm.sid.rq_kmeans import rq_kmeans_fit
+from lrm.tasks.ranking import (BINARY_TASKS, MAX_LONG_HISTORY, ColdWarmSplit, RankingData,
+                               cold_warm_split, encode_user_features)
+from lrm.train.checkpoint import Checkpointer
+from lrm.train.sampled_fit import fit_sampled
+from lrm.train.trainer import train
+
+
+def ranking_defaults() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.variants = ("id", "replace", "concat", "gate", "late")   # rankers to train
+  c.cold_fraction = 0.1          # share of interacted items held out of training
+  c.max_history = 20
+  c.num_negatives = 4            # sampled negatives per training positive
+  c.eval_negatives = 20          # per evaluation positive (warm and cold pools)
+  c.max_train_events = 0         # 0 = every training event
+  c.codebook_sizes = (16, 16, 16)  # RQ-KMeans SIDs of the item content
+  c.kmeans_iters = 20
+  c.d = 32
+  # Two layers: the candidate reads the history in the first, the readout reads both in the
+  # second; with one, the readout's fixed query cannot attend to the history *given* the
+  # candidate (Beauty warm / cold AUC, replace: .666 / .612 with 1 layer, .710 / .662 with 2).
+  c.num_layers = 2
+  c.num_heads = 2
+  c.mlp_dim = 64
+  c.dropout = 0.0
+  c.num_steps = 1500
+  c.batch_size = 256
+  c.learning_rate = 2e-3
+  c.late_tokens = "family"       # late fusion: one token per code family, or "level"
+  # Per-level rates of zeroing a training item's SID level (lrm/models/ranker.py: cold items).
+  c.sid_level_dropout = (0.0, 0.2, 0.5)
+  # The same for history items (always warm, so these only regularise); None = the above.
+  c.history_level_dropout = None
+  # Item content for the SIDs: "catalog" = the dataset's own embeddings, else hashed text;
+  # "embed" = the pipeline's embed stage (config.embed: MiniLM where configured or cached);
+  # "finetuned" = FLUID's contrastively fine-tuned encoder (lrm/jobs/finetune.py, the config file
+  # `finetune_config`, "path[:arg]"), its co-consumption pairs read from this split's warm
+  # training part only (`finetuned_content`).
+  c.content = "catalog"
+  c.finetune_config = ""
+  # User-side tokens (issue 8 item 2; lrm/tasks/ranking.py): the dataset's user attributes
+  # (needs Dataset.users, e.g. MovieLens' .user file) and user-item interaction counts.
+  c.user_features = False
+  c.user_feature_buckets = 8     # quantile buckets of numeric attributes (age)
+  c.interaction_counts = False
+  c.count_buckets = 8            # log2 buckets per count token
+  c.text_fields = ()             # item text for hashed content; () = title, brand, categories
+  # Long-term user token (lrm/models/ranker.py): the last `long_history` visible events (0 =
+  # off; at most 512) through the compression transformer (lrm/models/compression.py) with
+  # the candidate as query. `long_encoder` holds CompressionConfig fields; d_model is `d`.
+  c.long_history = 0
+  c.long_encoder = ml_collections.ConfigDict(LONG_ENCODER_DEFAULTS)
+  return c
+
+
+# The long-history encoder's defaults (CompressionConfig fields but d_model); `mixer="full"` is
+# the full-attention baseline with the same parameters.
+LONG_ENCODER_DEFAULTS = {"mixer": "compress", "num_heads": 2, "head_dim": 16, "mlp_dim": 64,
+                         "num_layers": 2, "dropout": 0.0, "fold": 16, "summaries": 4,
+                         "num_globals": 4,
+                         # Accepted with CompressionConfig's own defaults (not restated here).
+                         "recent_windows": CompressionConfig.recent_windows,
+                         "summary_reads": CompressionConfig.summary_reads}
+
+
+def long_encoder_config(section) -> CompressionConfig | None:
+  """The section's long-history encoder (None when `long_history` is 0); its d_model is the
+  ranker's d unless given (and then it must agree). Errors name `ranking.long_encoder.<field>`."""
+  if not int(section.get("long_history", 0)):
+    return None
+  given = section.get("long_encoder")
+  given = dict(given.to_dict() if hasattr(given, "to_dict") else given or {})
+  if int(given.setdefault("d_model", int(section.d))) != int(section.d):
+    raise ConfigError("ranking.long_encoder.d_model", f"must equal ranking.d={section.d}, got "
+                      f"{given['d_model']}")
+  return CompressionConfig.from_dict(given, where="ranking.long_encoder")
+
+
+def ranking_section(config) -> ml_collections.ConfigDict:
+  """The `ranking` section merged over the defaults; unknown fields raise ConfigError."""
+  out = merged_section(config, "ranking", ranking_defaults())
+  for name in ("num_steps", "batch_size", "max_history", "num_negatives", "eval_negatives", "d"):
+    if int(out[name]) < 1:
+      raise ConfigError(f"ranking.{name}", f"must be >= 1, got {out[name]}")
+  if out.content not in ("catalog", "embed", "finetuned"):
+    raise ConfigError("ranking.content", f"must be 'catalog', 'embed' or 'finetuned', got "
+                      f"{out.content!r}")
+  if out.content == "finetuned" and not out.finetune_config:
+    raise ConfigError("ranking.finetune_config", "content 'finetuned' needs a fine-tuning "
+                      "config file (e.g. configs/finetune_beauty.py:cpu)")
+  for name in ("user_feature_buckets", "count_buckets"):
+    if int(out[name]) < 2:
+      raise ConfigError(f"ranking.{name}", f"must be >= 2, got {out[name]}")
+  if not 0 <= int(out.long_history) <= MAX_LONG_HISTORY:
+    raise ConfigError("ranking.long_history", f"must be in [0, {MAX_LONG_HISTORY}] (0 = off), "
+                      f"got {out.long_history}")
+  encoder = long_encoder_config(out)
+  if encoder is not None and int(out.long_history) % encoder.fold:
+    raise ConfigError("ranking.long_encoder.fold", f"{encoder.fold} does not divide "
+                      f"long_history={out.long_history}")
+  return out
+
+
+def item_content(catalog: Catalog, text_fields=()) -> np.ndarray:
+  """The catalog's content embeddings (modalities concatenated in name order), or hashed text
+  embeddings of `text_fields` (default: `Catalog.text`'s) when it has none
+  (`lrm.encoders.hashing`)."""
+  if catalog.embeddings:
+    return np.concatenate([catalog.embeddings[m] for m in sorted(catalog.embeddings)], axis=1)
+  text = catalog.text(tuple(text_fields)) if text_fields else catalog.text()
+  return np.asarray(HashingEncoder(dim=128).encode(text), np.float32)
+
+
+def fit_codes(content: np.ndarray, sizes, *, seed: int, iters: int):
+  """RQ-KMeans on the content; returns the fitted model (its `codes` are per catalog row)."""
+  return rq_kmeans_fit(content, tuple(sizes), key=jax.random.key(seed), iters=iters)
+
+
+def train_ranker(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
+                 batch_size: int, learning_rate: float, seed: int,
+                 desc: str | None = None) -> float:
+  """A light AdamW loop (seeded batches, no checkpoints); returns the last 100 steps' mean loss
+  (`desc`: show progress under that name). For resumable runs with checkpoints use
+  `lrm.train.trainer.train(model, ranker_loss, ...)`."""
+  model.train()
+  return fit_sampled(model, ranker_loss, arrays, num_steps=num_steps, batch_size=batch_size,
+                     learning_rate=learning_rate, weight_decay=0.01, seed=seed, tail=100,
+                     desc=desc)
+
+
+def evaluate_ranker(model: Ranker, data: RankingData, item_codes: np.ndarray, *,
+                    candidate_codes=None, id_keep: float | None = None) -> dict[str, float]:
+  arrays = ranker_arrays(data, item_codes, model.cfg.tasks, candidate_codes=candidate_codes)
+  outputs = predict(model, arrays, id_keep=id_keep)
+  return task_metrics(outputs, data.labels, data.masks, data.user, model.cfg.tasks,
+                      BINARY_TASKS)
+
+
+def ranker_config(section, variant: str, num_items: int, tasks, *,
+                  user_feature_sizes=(), **kw) -> RankerConfig:
+  """The ranker of `variant`; user-feature tokens when `user_feature_sizes` is given (the
+  split's encoding) and the section asks for them, count tokens when it asks for counts."""
+  kw.setdefault("interaction_counts", bool(section.get("interaction_counts", False)))
+  kw.setdefault("count_buckets", int(section.get("count_buckets", 8)))
+  sizes = tuple(user_feature_sizes) if section.get("user_features", False) else ()
+  return RankerConfig(variant=variant, num_items=num_items,
+                      item_codebook_sizes=tuple(section.codebook_sizes), tasks=tuple(tasks),
+                      max_history=int(section.max_history), d=int(section.d),
+                      num_layers=int(section.num_layers), num_heads=int(section.num_heads),
+                      mlp_dim=int(section.mlp_dim), dropout=float(section.dropout),
+                      user_feature_sizes=sizes,
+                      late_tokens=str(section.get("late_tokens", "family")),
+                      sid_level_dropout=(tuple(section.get("sid_level_dropout", ()))
+                                         if variant != "id" else ()),
+                      history_level_dropout=(
+                          None if variant == "id" or section.get("history_level_dropout") is None
+                          else tuple(section.history_level_dropout)),
+                      long_encoder=long_encoder_config(section), **kw)
+
+
+def prepare(section, dataset, seed: int, content: np.ndarray | None = None
+            ) -> tuple[ColdWarmSplit, np.ndarray]:
+  """The items' SIDs (RQ-KMeans on `content`, default `item_content`; known before the split:
+  the counts need them), then the cold/warm split of the dataset with the user-side features
+  the section asks for."""
+  if content is None:
+    content = item_content(dataset.catalog, section.get("text_fields", ()))
+  if len(content) != len(dataset.catalog):
+    raise ConfigError("ranking.content", f"{len(content)} content rows for "
+                      f"{len(dataset.catalog)} items")
+  codes = fit_codes(content, section.codebook_sizes, seed=seed,
+                    iters=int(section.kmeans_iters)).codes
+  features = None
+  if section.get("user_features", False):
+    users = getattr(dataset, "users", None)
+    if users is None or not users.fields:
+      raise ConfigError("ranking.user_features", f"dataset {dataset.name!r} has no user "
+                        f"attributes (Dataset.users: a RecBole .user file or users.jsonl)")
+    features = encode_user_features(users, num_buckets=int(section.user_feature_buckets))
+  split = cold_warm_split(dataset.sequences, dataset.catalog,
+                          cold_fraction=float(section.cold_fraction),
+                          max_history=int(section.max_history),
+                          num_negatives=int(section.num_negatives),
+                          eval_negatives=int(section.eval_negatives), seed=seed,
+                          max_train_events=int(section.max_train_events) or None,
+                          user_features=features,
+                          count_codes=codes if section.get("interaction_counts", False)
+                          else None, long_history=int(section.get("long_history", 0)))
+  return split, codes
+
+
+def trainer_section(section, seed: int) -> dict[str, Any]:
+  """The `train` section `lrm.train.trainer.train` reads, from the ranking section."""
+  steps = int(section.num_steps)
+  return {"batch_size": int(section.batch_size), "num_steps": steps,
+          "learning_rate": float(section.learning_rate), "warmup_steps": min(100, steps // 10),
+          "decay": "cosine", "weight_decay": 0.01, "eval_every": steps,
+          "log_every": max(1, min(100, steps)), "checkpoint_every": steps, "seed": seed}
+
+
+def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
+                 workdir: pathlib.Path | None = None, train_models: bool = True
+                 ) -> dict[str, dict[str, Any]]:
+  """Trains every configured variant on the split; warm and cold metrics per variant.
+
+  With `workdir`, each variant trains through the project's trainer (checkpoints and
+  metrics under workdir/<variant>, resumed when present); without, through `train_ranker`.
+  `train_models=False` (`lrm evaluate`) only restores: every variant's checkpoint must have
+  reached `num_steps`, else a ConfigError names the variant and its step.
+  """
+  if not train_models:
+    if workdir is None:
+      raise ConfigError("workdir", "evaluating without training needs the run's checkpoints")
+    _check_trained(section, workdir)
+  out = {}
+  tasks = split.train.tasks
+  arrays = ranker_arrays(split.train, codes, tasks)
+  sizes = () if split.user_features is None else split.user_features.sizes
+  for variant in section.variants:
+    start = time.perf_counter()
+    model = Ranker(ranker_config(section, variant, split.num_items, tasks,
+                                 user_feature_sizes=sizes), rngs=nnx.Rngs(seed),
+                   item_codes=codes)
+    # A ranker without the long-term token never reads the long history: skip its gathers.
+    used = (arrays if model.long_encoder is not None else
+            {k: v for k, v in arrays.items() if k != "long_hist"})
+    if workdir is None:
+      loss = train_ranker(model, used, num_steps=int(section.num_steps),
+                          batch_size=int(section.batch_size),
+                          learning_rate=float(section.learning_rate), seed=seed,
+                          desc=f"ranker {variant}")
+    else:
+      train(model, ranker_loss, used, config=trainer_section(section, seed),
+            workdir=workdir / variant, progress=False)
+      loss = _last_train_loss(workdir / variant)
+    out[variant] = {"train_loss": loss,
+                    "warm": evaluate_ranker(model, split.warm, codes),
+                    "cold": evaluate_ranker(model, split.cold, codes),
+                    "wall_s": time.perf_counter() - start}
+  return out
+
+
+def _check_trained(section, workdir: pathlib.Path) -> None:
+  """Every configured variant has a checkpoint at `num_steps` under workdir/<variant>."""
+  for variant in section.variants:
+    folder = workdir / variant / "checkpoints"
+    step = 0
+    if folder.is_dir():
+      with Checkpointer(folder) as ckpt:
+        step = ckpt.latest_step() or 0
+    if step < int(section.num_steps):
+      raise ConfigError("ranking.variants", f"{variant!r} is trained to step {step} of "
+                        f"{section.num_steps} in {folder}: train it first (lrm train or "
+                        f"lrm rank with this config and workdir)")
+
+
+def _last_train_loss(workdir: pathlib.Path) -> float:
+  """The last logged train/loss in workdir/metrics.jsonl (nan if none)."""
+  path = workdir / "metrics.jsonl"
+  loss = float("nan")
+  if path.exists():
+    for line in path.read_text().splitlines():
+      record = json.loads(line)
+      loss = float(record.get("train/loss", loss))
+  return loss
+
+
+def finetuned_content(section, seed: int, run_dir: pathlib.Path, data_dir,
+                      num_items: int) -> np.ndarray:
+  """Item embeddings of an encoder fine-tuned for this run's cold-start split (FLUID).
+
+  The fine-tune (`ranking.finetune_config`, its data replaced by this run's) reads
+  co-consumption pairs from the warm training part of the split of `cold_fraction` and `seed`
+  only (`pairs.cold_fraction` / `cold_seed`, lrm.data.splits.warm_leave_one_out): the cold
+  items' codes come from content the encoder learned from other items' behaviour, never their
+  own. Its folder is keyed by fraction and seed; a finished one is reused, an interrupted one
+  resumes from its checkpoints; a changed fine-tuning config gets a folder of its own (the key
+  ends in a hash of the config), so nothing of an earlier one is reused or overwritten.
+  """
+  path, _, arg = str(section.finetune_config).partition(":")
+  if not pathlib.Path(path).is_file():
+    raise ConfigError("ranking.finetune_config", f"no such config file: {path}")
+  config = load_config(path, arg or None)
+  config.data = str(data_dir)
+  config.pairs.cold_fraction = float(section.cold_fraction)
+  config.pairs.cold_seed = int(seed)
+  digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+  workdir = run_dir / "finetune" / (f"cold{float(section.cold_fraction):g}_seed{int(seed)}_"
+                                    f"{digest.hexdigest()[:8]}")
+  if not (workdir / "embed" / artifacts.MANIFEST).exists():
+    run_finetune(config, workdir)
+  return read_embeddings(workdir / "embed", num_items=num_items)
+
+
+def run(config, workdir=None, *, train_models: bool = True) -> dict[str, Any]:
+  """The data stage (lrm.jobs.stages), then ranking in `workdir` (default: config.run_dir);
+  writes run_dir/ranking/results.json and the config to run_dir/config.json (what `lrm evaluate
+  --workdir` reads). `train_models=False` evaluates the trained rankers without training
+  (`run_variants`)."""
+  section = ranking_section(at_workdir(config, workdir))
+  base = pipeline_config(config)
+  validate(base)
+  run_dir = pathlib.Path(base.run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  artifacts.atomic_write_json(run_dir / "config.json", config.to_dict())
+  data_dir = data_stage(base, run_dir)
+  dataset = read_dataset(data_dir)
+  content = None
+  if section.content == "embed":
+    content = embed_stage(base, run_dir, data_dir, dataset)[0]
+  elif section.content == "finetuned":
+    content = finetuned_content(section, int(base.seed), run_dir, data_dir, len(dataset.catalog))
+  split, codes = prepare(section, dataset, int(base.seed), content=content)
+  results = {"dataset": dataset.name, "section": section.to_dict(),
+             "counts": {"train": len(split.train), "warm": len(split.warm),
+                        "cold": len(split.cold), "cold_items": len(split.cold_rows)},
+             "user_features": (None if split.user_features is None else
+                               dict(zip(split.user_features.names,
+                                        split.user_features.sizes))),
+             "variants": run_variants(section, split, codes, seed=int(base.seed),
+                                      workdir=run_dir / "ranking",
+                                      train_models=train_models)}
+  out = run_dir / "ranking"
+  out.mkdir(parents=True, exist_ok=True)
+  artifacts.atomic_write_text(out / "results.json", json.dumps(results, indent=1,
+                                                                default=float))
+  for name, r in results["variants"].items():
+    rmse = "".join(f"  {part} rating RMSE {r[part]['rating/rmse']:.4f}"
+                   for part in ("warm", "cold") if "rating/rmse" in r[part])
+    print(f"{name:8s} warm click AUC {r['warm'].get('click/auc', float('nan')):.4f}  "
+          f"cold click AUC {r['cold'].get('click/auc', float('nan')):.4f}{rmse}")
+  return results
+
+
+def evaluate(config, workdir=None) -> dict[str, Any]:
+  """The trained rankers scored again on warm and cold candidates, without training."""
+  return run(config, workdir, train_models=False)
