@@ -27,7 +27,8 @@ import ml_collections
 from absl import app, flags, logging
 
 from lrm.core import artifacts
-from lrm.jobs.replay import print_results, replay_defaults, replay_variants
+from lrm.jobs.defaults import replay_defaults
+from lrm.jobs.replay import print_results, replay_variants
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _ROUNDS = flags.DEFINE_integer("rounds", 30, "replay rounds")

@@ -11,17 +11,14 @@ co-consumption pairs alone.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
+
+from lrm.core.config import load_config
 
 
 def get_config(arg: str | None = None):
   here = pathlib.Path(__file__).resolve().parent
-  spec = importlib.util.spec_from_file_location("lrm_config_finetune_beauty",
-                                                here / "finetune_beauty.py")
-  beauty = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(beauty)
-  config = beauty.get_config(arg)
+  config = load_config(here / "finetune_beauty.py", arg)
   config.data = str(here.parent.parent / "shared" / "data" / "amazon_sports")
   config.pairs.queries = False
   return config

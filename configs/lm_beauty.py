@@ -18,10 +18,10 @@ from __future__ import annotations
 import pathlib
 
 from lrm.core.config import load_config, parse_arg
+from lrm.jobs.defaults import lm_defaults
 
 
 def get_config(arg: str | None = None):
-  from lrm.jobs.lm.config import lm_defaults
   here = pathlib.Path(__file__).resolve().parent
   options = parse_arg(arg, cpu=False, runlocal=False)
   config = load_config(here / "beauty.py", "cpu" if options.cpu or options.runlocal else "")

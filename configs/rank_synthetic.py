@@ -11,11 +11,10 @@ from __future__ import annotations
 import pathlib
 
 from lrm.core.config import load_config, parse_arg
+from lrm.jobs.defaults import ranking_defaults, replay_defaults
 
 
 def get_config(arg: str | None = None):
-  from lrm.jobs.ranking import ranking_defaults
-  from lrm.jobs.replay import replay_defaults
   options = parse_arg(arg, runlocal=False)
   here = pathlib.Path(__file__).resolve().parent
   config = load_config(here / "base.py", "runlocal" if options.runlocal else "")

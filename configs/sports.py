@@ -9,16 +9,14 @@ categories but no titles, so the text embedded is `brand; cat1 > cat2 > ...`.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
+
+from lrm.core.config import load_config
 
 
 def get_config(arg: str | None = None):
   here = pathlib.Path(__file__).resolve().parent
-  spec = importlib.util.spec_from_file_location("lrm_config_beauty", here / "beauty.py")
-  beauty = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(beauty)
-  config = beauty.get_config(arg)
+  config = load_config(here / "beauty.py", arg)
   config.run_dir = config.run_dir.replace("beauty", "sports")
   config.data.path = str(here.parent.parent / "shared" / "data" / "amazon_sports")
   # `title` is absent for every Sports item; the text joins the fields that exist.

@@ -39,7 +39,8 @@ from ml_collections import config_flags
 from lrm import jobs
 from lrm.cli import tools
 from lrm.core.errors import PREEMPTED_EXIT_STATUS, ConfigError, DataError, Preempted
-from lrm.jobs.stages import CONFIGS, default_config
+from lrm.jobs import defaults
+from lrm.jobs.stages import default_config
 from lrm.parallel import distributed
 
 # name -> one-line description, in data-flow order.
@@ -58,16 +59,18 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "the main job: every stage above, end to end, from one config (default: synthetic world)",
 }
 
-# Job commands: name -> (the job it runs, None = config.job; its default config file).
-JOB_COMMANDS: dict[str, tuple[str | None, str]] = {
-    "train": (None, "base.py"),
-    "finetune": ("finetune", "finetune_beauty.py"),
-    "rank": ("ranking", "rank_synthetic.py"),
-    "replay": ("replay", "rank_synthetic.py"),
-    "lm": ("lm", "lm_beauty.py"),
-    "rounds": ("rounds", "base.py"),
-    "run": ("pipeline", "base.py"),
+# Job commands: name -> (the job it runs, None = config.job; the argument of the package's
+# defaults (lrm/jobs/defaults.py) that is its config without --config, None = --config needed).
+JOB_COMMANDS: dict[str, tuple[str | None, str | None]] = {
+    "train": (None, ""),
+    "finetune": ("finetune", None),
+    "rank": ("ranking", "job=ranking"),
+    "replay": ("replay", "job=replay"),
+    "lm": ("lm", "job=lm"),
+    "rounds": ("rounds", "job=rounds"),
+    "run": ("pipeline", ""),
 }
+DEFAULTS_FILE = pathlib.Path(defaults.__file__)
 # The job of a config without a `job` field (configs/base.py's).
 DEFAULT_JOB = "retrieval"
 
@@ -94,9 +97,11 @@ def run(argv: list[str] | None = None) -> None:
 
   prog = f"lrm {name}"
   # config_flags reads overrides from sys.argv when the command defines its flag.
-  sys.argv = [prog] + argv[2:]
   try:
+    sys.argv = [prog] + _resolve_config_names(argv[2:])
     main = _define(name)
+  except ConfigError as e:
+    _fail(prog, str(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     _fail(prog, f"bad --config override: {_unquote(str(e))}")
 
@@ -133,7 +138,9 @@ def _define(name: str) -> Callable[[list[str]], None]:
   if name not in JOB_COMMANDS:
     return getattr(tools, name)()
   job, default = JOB_COMMANDS[name]
-  config = config_flags.DEFINE_config_file("config", str(CONFIGS / default),
+  default = None if default is None else f"{DEFAULTS_FILE}:{default}" if default else str(
+      DEFAULTS_FILE)
+  config = config_flags.DEFINE_config_file("config", default,
                                            "config file (get_config)", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "run directory (overrides config.run_dir)")
   join = _join_flags() if name != "finetune" else lambda: None
@@ -144,6 +151,9 @@ def _define(name: str) -> Callable[[list[str]], None]:
 
   def main(argv):
     del argv
+    if config.value is None:
+      raise ConfigError("config", f"`lrm {name}` needs one, e.g. --config=configs/"
+                        f"{name}_beauty.py")
     join()
     target = jobs.get(_named_job(config.value, job))
     target.run(config.value, workdir.value, **{k: f.value for k, f in options.items()})
@@ -175,6 +185,28 @@ def _evaluate() -> Callable[[list[str]], None]:
       raise ConfigError("model", f"picks retrieval models; {run_dir} holds a {name!r} run")
     jobs.get(name).evaluate(config.value, run_dir, **options)
   return main
+
+
+def _resolve_config_names(args: list[str]) -> list[str]:
+  """`--config=NAME[:arg]` (a bare name, no path): `base` is the package's defaults, any other
+  name ./configs/NAME.py (the experiment configs beside the checkout). Paths pass unchanged."""
+  out = list(args)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      j, value = i, arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(out):
+      j, value = i + 1, out[i + 1]
+    else:
+      continue
+    name, sep, rest = value.partition(":")
+    if not name.isidentifier():
+      continue
+    path = DEFAULTS_FILE if name in ("base", "defaults") else pathlib.Path("configs", f"{name}.py")
+    if not path.exists():
+      raise ConfigError("config", f"no config named '{name}': {path} does not exist (give a "
+                        f"path, or run from the checkout that has configs/)")
+    out[j] = ("--config=" if j == i else "") + str(path) + sep + rest
+  return out
 
 
 def _named_job(config, job: str | None) -> str:
@@ -236,12 +268,16 @@ _QUIET_INFO_SOURCES = ("/orbax/", "/jax/_src/xla_bridge.py")
 def _quiet_library_logs() -> None:
   """Orbax logs every save and restore step at INFO, and JAX's backend probe logs a missing
   libtpu at INFO on every machine without a TPU; on the command line only their warnings show
-  (library users keep absl's defaults)."""
+  (library users keep absl's defaults). Orbax's warning about a save without metrics goes too."""
 
   class DropLibraryInfo(pylogging.Filter):
     def filter(self, record: pylogging.LogRecord) -> bool:
-      return record.levelno >= pylogging.WARNING or not any(
-          part in record.pathname for part in _QUIET_INFO_SOURCES)
+      if any(part in record.pathname for part in _QUIET_INFO_SOURCES):
+        # Saves between validations carry no metrics by design (lrm/train/checkpoint.py), and
+        # orbax warns about each one.
+        return (record.levelno >= pylogging.WARNING
+                and not str(record.msg).startswith("Requested `tracked_metric`"))
+      return True
 
   logging.get_absl_handler().addFilter(DropLibraryInfo())
 

@@ -41,13 +41,12 @@ from lrm.data.splits import leave_one_out
 from lrm.data.synthetic import WorldConfig, make_world, write_world
 from lrm.data.tfds import BUILDERS, build_tfds
 from lrm.encoders import byo
-from lrm.jobs import embed as embed_lib, sid as sid_lib
-from lrm.jobs.stages import CONFIGS
+from lrm.jobs import defaults, embed as embed_lib, sid as sid_lib
 from lrm.sid.quality import format_report
 
 
 def _base_config(section: str):
-  return config_flags.DEFINE_config_file("config", str(CONFIGS / "base.py"), f"config file; "
+  return config_flags.DEFINE_config_file("config", defaults.__file__, f"config file; "
                                          f"its `{section}` section is used", lock_config=True)
 
 

@@ -35,13 +35,13 @@ from lrm.data.synthetic import WorldConfig, make_world
 from lrm.encoders import contrastive as C, pairs as pairs_lib
 from lrm.encoders.resolve import resolve_encoder
 from lrm.jobs import embed as embed_stage
+from lrm.jobs.defaults import FINETUNE_PAIRS
 from lrm.train.checkpoint import Checkpointer
 
 KNOWN_SECTIONS = ("job", "data", "encoder", "fields", "pairs", "finetune")
 # pairs.cold_fraction > 0: co-consumption from the warm training part of the cold-start split of
 # that fraction and pairs.cold_seed (build_pairs).
-PAIRS_DEFAULTS = {"window": 3, "item_to_item": True, "queries": True, "cold_fraction": 0.0,
-                  "cold_seed": 0}
+
 
 
 def build_pairs(dataset, world=None, *, window: int, item_to_item: bool, queries: bool,
@@ -81,8 +81,8 @@ def run_finetune(config: Any, workdir: str | pathlib.Path, *,
     if key not in KNOWN_SECTIONS:
       raise ConfigError(key, f"unknown section; known: {KNOWN_SECTIONS}")
   cfg = C.ContrastiveConfig.from_dict(config.finetune.to_dict())
-  check_known(config.pairs.to_dict(), PAIRS_DEFAULTS, prefix="pairs.")
-  pairs_cfg = {**PAIRS_DEFAULTS, **config.pairs.to_dict()}
+  check_known(config.pairs.to_dict(), FINETUNE_PAIRS, prefix="pairs.")
+  pairs_cfg = {**FINETUNE_PAIRS, **config.pairs.to_dict()}
   workdir = pathlib.Path(workdir)
   world = None
   if config.data == "synthetic":

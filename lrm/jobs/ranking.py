@@ -27,6 +27,7 @@ from lrm.data.types import Catalog
 from lrm.encoders.hashing import HashingEncoder
 from lrm.eval.ranking import task_metrics
 from lrm.jobs.common import at_workdir
+from lrm.jobs.defaults import ranking_defaults
 from lrm.jobs.embed import read_embeddings
 from lrm.jobs.finetune import run_finetune
 from lrm.jobs.stages import data_stage, embed_stage, validate
@@ -38,64 +39,6 @@ from lrm.tasks.ranking import (BINARY_TASKS, MAX_LONG_HISTORY, ColdWarmSplit, Ra
 from lrm.train.checkpoint import Checkpointer
 from lrm.train.sampled_fit import fit_sampled
 from lrm.train.trainer import train
-
-
-def ranking_defaults() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variants = ("id", "replace", "concat", "gate", "late")   # rankers to train
-  c.cold_fraction = 0.1          # share of interacted items held out of training
-  c.max_history = 20
-  c.num_negatives = 4            # sampled negatives per training positive
-  c.eval_negatives = 20          # per evaluation positive (warm and cold pools)
-  c.max_train_events = 0         # 0 = every training event
-  c.codebook_sizes = (16, 16, 16)  # RQ-KMeans SIDs of the item content
-  c.kmeans_iters = 20
-  c.d = 32
-  # Two layers: the candidate reads the history in the first, the readout reads both in the
-  # second; with one, the readout's fixed query cannot attend to the history *given* the
-  # candidate (Beauty warm / cold AUC, replace: .666 / .612 with 1 layer, .710 / .662 with 2).
-  c.num_layers = 2
-  c.num_heads = 2
-  c.mlp_dim = 64
-  c.dropout = 0.0
-  c.num_steps = 1500
-  c.batch_size = 256
-  c.learning_rate = 2e-3
-  c.late_tokens = "family"       # late fusion: one token per code family, or "level"
-  # Per-level rates of zeroing a training item's SID level (lrm/models/ranker.py: cold items).
-  c.sid_level_dropout = (0.0, 0.2, 0.5)
-  # The same for history items (always warm, so these only regularise); None = the above.
-  c.history_level_dropout = None
-  # Item content for the SIDs: "catalog" = the dataset's own embeddings, else hashed text;
-  # "embed" = the pipeline's embed stage (config.embed: MiniLM where configured or cached);
-  # "finetuned" = FLUID's contrastively fine-tuned encoder (lrm/jobs/finetune.py, the config file
-  # `finetune_config`, "path[:arg]"), its co-consumption pairs read from this split's warm
-  # training part only (`finetuned_content`).
-  c.content = "catalog"
-  c.finetune_config = ""
-  # User-side tokens (issue 8 item 2; lrm/tasks/ranking.py): the dataset's user attributes
-  # (needs Dataset.users, e.g. MovieLens' .user file) and user-item interaction counts.
-  c.user_features = False
-  c.user_feature_buckets = 8     # quantile buckets of numeric attributes (age)
-  c.interaction_counts = False
-  c.count_buckets = 8            # log2 buckets per count token
-  c.text_fields = ()             # item text for hashed content; () = title, brand, categories
-  # Long-term user token (lrm/models/ranker.py): the last `long_history` visible events (0 =
-  # off; at most 512) through the compression transformer (lrm/models/compression.py) with
-  # the candidate as query. `long_encoder` holds CompressionConfig fields; d_model is `d`.
-  c.long_history = 0
-  c.long_encoder = ml_collections.ConfigDict(LONG_ENCODER_DEFAULTS)
-  return c
-
-
-# The long-history encoder's defaults (CompressionConfig fields but d_model); `mixer="full"` is
-# the full-attention baseline with the same parameters.
-LONG_ENCODER_DEFAULTS = {"mixer": "compress", "num_heads": 2, "head_dim": 16, "mlp_dim": 64,
-                         "num_layers": 2, "dropout": 0.0, "fold": 16, "summaries": 4,
-                         "num_globals": 4,
-                         # Accepted with CompressionConfig's own defaults (not restated here).
-                         "recent_windows": CompressionConfig.recent_windows,
-                         "summary_reads": CompressionConfig.summary_reads}
 
 
 def long_encoder_config(section) -> CompressionConfig | None:

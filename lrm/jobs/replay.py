@@ -81,6 +81,7 @@ from lrm.data.layout import read_dataset
 from lrm.data.synthetic import read_world
 from lrm.data.types import Dataset
 from lrm.jobs.common import at_workdir, saved_results
+from lrm.jobs.defaults import REPLAY_TOWERS as TOWERS, replay_defaults
 from lrm.jobs.ranking import item_content
 from lrm.jobs.stages import data_stage, validate
 from lrm.models import two_tower as tt
@@ -88,40 +89,8 @@ from lrm.sid.rq_kmeans import cluster_ids_fit
 from lrm.tasks.ranking import cold_warm_split, topic_affinity
 
 # Item-tower variants (benchmarks/ranking.py's four); "clusters" takes `num_clusters`.
-TOWERS: dict[str, dict[str, Any]] = {
-    "id_only": dict(use_item_id=True, use_content=False),
-    "cluster_ids": dict(clusters=True, use_content=False),
-    "cluster_ids+content": dict(clusters=True),
-    "cluster_ids+content+id": dict(clusters=True, use_item_id=True),
-}
 CLICK_MODELS = ("auto", "truth", "held_out")
 THRESHOLDS = (0.1, 0.5)   # summary: first round with this share of new items shown
-
-
-def replay_defaults() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.variants = tuple(TOWERS)     # item towers to replay (keys of TOWERS)
-  c.cold_fraction = 0.1          # share of interacted items held out as new items
-  c.max_history = 20             # history items the user tower reads
-  c.max_train_events = 0         # 0 = every warm training positive
-  c.num_clusters = 64            # k-means cluster IDs of the item content
-  c.kmeans_iters = 20
-  c.d = 64                       # tower width
-  c.temperature = 0.05
-  c.train_steps = 1500           # initial training on the warm positives
-  c.batch_size = 256
-  c.learning_rate = 3e-3         # AdamW, constant; the same optimizer continues each round
-  c.rounds = 20                  # replay rounds ("days")
-  c.users_per_round = 200        # users served per round (0 = all)
-  c.slate_size = 10              # K: impressions per served user
-  c.explore_slots = 0            # of the K, slots given to uniformly random unseen items
-  c.update_steps = 50            # training steps after each round
-  c.click_share = 0.5            # share of each update batch drawn from the round's clicks
-  c.click_model = "auto"         # auto | truth (synthetic world) | held_out
-  c.click_slope = 8.0            # truth clicks: p = sigmoid(slope * (affinity - midpoint))
-  c.click_midpoint = 0.6
-  c.eval_k = 20                  # Recall@K on the warm and cold evaluation positives
-  return c
 
 
 def replay_section(config) -> ml_collections.ConfigDict:

@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from lrm.core import artifacts
-from lrm.core.config import check_known, load_config
+from lrm.core.config import check_known
 from lrm.core.errors import ConfigError
 from lrm.core.report import print_table
 from lrm.data import (read_amazon_2014, read_dataset, read_movielens, read_recbole_atomic,
@@ -31,19 +31,16 @@ from lrm.data.splits import leave_one_out
 from lrm.data.tfds import load_tfds
 from lrm.data.synthetic import WorldConfig, make_world, write_world
 from lrm.encoders.resolve import resolve_encoder
-from lrm.jobs import embed as embed_lib, sid as sid_lib
+from lrm.jobs import defaults, embed as embed_lib, sid as sid_lib
 from lrm.sid.quality import format_report
 
 DATA_SOURCES = ("synthetic", "layout", "amazon2014", "movielens", "recbole", "tfds")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 
-# The experiment configs (configs/base.py holds every default).
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
-
-
 def default_config():
-  return load_config(CONFIGS / "base.py")
+  """Every default of the stages and the retrieval job (lrm/jobs/defaults.py)."""
+  return defaults.get_config()
 
 
 def validate(config) -> None:

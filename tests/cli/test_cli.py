@@ -46,6 +46,16 @@ def test_unknown_override_of_a_training_config_is_one_line():
                                 "config.model.no_such_field is not a field of the config")
 
 
+
+def test_config_by_name(tmp_path):
+  out = lrm("train", "--config=nosuch", check=False)
+  assert out.returncode == 2 and out.stderr.count("\n") == 1
+  assert "no config named 'nosuch'" in out.stderr
+  out = lrm("train", "--config=beauty", "--config.model.no_such_field=3", check=False)
+  assert out.returncode == 2 and "no_such_field is not a field" in out.stderr
+  out = lrm("finetune", check=False)   # finetune has no synthetic default: --config needed
+  assert out.returncode == 2 and "--config=configs/finetune_beauty.py" in out.stderr
+
 def test_world_then_embed_with_fallback(tmp_path):
   lrm("world", f"--out={tmp_path / 'w'}", "--config=configs/base.py:runlocal")
   lrm("embed", f"--data={tmp_path / 'w'}", f"--out={tmp_path / 'e'}")

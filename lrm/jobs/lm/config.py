@@ -11,10 +11,9 @@ import dataclasses
 import pathlib
 from typing import Any, Mapping
 
-import ml_collections
-
 from lrm.core.config import check_known
 from lrm.core.errors import ConfigError
+from lrm.jobs.defaults import lm_defaults
 from lrm.models.lm import LM_SIZES
 from lrm.tasks.lm_tasks import LMTaskConfig
 from lrm.train.optimizer import optimizer_from_config
@@ -23,59 +22,6 @@ from lrm.train.trainer import LoopSpec
 MODEL_SIZE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
 
 
-def lm_defaults() -> ml_collections.ConfigDict:
-  """Every field of the `lm` config section, with its default."""
-  lm = ml_collections.ConfigDict()
-  lm.variant = ""                 # "" = run_dir/lm; a name = run_dir/lm/<name> (ablations)
-  lm.size = "10m"                 # lrm/models/lm.py LM_SIZES name; "" = lm.model fields only
-  lm.init_from = ""               # an HF Llama/Qwen checkpoint folder (its tokenizer.json too)
-  lm.init_noise_scale = 0.1       # new rows of an HF checkpoint: mean + this x std x N(0, 1)
-  # Architecture: size fields of 0 take the size's value; the rest are LMConfig fields.
-  lm.model = ml_collections.ConfigDict(dict(
-      d_model=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0, mlp_dim=0,
-      rope_theta=10000.0, tie_embeddings=True, init_std=0.02, dtype="float32",
-      attention_impl="", remat=False))
-  # The joint vocabulary (lrm/tokens/joint_vocab.py make_joint_vocab).
-  lm.vocab = ml_collections.ConfigDict(dict(
-      text_tokenizer="bpe",       # bpe (trained on the catalog) or a tokenizer.json path
-      bpe_vocab_size=8192, bpe_min_frequency=2, num_sentinels=8,
-      pad_id=-1))                 # -1: detect the tokenizer's pad (or add one)
-  # Tasks, mixing and packing (lrm/tasks/lm_tasks.py LMTaskConfig; num_examples 0 = all).
-  lm.tasks = ml_collections.ConfigDict(dict(
-      weights=ml_collections.ConfigDict(dict(sid2text=1.0, text2sid=1.0, next=1.0,
-                                             masked=1.0, history=0.0)),
-      text_fields=("title", "brand", "categories"), max_field_tokens=48, max_history=20,
-      history_titles=False,       # text beside each SID in histories (the mixed document)
-      history_fields=("title",),  # ... which fields, in order (a subset of text_fields)
-      history_title_tokens=16,    # ... tokens kept per field
-      history_text_loss=False,    # history documents also score that text (SID -> text)
-      history_overlap=8,
-      next_item_prompt="auto",    # auto: history prompts when history is weighted, next not
-      max_prompt_tokens=384,
-      mask_fraction=0.15, prefix_lm_tasks=("masked",), row_length=512, overflow="truncate",
-      open_rows=64, num_examples=0,
-      mix_by="share",             # weights as shares of the mix, or "passes" per epoch (dense)
-      seed=0))
-  # The training loop and optimizer (lrm/train/trainer.py LoopSpec, lrm/train/optimizer.py).
-  lm.train = ml_collections.ConfigDict(dict(
-      batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100, decay="cosine",
-      end_fraction=0.0, weight_decay=0.01, b1=0.9, b2=0.98, clip_norm=1.0, eval_every=500,
-      log_every=50, checkpoint_every=500, patience=0,
-      best_metric="valid/ndcg@10",   # or valid/text2sid_acc@10 (valid/recall@k, ...@1)
-      best_mode="max", keep_last=2, seed=0, worker_count=0))
-  lm.eval = ml_collections.ConfigDict(dict(
-      ks=(5, 10), beam_size=20, batch_size=128,
-      valid_users=500,            # users in periodic validation (0 = all)
-      max_users=0,                # users per split in the final evaluation (0 = all)
-      text_holdout=200,           # items whose links are kept out of training (half valid)
-      sid2text_tokens=32))        # greedy tokens generated for SID -> text
-  lm.cold_start = ml_collections.ConfigDict(dict(fraction=0.0, seed=0, by="random"))
-  lm.after_item = ml_collections.ConfigDict(dict(num_items=100, top_k=10))  # 0 items = none
-  lm.continued = ml_collections.ConfigDict(dict(
-      steps=200, eval_every=20, replay_fraction=0.5, learning_rate=5e-4, batch_size=0,
-      eval_items=200,             # new items scored for text -> SID freshness
-      threshold=0.5))             # freshness: first step with new-item text->SID acc@10 >= it
-  return lm
 
 
 @dataclasses.dataclass(frozen=True)

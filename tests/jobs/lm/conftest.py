@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from lrm.jobs.lm.config import lm_defaults
+from lrm.jobs.defaults import lm_defaults
 
 SEED = 0
 
