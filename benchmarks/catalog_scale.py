@@ -18,12 +18,11 @@ stage (the slope of log cost against log N). Writes one record (`benchmark: "cat
 to benchmarks/results.
 
   python benchmarks/catalog_scale.py --sizes=10000                       # a smoke run
-  python benchmarks/catalog_scale.py --sizes 1000000 3000000 10000000    # issue 26's sizes
+  python benchmarks/catalog_scale.py --sizes=1000000,3000000,10000000    # issue 26's sizes
 """
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import resource
 import sys
@@ -34,6 +33,7 @@ import tracemalloc
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,6 +45,21 @@ from lrm.sid.table import SIDTable, with_collision_level  # noqa: E402
 from lrm.sid.trie import contains, trie_from_table  # noqa: E402
 
 STAGES = ("embed", "fit", "assign", "trie", "decode")
+
+_SIZES = flags.DEFINE_list("sizes", ["1000000", "3000000", "10000000"],
+                           "catalog sizes (comma separated)")
+_DIM = flags.DEFINE_integer("dim", 64, "embedding dimension")
+_CODEBOOK = flags.DEFINE_integer("codebook", 256, "codes per RQ-KMeans level")
+_LEVELS = flags.DEFINE_integer("levels", 3, "RQ-KMeans levels")
+_FIT_SAMPLE = flags.DEFINE_integer("fit-sample", 100_000, "rows RQ-KMeans is fitted on")
+_ITERS = flags.DEFINE_integer("iters", 25, "Lloyd iterations per level")
+_CHUNK = flags.DEFINE_integer("chunk", 65_536, "rows per streamed chunk")
+_USERS = flags.DEFINE_integer("users", 8, "users decoded per catalog")
+_BEAM = flags.DEFINE_integer("beam", 20, "beam width")
+_TOP_K = flags.DEFINE_integer("top-k", 10, "items returned per user")
+_MODEL_DIM = flags.DEFINE_integer("model-dim", 128, "width of the stand-in model")
+_SEED = flags.DEFINE_integer("seed", 0, "seed")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 
 
 class Stage:
@@ -110,19 +125,20 @@ def make_stand_in_step(sizes: tuple[int, ...], dim: int, seed: int):
   return step
 
 
-def run_size(n: int, args, workdir: pathlib.Path) -> list[dict]:
+def run_size(n: int, workdir: pathlib.Path) -> list[dict]:
   rows = []
   with Stage("embed", n) as s:
-    emb = write_random_embeddings(workdir / f"emb_{n}.npy", n, args.dim, args.chunk, args.seed)
+    emb = write_random_embeddings(workdir / f"emb_{n}.npy", n, _DIM.value, _CHUNK.value,
+                                  _SEED.value)
   rows.append(s.row())
-  sample = min(n, args.fit_sample)
+  sample = min(n, _FIT_SAMPLE.value)
   with Stage("fit", n) as s:
-    pick = np.sort(np.random.default_rng(args.seed).choice(n, sample, replace=False))
-    model = rq_kmeans_fit(np.asarray(emb[pick]), (args.codebook,) * args.levels,
-                          key=jax.random.key(args.seed), iters=args.iters)
+    pick = np.sort(np.random.default_rng(_SEED.value).choice(n, sample, replace=False))
+    model = rq_kmeans_fit(np.asarray(emb[pick]), (_CODEBOOK.value,) * _LEVELS.value,
+                          key=jax.random.key(_SEED.value), iters=_ITERS.value)
   rows.append(s.row(fit_rows=sample))
   with Stage("assign", n) as s:
-    codes = assign_streamed(model, emb, args.chunk)
+    codes = assign_streamed(model, emb, _CHUNK.value)
   rows.append(s.row())
   with Stage("trie", n) as s:
     table = with_collision_level(SIDTable(item_ids=np.arange(n), codes=codes,
@@ -131,19 +147,19 @@ def run_size(n: int, args, workdir: pathlib.Path) -> list[dict]:
     arrays = trie.arrays()
   rows.append(s.row(trie_bytes=trie.nbytes(), collision_size=table.collision_size))
   sizes = table.full_codebook_sizes
-  step = make_stand_in_step(sizes, args.model_dim, args.seed)
-  state = jax.random.normal(jax.random.key(n), (args.users, args.model_dim))
+  step = make_stand_in_step(sizes, _MODEL_DIM.value, _SEED.value)
+  state = jax.random.normal(jax.random.key(n), (_USERS.value, _MODEL_DIM.value))
   decode = lambda: jax.block_until_ready(beam_search(
-      step, state, arrays, batch_size=args.users, beam_size=args.beam, num_levels=len(sizes),
-      codebook_sizes=sizes, top_k=args.top_k))
+      step, state, arrays, batch_size=_USERS.value, beam_size=_BEAM.value, num_levels=len(sizes),
+      codebook_sizes=sizes, top_k=_TOP_K.value))
   t0 = time.perf_counter()
   decode()  # compiles
   compile_s = time.perf_counter() - t0
-  with Stage("decode", n, work=args.users) as s:
+  with Stage("decode", n, work=_USERS.value) as s:
     result = decode()
   codes_out = np.asarray(result.codes).reshape(-1, len(sizes))
   assert contains(trie, codes_out).all(), "constrained decoding returned an invalid SID"
-  rows.append(s.row(users=args.users, first_run_s_incl_compile=compile_s))
+  rows.append(s.row(users=_USERS.value, first_run_s_incl_compile=compile_s))
   (workdir / f"emb_{n}.npy").unlink()
   for row in rows:
     print(row, flush=True)
@@ -163,49 +179,33 @@ def growth_exponents(rows: list[dict]) -> dict[str, dict[str, float]]:
   return out
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], nargs="+",
-                      default=[[1_000_000, 3_000_000, 10_000_000]],
-                      help="catalog sizes (space or comma separated)")
-  parser.add_argument("--dim", type=int, default=64, help="embedding dimension")
-  parser.add_argument("--codebook", type=int, default=256)
-  parser.add_argument("--levels", type=int, default=3)
-  parser.add_argument("--fit-sample", type=int, default=100_000)
-  parser.add_argument("--iters", type=int, default=25)
-  parser.add_argument("--chunk", type=int, default=65_536, help="rows per streamed chunk")
-  parser.add_argument("--users", type=int, default=8, help="users decoded per catalog")
-  parser.add_argument("--beam", type=int, default=20)
-  parser.add_argument("--top-k", type=int, default=10)
-  parser.add_argument("--model-dim", type=int, default=128)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
-  args = parser.parse_args(argv)
-  sizes = sorted({n for group in args.sizes for n in group})
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  sizes = sorted({int(n) for n in _SIZES.value})
   t_start = time.perf_counter()
   tracemalloc.start()
   rows = []
   with tempfile.TemporaryDirectory() as workdir:
     for n in sizes:
-      rows += run_size(n, args, pathlib.Path(workdir))
+      rows += run_size(n, pathlib.Path(workdir))
   tracemalloc.stop()
   device, slug = artifacts.device_description()
   record = {
       "benchmark": "catalog_scale",
-      "dataset": f"synthetic catalog: random unit embeddings (d={args.dim}, seed={args.seed})",
+      "dataset": f"synthetic catalog: random unit embeddings (d={_DIM.value}, seed={_SEED.value})",
       "model": f"stand-in step: tanh(state + code embedding) -> per-level head "
-               f"(d={args.model_dim}); RQ-KMeans {args.levels} x {args.codebook} + collision",
-      "metrics": {"sizes": sizes, "fit_sample": args.fit_sample, "chunk": args.chunk,
-                  "users": args.users, "beam": args.beam, "top_k": args.top_k,
+               f"(d={_MODEL_DIM.value}); RQ-KMeans {_LEVELS.value} x {_CODEBOOK.value} + collision",
+      "metrics": {"sizes": sizes, "fit_sample": _FIT_SAMPLE.value, "chunk": _CHUNK.value,
+                  "users": _USERS.value, "beam": _BEAM.value, "top_k": _TOP_K.value,
                   "stages": rows, "growth_exponents": growth_exponents(rows)},
       "device": device,
       "wall_s": time.perf_counter() - t_start,
       "commit": artifacts.git_commit(),
-      "command": "python benchmarks/catalog_scale.py " + " ".join(
-          argv if argv is not None else sys.argv[1:]),
+      "command": "python benchmarks/catalog_scale.py " + " ".join(sys.argv[1:]),
   }
-  artifacts.write_benchmark_result(args.out, f"catalog_scale_{slug}", record)
+  artifacts.write_benchmark_result(pathlib.Path(_OUT.value), f"catalog_scale_{slug}", record)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -15,7 +15,6 @@ decoding (a random model: near 1).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import pathlib
@@ -23,8 +22,19 @@ import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+_ITEMS = flags.DEFINE_integer("items", 12_000, "catalog items (random SIDs)")
+_CODEBOOK = flags.DEFINE_integer("codebook", 256, "codes per level")
+_LEVELS = flags.DEFINE_integer("levels", 3, "levels before the collision level")
+_BEAM = flags.DEFINE_integer("beam", 20, "beam width")
+_TOP_K = flags.DEFINE_integer("top-k", 10, "items returned per user")
+_BATCHES = flags.DEFINE_list("batches", ["1", "32", "256"], "batch sizes (comma separated)")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed warm runs (best is kept)")
+_SEED = flags.DEFINE_integer("seed", 0, "seed")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 
 
 def make_table(n: int, k: int, levels: int, seed: int):
@@ -60,18 +70,9 @@ def make_model(sizes, d: int, mlp: int, layers: int, seed: int):
   return step
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--items", type=int, default=12_000)
-  parser.add_argument("--codebook", type=int, default=256)
-  parser.add_argument("--levels", type=int, default=3)
-  parser.add_argument("--beam", type=int, default=20)
-  parser.add_argument("--top-k", type=int, default=10)
-  parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
-  args = parser.parse_args(argv)
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   t_start = time.perf_counter()
 
   import jax
@@ -81,24 +82,24 @@ def main(argv=None) -> None:
   from lrm.decode import beam_search, codes_to_items
   from lrm.sid.trie import contains, trie_from_table
 
-  table = make_table(args.items, args.codebook, args.levels, args.seed)
+  table = make_table(_ITEMS.value, _CODEBOOK.value, _LEVELS.value, _SEED.value)
   trie = trie_from_table(table)
   sizes = table.full_codebook_sizes
   L = len(sizes)
-  step = make_model(sizes, d=128, mlp=1024, layers=4, seed=args.seed)
+  step = make_model(sizes, d=128, mlp=1024, layers=4, seed=_SEED.value)
   forms = {"dense+csr": trie.arrays(), "csr": trie.csr_arrays(), "unconstrained": trie.arrays()}
   rows = []
-  for b in args.batches:
+  for b in [int(b) for b in _BATCHES.value]:
     state = jax.random.normal(jax.random.key(b), (b, 128), jnp.float32)
     for form, arrays in forms.items():
-      run = lambda: beam_search(step, state, arrays, batch_size=b, beam_size=args.beam,
-                                num_levels=L, codebook_sizes=sizes, top_k=args.top_k,
+      run = lambda: beam_search(step, state, arrays, batch_size=b, beam_size=_BEAM.value,
+                                num_levels=L, codebook_sizes=sizes, top_k=_TOP_K.value,
                                 constrained=form != "unconstrained")
       t0 = time.perf_counter()
       res = jax.block_until_ready(run())
       first = time.perf_counter() - t0
       times = []
-      for _ in range(args.repeats):
+      for _ in range(_REPEATS.value):
         t0 = time.perf_counter()
         res = jax.block_until_ready(run())
         times.append(time.perf_counter() - t0)
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
       if form != "unconstrained":
         assert valid.all(), "constrained decoding returned an invalid SID"
         items = codes_to_items(table, np.asarray(res.codes))
-        assert all(len(set(r)) == args.top_k for r in items.tolist())
+        assert all(len(set(r)) == _TOP_K.value for r in items.tolist())
       row = {"batch": b, "form": form, "warm_s": best, "users_per_s": b / best,
              "ms_per_step": 1e3 * best / L, "first_run_s_incl_compile": first,
              "invalid_rate": float(1 - valid.mean())}
@@ -119,24 +120,24 @@ def main(argv=None) -> None:
   device, slug = artifacts.device_description()
   record = {
       "benchmark": "decode_speed",
-      "dataset": f"synthetic_sids(n={args.items}, levels={args.levels}x{args.codebook} + "
-                 f"collision {sizes[-1]}, skewed level 0, seed={args.seed})",
+      "dataset": f"synthetic_sids(n={_ITEMS.value}, levels={_LEVELS.value}x{_CODEBOOK.value} + "
+                 f"collision {sizes[-1]}, skewed level 0, seed={_SEED.value})",
       "model": "dummy step: 128-d code embedding + carried state, 4 x residual MLP "
                "128-1024-128 (TIGER decoder size, no attention), per-level head, log-softmax",
-      "metrics": {"beam": args.beam, "top_k": args.top_k, "levels": L,
+      "metrics": {"beam": _BEAM.value, "top_k": _TOP_K.value, "levels": L,
                   "trie": trie.summary(), "trie_bytes": trie.nbytes(), "runs": rows},
       "device": device,
       "wall_s": time.perf_counter() - t_start,
       "commit": artifacts.git_commit(),
-      "command": "python benchmarks/decode_speed.py " + " ".join(
-          argv if argv is not None else sys.argv[1:]),
+      "command": "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:]),
   }
-  args.out.mkdir(parents=True, exist_ok=True)
+  out = pathlib.Path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = args.out / f"decode_speed_{slug}_{stamp}.json"
+  path = out / f"decode_speed_{slug}_{stamp}.json"
   path.write_text(json.dumps(record, indent=1) + "\n")
   print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

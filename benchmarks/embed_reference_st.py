@@ -2,7 +2,8 @@
 
 Runs in its own virtual environment, outside lrm's dependencies (it does not import lrm):
 
-  python3 -m venv /tmp/st-venv && /tmp/st-venv/bin/pip install torch==2.13.0 sentence-transformers
+  python3 -m venv /tmp/st-venv && /tmp/st-venv/bin/pip install torch==2.13.0 sentence-transformers \
+      absl-py
   HF_HUB_OFFLINE=1 /tmp/st-venv/bin/python benchmarks/embed_reference_st.py \
       --model /root/.cache/lrm/all-MiniLM-L6-v2 --save-embeddings /tmp/st_beauty.npy
 
@@ -13,7 +14,6 @@ with the numbers under "reference" (never mixed with ours).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -26,10 +26,23 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the network
 
 import numpy as np
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "amazon_beauty"
 TEXT_FIELDS = ("title", "brand", "categories")
+
+_DATA = flags.DEFINE_string("data", str(DEFAULT_DATA), "dataset folder (items.jsonl)")
+_MODEL = flags.DEFINE_string("model", str(pathlib.Path.home() / ".cache" / "lrm" /
+                                          "all-MiniLM-L6-v2"),
+                             "sentence-transformers model name or folder")
+_BATCH_SIZE = flags.DEFINE_integer("batch-size", 32, "sentence-transformers' default")
+_DEVICE = flags.DEFINE_string("device", "cpu", "torch device: cpu or cuda")
+_LIMIT = flags.DEFINE_integer("limit", None, "only the first N items")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "timed runs (best is kept)")
+_SAVE_EMBEDDINGS = flags.DEFINE_string("save-embeddings", None,
+                                       "where to save the embeddings (.npy)")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 
 
 def read_items(path: pathlib.Path) -> tuple[list[str], np.ndarray]:
@@ -93,47 +106,40 @@ def git_commit() -> str | None:
     return None
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
-  parser.add_argument("--model", default=str(pathlib.Path.home() / ".cache" / "lrm" /
-                                             "all-MiniLM-L6-v2"))
-  parser.add_argument("--batch-size", type=int, default=32, help="sentence-transformers' default")
-  parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-  parser.add_argument("--limit", type=int, default=None)
-  parser.add_argument("--repeats", type=int, default=1, help="timed runs (best is kept)")
-  parser.add_argument("--save-embeddings", type=pathlib.Path, default=None)
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
-  args = parser.parse_args(argv)
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  data = pathlib.Path(_DATA.value)
+  out = pathlib.Path(_OUT.value)
 
   import sentence_transformers
   import torch
   from sentence_transformers import SentenceTransformer
 
-  texts, labels = read_items(args.data / "items.jsonl")
-  if args.limit:
-    texts, labels = texts[:args.limit], labels[:args.limit]
+  texts, labels = read_items(data / "items.jsonl")
+  if _LIMIT.value:
+    texts, labels = texts[:_LIMIT.value], labels[:_LIMIT.value]
   total_start = time.perf_counter()
   start = time.perf_counter()
-  model = SentenceTransformer(args.model, device=args.device)
+  model = SentenceTransformer(_MODEL.value, device=_DEVICE.value)
   load_s = time.perf_counter() - start
-  model.encode(texts[:256], batch_size=args.batch_size)  # warm-up (allocator, kernels)
+  model.encode(texts[:256], batch_size=_BATCH_SIZE.value)  # warm-up (allocator, kernels)
   walls = []
-  for _ in range(args.repeats):
+  for _ in range(_REPEATS.value):
     start = time.perf_counter()
-    emb = model.encode(texts, batch_size=args.batch_size, show_progress_bar=True,
+    emb = model.encode(texts, batch_size=_BATCH_SIZE.value, show_progress_bar=True,
                        convert_to_numpy=True)
     walls.append(time.perf_counter() - start)
   wall = min(walls)
   emb = np.asarray(emb, np.float32)
   agreement, chance = nn_agreement(emb, labels)
-  if args.save_embeddings:
-    np.save(args.save_embeddings, emb)
+  if _SAVE_EMBEDDINGS.value:
+    np.save(_SAVE_EMBEDDINGS.value, emb)
   cores = os.cpu_count()
   result = {
       "benchmark": "embed_reference",
-      "dataset": args.data.name,
-      "model": f"sentence-transformers/all-MiniLM-L6-v2 (torch {args.device})",
+      "dataset": data.name,
+      "model": f"sentence-transformers/all-MiniLM-L6-v2 (torch {_DEVICE.value})",
       "reference": {
           "items_per_s": round(len(texts) / wall, 1),
           "wall_s": round(wall, 3),
@@ -143,12 +149,12 @@ def main(argv=None) -> None:
           "nn_leaf_category_chance": round(chance, 4),
           "items": len(texts),
           "dim": int(emb.shape[1]),
-          "batch_size": args.batch_size,
+          "batch_size": _BATCH_SIZE.value,
           "max_seq_length": model.max_seq_length,
           "torch_threads": torch.get_num_threads(),
       },
-      "device": (f"{cpu_name()}, {cores} cores (torch CPU)" if args.device == "cpu"
-                 else f"{torch.cuda.get_device_name()} (torch {args.device})"),
+      "device": (f"{cpu_name()}, {cores} cores (torch CPU)" if _DEVICE.value == "cpu"
+                 else f"{torch.cuda.get_device_name()} (torch {_DEVICE.value})"),
       "wall_s": round(time.perf_counter() - total_start, 3),
       "commit": git_commit(),
       "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
@@ -158,9 +164,9 @@ def main(argv=None) -> None:
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / (f"embed_reference_st_{args.data.name}_"
-                     f"{'cpu' + str(cores) if args.device == 'cpu' else 'gpu'}_{stamp}.json")
+  out.mkdir(parents=True, exist_ok=True)
+  path = out / (f"embed_reference_st_{data.name}_"
+                f"{'cpu' + str(cores) if _DEVICE.value == 'cpu' else 'gpu'}_{stamp}.json")
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(result, indent=2) + "\n")
   os.replace(tmp, path)  # atomic, like lrm's artifacts
@@ -168,4 +174,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -18,7 +18,6 @@ One JSON per encoder and run: benchmarks/results/embed_<encoder>_<dataset>_<devi
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -27,10 +26,30 @@ import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "amazon_beauty"
 ENCODERS = {"minilm": "all-MiniLM-L6-v2", "hashing": "hashing"}
+
+_DATA = flags.DEFINE_string("data", str(DEFAULT_DATA), "dataset folder")
+_ENCODERS = flags.DEFINE_string("encoders", "minilm,hashing", "minilm,hashing")
+_MODEL = flags.DEFINE_string("model", "all-MiniLM-L6-v2", "name or folder of the model")
+_BATCH_SIZE = flags.DEFINE_integer("batch-size", None, "most texts per batch")
+_TOKENS_PER_BATCH = flags.DEFINE_integer("tokens-per-batch", None,
+                                         "most tokens per batch (default: the encoder's)")
+_MICRO_BATCHES = flags.DEFINE_integer("micro-batches", None, "independent sub-batches per batch "
+                                      "(default: the encoder's)")
+_DTYPE = flags.DEFINE_string("dtype", None, "float32 (default) or bfloat16")
+_CPU_DEVICES = flags.DEFINE_integer("cpu-devices", None, "XLA host devices on a CPU (default: "
+                                    "one per core, at most 8; 0: jax's default of 1)")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "timed warm runs (best is kept)")
+_LIMIT = flags.DEFINE_integer("limit", None, "only the first N items")
+_COMPARE_ST = flags.DEFINE_string("compare-st", None,
+                                  "sentence-transformers embeddings (.npy) of the same texts")
+_SAVE_EMBEDDINGS = flags.DEFINE_string("save-embeddings", None,
+                                       "where to save the MiniLM embeddings (.npy)")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 
 
 def read_catalog(data_dir: pathlib.Path):
@@ -56,25 +75,25 @@ def nn_agreement(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
   return neighbour_label_agreement(emb, labels)
 
 
-def run_encoder(key: str, texts: list[str], labels: np.ndarray, args) -> tuple[dict, np.ndarray]:
+def run_encoder(key: str, texts: list[str], labels: np.ndarray) -> tuple[dict, np.ndarray]:
   from lrm.encoders import load_encoder
   kwargs = {}
   if key == "minilm":
-    if args.tokens_per_batch:
-      kwargs["tokens_per_batch"] = args.tokens_per_batch
-    if args.dtype:
-      kwargs["dtype"] = args.dtype
-    if args.micro_batches:
-      kwargs["micro_batches"] = args.micro_batches
+    if _TOKENS_PER_BATCH.value:
+      kwargs["tokens_per_batch"] = _TOKENS_PER_BATCH.value
+    if _DTYPE.value:
+      kwargs["dtype"] = _DTYPE.value
+    if _MICRO_BATCHES.value:
+      kwargs["micro_batches"] = _MICRO_BATCHES.value
   start = time.perf_counter()
-  encoder = load_encoder(args.model if key == "minilm" else "hashing", **kwargs)
+  encoder = load_encoder(_MODEL.value if key == "minilm" else "hashing", **kwargs)
   load_s = time.perf_counter() - start
-  encode = lambda: encoder.encode(texts, batch_size=args.batch_size, show_progress=True)
+  encode = lambda: encoder.encode(texts, batch_size=_BATCH_SIZE.value, show_progress=True)
   start = time.perf_counter()
   first = encode()  # compiles every shape this catalog needs
   first_s = time.perf_counter() - start
   walls = []
-  for _ in range(args.repeats):
+  for _ in range(_REPEATS.value):
     start = time.perf_counter()
     emb = encode()
     walls.append(time.perf_counter() - start)
@@ -107,71 +126,49 @@ def compare(ours: np.ndarray, theirs_path: pathlib.Path) -> dict[str, float]:
           "mean_cosine": float(cos.mean()), "file": str(theirs_path)}
 
 
-def set_cpu_devices(argv) -> None:
+def set_cpu_devices(value: int | None) -> None:
   """--cpu-devices N: N XLA host devices, set before jax starts (default: one per core, unless
   XLA_FLAGS already says). Data parallelism over host devices keeps every core busy between the
   small ops of a batch: on 2 cores, 2 devices encoded ~7% more items/s than 1 device (which
   already splits each batch in two) and compiled half as long. 0 leaves jax's default (1)."""
-  value = None
-  for i, arg in enumerate(argv):
-    if arg.startswith("--cpu-devices="):
-      value = int(arg.split("=", 1)[1])
-    elif arg == "--cpu-devices" and i + 1 < len(argv):
-      value = int(argv[i + 1])
-  flags = os.environ.get("XLA_FLAGS", "")
+  xla_flags = os.environ.get("XLA_FLAGS", "")
   if value is None:
-    if "xla_force_host_platform_device_count" in flags:
+    if "xla_force_host_platform_device_count" in xla_flags:
       return
     value = min(os.cpu_count() or 1, 8)
   if value > 0:
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={value}"
+    os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={value}"
 
 
-def main(argv=None) -> None:
-  set_cpu_devices(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
-  parser.add_argument("--encoders", default="minilm,hashing", help="minilm,hashing")
-  parser.add_argument("--model", default="all-MiniLM-L6-v2", help="name or folder of the model")
-  parser.add_argument("--batch-size", type=int, default=None, help="most texts per batch")
-  parser.add_argument("--tokens-per-batch", type=int, default=None)
-  parser.add_argument("--micro-batches", type=int, default=None,
-                      help="independent sub-batches per batch (default: the encoder's)")
-  parser.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
-  parser.add_argument("--cpu-devices", type=int, default=None,
-                      help="XLA host devices on a CPU (default: one per core, at most 8; "
-                      "0: jax's default of 1)")
-  parser.add_argument("--repeats", type=int, default=1, help="timed warm runs (best is kept)")
-  parser.add_argument("--limit", type=int, default=None, help="only the first N items")
-  parser.add_argument("--compare-st", type=pathlib.Path, default=None,
-                      help="sentence-transformers embeddings (.npy) of the same texts")
-  parser.add_argument("--save-embeddings", type=pathlib.Path, default=None,
-                      help="where to save the MiniLM embeddings (.npy)")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
-  args = parser.parse_args(argv)
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  set_cpu_devices(_CPU_DEVICES.value)
+  data = pathlib.Path(_DATA.value)
 
   from lrm.core import artifacts
-  catalog = read_catalog(args.data)
-  if args.limit:
-    catalog = catalog.take(np.arange(min(args.limit, len(catalog))))
+  catalog = read_catalog(data)
+  if _LIMIT.value:
+    catalog = catalog.take(np.arange(min(_LIMIT.value, len(catalog))))
   texts = catalog.text()
   labels = catalog.leaf_category("categories")
-  dataset = args.data.name
+  dataset = data.name
   device, device_slug = artifacts.device_description()
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  for key in args.encoders.split(","):
+  for key in _ENCODERS.value.split(","):
     if key not in ENCODERS:
       raise SystemExit(f"unknown encoder '{key}'; use {sorted(ENCODERS)}")
     start = time.perf_counter()
-    record, emb = run_encoder(key, texts, labels, args)
-    if key == "minilm" and args.save_embeddings:
-      artifacts.save_npy(args.save_embeddings, emb)
-    if key == "minilm" and args.compare_st:
-      record["metrics"]["parity_vs_sentence_transformers"] = compare(emb, args.compare_st)
+    record, emb = run_encoder(key, texts, labels)
+    if key == "minilm" and _SAVE_EMBEDDINGS.value:
+      artifacts.save_npy(pathlib.Path(_SAVE_EMBEDDINGS.value), emb)
+    if key == "minilm" and _COMPARE_ST.value:
+      record["metrics"]["parity_vs_sentence_transformers"] = compare(
+          emb, pathlib.Path(_COMPARE_ST.value))
     result = {
         "benchmark": "embed_throughput",
         "dataset": dataset,
-        "model": args.model if key == "minilm" else "hashing (lrm fallback)",
+        "model": _MODEL.value if key == "minilm" else "hashing (lrm fallback)",
         "metrics": record["metrics"],
         "encoder": record["encoder"],
         "device": device,
@@ -181,11 +178,11 @@ def main(argv=None) -> None:
         "versions": artifacts.package_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = args.out / f"embed_{key}_{dataset}_{device_slug}_{stamp}.json"
+    path = pathlib.Path(_OUT.value) / f"embed_{key}_{dataset}_{device_slug}_{stamp}.json"
     artifacts.atomic_write_json(path, result)
     print(json.dumps({"file": str(path), "model": result["model"], **result["metrics"]},
                      indent=2))
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -157,7 +157,7 @@ item_retrieval() {
 # search (beam 20, top-10) per batch size; RPG's exact, graph and trie decoders at batch 256 on
 # every test user.
 item_decode() {
-  cmd "$PY" benchmarks/decode_trained.py --workdir "$RUNS/beauty" --batches 32 256 1024 \
+  cmd "$PY" benchmarks/decode_trained.py --workdir "$RUNS/beauty" --batches=32,256,1024 \
       --out "$OUT_DIR"
   cmd "$PY" benchmarks/decode_trained.py --workdir "$RUNS/rpg_beauty" --model rpg --users 22363 \
       --beams 20 --batches 256 --out "$OUT_DIR"

@@ -17,7 +17,6 @@ faiss-cpu is not a project dependency: `pip install faiss-cpu` into the venv to 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -26,21 +25,28 @@ import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+_N = flags.DEFINE_integer("n", 1_000_000, "rows")
+_D = flags.DEFINE_integer("d", 128, "dimension")
+_BLOBS = flags.DEFINE_integer("blobs", 1024, "gaussian blobs the rows are drawn around")
+_LEVELS = flags.DEFINE_integer("levels", 3, "RQ levels")
+_K = flags.DEFINE_integer("k", 256, "codes per level")
+_ITERS = flags.DEFINE_integer("iters", 20, "Lloyd iterations per level")
+_SEED = flags.DEFINE_integer("seed", 0, "seed")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "warm lrm runs (best is reported)")
+_CPU_DEVICES = flags.DEFINE_integer("cpu-devices", 1, "XLA host devices (rows sharded over them)")
+_SKIP_FAISS = flags.DEFINE_bool("skip-faiss", False, "time lrm only")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 
-def set_cpu_devices(argv) -> int:
+
+def set_cpu_devices(value: int) -> int:
   """--cpu-devices N (before jax starts): N XLA host devices, rows sharded over them."""
-  value = 1
-  for i, arg in enumerate(argv):
-    if arg.startswith("--cpu-devices="):
-      value = int(arg.split("=", 1)[1])
-    elif arg == "--cpu-devices" and i + 1 < len(argv):
-      value = int(argv[i + 1])
   if value > 1:
-    flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={value}"
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={value}"
   return value
 
 
@@ -63,23 +69,23 @@ def rel_errors(x: np.ndarray, codebooks, codes) -> list[float]:
   return out
 
 
-def run_lrm(x, args, mesh):
+def run_lrm(x, mesh):
   import jax
   from lrm.sid.rq_kmeans import rq_kmeans_fit
   t0 = time.perf_counter()
-  model = rq_kmeans_fit(x, (args.k,) * args.levels, key=jax.random.key(args.seed),
-                        iters=args.iters, tol=None, mesh=mesh)
+  model = rq_kmeans_fit(x, (_K.value,) * _LEVELS.value, key=jax.random.key(_SEED.value),
+                        iters=_ITERS.value, tol=None, mesh=mesh)
   return time.perf_counter() - t0, model
 
 
-def run_faiss(x, args):
+def run_faiss(x):
   import faiss
   t0 = time.perf_counter()
   residual = x.copy()
   codebooks, codes = [], []
-  for level in range(args.levels):
-    km = faiss.Kmeans(x.shape[1], args.k, niter=args.iters, max_points_per_centroid=10**9,
-                      seed=args.seed + level, verbose=False)
+  for level in range(_LEVELS.value):
+    km = faiss.Kmeans(x.shape[1], _K.value, niter=_ITERS.value, max_points_per_centroid=10**9,
+                      seed=_SEED.value + level, verbose=False)
     km.train(residual)
     _, a = km.index.search(residual, 1)
     a = a[:, 0]
@@ -89,22 +95,10 @@ def run_faiss(x, args):
   return time.perf_counter() - t0, codebooks, np.stack(codes, axis=1), faiss
 
 
-def main(argv=None) -> None:
-  argv = sys.argv[1:] if argv is None else argv
-  devices_wanted = set_cpu_devices(argv)
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--n", type=int, default=1_000_000)
-  parser.add_argument("--d", type=int, default=128)
-  parser.add_argument("--blobs", type=int, default=1024)
-  parser.add_argument("--levels", type=int, default=3)
-  parser.add_argument("--k", type=int, default=256)
-  parser.add_argument("--iters", type=int, default=20)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--repeats", type=int, default=1, help="warm lrm runs (best is reported)")
-  parser.add_argument("--cpu-devices", type=int, default=1)
-  parser.add_argument("--skip-faiss", action="store_true")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
-  args = parser.parse_args(argv)
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  devices_wanted = set_cpu_devices(_CPU_DEVICES.value)
 
   from lrm.core.artifacts import atomic_write_json, device_description, git_commit
   from lrm.parallel.mesh import make_mesh
@@ -112,27 +106,27 @@ def main(argv=None) -> None:
   device, slug = device_description()
   mesh = make_mesh() if devices_wanted > 1 else None
 
-  x = make_data(args.n, args.d, args.blobs, args.seed)
+  x = make_data(_N.value, _D.value, _BLOBS.value, _SEED.value)
   print(f"data {x.shape}, {device}", flush=True)
 
   wall0 = time.perf_counter()
-  cold_s, model = run_lrm(x, args, mesh)
+  cold_s, model = run_lrm(x, mesh)
   print(f"lrm first run (incl. compile): {cold_s:.2f} s", flush=True)
   warm = []
-  for _ in range(args.repeats):
-    s, model = run_lrm(x, args, mesh)
+  for _ in range(_REPEATS.value):
+    s, model = run_lrm(x, mesh)
     warm.append(s)
     print(f"lrm warm run: {s:.2f} s", flush=True)
   ours_err = rel_errors(x, model.codebooks, model.codes)
   ours_s = min(warm) if warm else cold_s
 
   reference = None
-  if not args.skip_faiss:
-    faiss_s, fcb, fcodes, faiss = run_faiss(x, args)
+  if not _SKIP_FAISS.value:
+    faiss_s, fcb, fcodes, faiss = run_faiss(x)
     print(f"faiss: {faiss_s:.2f} s", flush=True)
     reference = {
         "implementation": f"faiss-cpu {faiss.__version__} faiss.Kmeans per level on residuals "
-                          f"(niter={args.iters}, max_points_per_centroid=1e9, "
+                          f"(niter={_ITERS.value}, max_points_per_centroid=1e9, "
                           f"omp threads={faiss.omp_get_max_threads()}) + index.search",
         "fit_s": faiss_s,
         "relative_error_per_level": rel_errors(x, fcb, fcodes),
@@ -149,19 +143,20 @@ def main(argv=None) -> None:
     metrics["ratio_vs_faiss"] = ours_s / reference["fit_s"]
   record = {
       "benchmark": "rq_kmeans_speed",
-      "dataset": f"synthetic_blobs(n={args.n}, d={args.d}, blobs={args.blobs}, seed={args.seed})",
-      "model": f"rq_kmeans(levels={args.levels}, k={args.k}, iters={args.iters}, no early stop, "
-               f"metric=l2, full batch, kmeans++ init, "
+      "dataset": f"synthetic_blobs(n={_N.value}, d={_D.value}, blobs={_BLOBS.value}, "
+                 f"seed={_SEED.value})",
+      "model": f"rq_kmeans(levels={_LEVELS.value}, k={_K.value}, iters={_ITERS.value}, "
+               f"no early stop, metric=l2, full batch, kmeans++ init, "
                f"{'mesh of ' + str(mesh.size) + ' devices' if mesh else '1 device'})",
       "metrics": metrics,
       "device": device,
       "wall_s": wall,
       "commit": git_commit(),
-      "command": "python " + " ".join([sys.argv[0]] + list(argv)),
+      "command": " ".join(["python", *sys.argv]),
       "reference": reference,
   }
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = args.out / f"rq_kmeans_speed_{slug}_{stamp}.json"
+  path = pathlib.Path(_OUT.value) / f"rq_kmeans_speed_{slug}_{stamp}.json"
   atomic_write_json(path, record)
   print(json.dumps({k: record[k] for k in ("metrics", "reference")}, indent=1))
   if reference:
@@ -170,4 +165,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -10,54 +10,59 @@ Writes benchmarks/results/sid_beauty_<method>_<device>_<timestamp>.json per meth
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import pathlib
 import sys
 import time
 
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+_DATA = flags.DEFINE_string("data", str(REPO.parent / "shared" / "data" / "amazon_beauty"),
+                            "dataset folder")
+_EMBEDDINGS = flags.DEFINE_string("embeddings", None,
+                                  "item embeddings (.npy, from `lrm embed`)")
+_METHODS = flags.DEFINE_string("methods", "rq_kmeans,rq_vae", "SID methods, comma separated")
+_LEVELS = flags.DEFINE_integer("levels", 3, "levels before the collision level")
+_CODEBOOK_SIZE = flags.DEFINE_integer("codebook-size", 256, "codes per level")
+_RQVAE_STEPS = flags.DEFINE_integer("rqvae-steps", 20000, "RQ-VAE training steps")
+_SEEDS = flags.DEFINE_string("seeds", "0,1", "fit seed, refit seed (stability)")
+_OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
+flags.mark_flag_as_required("embeddings")
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data", type=pathlib.Path,
-                      default=REPO.parent / "shared" / "data" / "amazon_beauty")
-  parser.add_argument("--embeddings", type=pathlib.Path, required=True)
-  parser.add_argument("--methods", default="rq_kmeans,rq_vae")
-  parser.add_argument("--levels", type=int, default=3)
-  parser.add_argument("--codebook-size", type=int, default=256)
-  parser.add_argument("--rqvae-steps", type=int, default=20000)
-  parser.add_argument("--seeds", default="0,1", help="fit seed, refit seed (stability)")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
-  args = parser.parse_args()
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  data = pathlib.Path(_DATA.value)
 
   from lrm.core.artifacts import atomic_write_json, device_description, git_commit
   from lrm.core.report import print_table
   from lrm.data import read_dataset
   from lrm.encoders.byo import load_npy_embeddings
   import jax
-  from lrm.sid import rq_kmeans, stage
+  from lrm.jobs import sid as stage
+  from lrm.sid import rq_kmeans
   from lrm.sid.quality import co_assignment_retention
   from lrm.sid.table import stability_report
 
-  catalog = read_dataset(args.data).catalog
-  x = load_npy_embeddings(args.embeddings, len(catalog))
+  catalog = read_dataset(data).catalog
+  x = load_npy_embeddings(pathlib.Path(_EMBEDDINGS.value), len(catalog))
   categories = catalog.leaf_category("categories")
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = [int(s) for s in _SEEDS.value.split(",")]
   rows = []
-  for method in args.methods.split(","):
+  for method in _METHODS.value.split(","):
     start = time.perf_counter()
     fits = []
     for seed in seeds:
-      spec = stage.SIDSpec(method=method, levels=args.levels, codebook_size=args.codebook_size,
-                           seed=seed, rqvae={"steps": args.rqvae_steps})
+      spec = stage.SIDSpec(method=method, levels=_LEVELS.value, codebook_size=_CODEBOOK_SIZE.value,
+                           seed=seed, rqvae={"steps": _RQVAE_STEPS.value})
       fits.append(stage.fit_sids(x, spec, item_ids=catalog.item_ids, categories=categories))
     report = fits[0].report
     a, b = fits[0].table.codes, fits[-1].table.codes
     # Independent refit (another seed): code ids are arbitrary, so compare who stays together.
-    retention = {p: co_assignment_retention(a, b, p) for p in range(1, args.levels + 1)}
+    retention = {p: co_assignment_retention(a, b, p) for p in range(1, _LEVELS.value + 1)}
     # Warm-started refit (the livestream paper's retraining): codes compared one by one.
     warm = None
     if method == "rq_kmeans":
@@ -82,8 +87,8 @@ def main() -> None:
         "warm_refit_prefix_changed": None if warm is None else warm["prefix_changed"],
     }
     record = {
-        "benchmark": "sid_quality", "dataset": args.data.name, "split": "catalog",
-        "model": f"{method} {args.levels}x{args.codebook_size} + collision level, "
+        "benchmark": "sid_quality", "dataset": data.name, "split": "catalog",
+        "model": f"{method} {_LEVELS.value}x{_CODEBOOK_SIZE.value} + collision level, "
                  f"MiniLM title;brand;categories embeddings",
         "metrics": metrics, "device": device_description()[0],
         "wall_s": round(time.perf_counter() - start, 2), "commit": git_commit(),
@@ -94,11 +99,11 @@ def main() -> None:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = args.out / f"sid_beauty_{method}_{device_description()[1]}_{stamp}.json"
+    path = pathlib.Path(_OUT.value) / f"sid_beauty_{method}_{device_description()[1]}_{stamp}.json"
     atomic_write_json(path, record)
     rows.append([method, metrics["unique_with_collision_level"], metrics["level1_utilisation"],
                  coherence.get(2), metrics["non_unique_fraction"], metrics["max_group"],
-                 retention[args.levels], metrics["warm_refit_changed_full_code"],
+                 retention[_LEVELS.value], metrics["warm_refit_changed_full_code"],
                  metrics["fit_s"][0]])
     print(f"wrote {path}")
   print_table(["method", "unique (+coll.)", "L1 util", "coherence@2", "non-unique (3 lv)",
@@ -106,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
