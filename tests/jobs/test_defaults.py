@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +58,21 @@ def test_config_names_resolve(monkeypatch):
   assert _resolve_config_names(["--config=configs/beauty.py"]) == ["--config=configs/beauty.py"]
   with pytest.raises(ConfigError, match="no config named 'nope'"):
     _resolve_config_names(["--config=nope"])
+
+
+def test_a_non_editable_install_has_its_defaults(tmp_path):
+  """`pip install .` copies only the package; its commands still find every default."""
+  site, elsewhere, source = tmp_path / "site", tmp_path / "elsewhere", tmp_path / "source"
+  elsewhere.mkdir()
+  # pip builds in the source tree: install from a copy, so the checkout gets no build/.
+  shutil.copytree(REPO / "lrm", source / "lrm", ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(REPO / name, source / name)
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                  str(site), str(source)], check=True, capture_output=True, timeout=600)
+  env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu"}
+  probe = ("import lrm, lrm.jobs.stages as s; c = s.default_config(); "
+           "print(lrm.__file__, c.job, c.data.source)")
+  out = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, text=True,
+                       capture_output=True, check=True, timeout=300).stdout.split()
+  assert out[0].startswith(str(site)) and out[1:] == ["retrieval", "synthetic"]
