@@ -179,7 +179,7 @@ def main(argv):
       dataset = world.dataset
     runs[s], split = _full_benchmark(world, dataset, section, s, steps)
   _write_seeds(runs, dataset.name, _split_counts(split), start, steps, **_dropout_fields(section),
-               **_content_fields())
+               **_content_fields(_CONTENT.value))
 
 
 def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: float) -> None:
@@ -188,12 +188,12 @@ def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: flo
   runs, split = {}, None
   for s in seeds:
     dataset = dataset_of(s)
-    split, codes = prepare(section, dataset, s, content=_content(dataset, s, section))
+    split, codes = prepare(section, dataset, s, content=_content(dataset, s, section, _CONTENT.value))
     v = run_variants(section, split, codes, seed=s)
     runs[str(s)] = {"variants": v, **({"late_lift_kept": _lift_kept(v["late"])} if "late" in v
                                       else {})}
   _write("ranking_variants", dataset.name, _split_counts(split), start, steps, seeds=seeds,
-         variants=list(section.variants), **_dropout_fields(section), **_content_fields(),
+         variants=list(section.variants), **_dropout_fields(section), **_content_fields(_CONTENT.value),
          per_seed=runs)
   for s, r in runs.items():
     print(s, {k: (round(x["warm"]["click/auc"], 4), round(x["cold"]["click/auc"], 4))
@@ -228,16 +228,30 @@ def _write_seeds(runs: dict, dataset_name: str, counts: dict, start: float, step
 
 def _merge(paths: list[str], start: float) -> None:
   """Single-seed records of the full benchmark -> one multi-seed record (no training)."""
+  try:
+    runs, first, sources = merge_seed_records(
+        [artifacts.read_json(pathlib.Path(p)) for p in paths], paths)
+  except ValueError as e:
+    raise SystemExit(f"--merge: {e}") from None
+  _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
+               **{k: first[k] for k in _dropout_fields(ranking_defaults())},
+               content_kind=first["content_kind"], merged_from=sources)
+
+
+def merge_seed_records(records: list[dict], paths: list[str]) -> tuple[dict, dict, list]:
+  """The merge rule: single-seed records of one setting -> (metrics by seed, the first record,
+  the sources). ValueError names the record and field of anything that may not join: another
+  dataset, step count, split, kind of content or SID level dropout rates, or a repeated seed."""
   runs, sources, first = {}, [], None
   defaults = _dropout_fields(ranking_defaults())
-  for path in paths:
-    record = artifacts.read_json(pathlib.Path(path))
+  for path, record in zip(paths, records):
+    record = dict(record)
     if record.get("benchmark") != "ranking" or "variants" not in record.get("metrics", {}):
-      raise SystemExit(f"{path}: not a full ranking benchmark record")
+      raise ValueError(f"{path}: not a full ranking benchmark record")
     seeds = record.get("seeds") or [int(re.search(r"--seed=(\d+)", record["command"]).group(1))
                                     if "--seed=" in record["command"] else 0]
     if len(seeds) != 1 or seeds[0] in runs:
-      raise SystemExit(f"{path}: needs one seed not already merged, has {seeds}")
+      raise ValueError(f"{path}: needs one seed not already merged, has {seeds}")
     # Records from before the flags existed ran the section's default rates.
     for key, value in defaults.items():
       record.setdefault(key, value)
@@ -245,15 +259,13 @@ def _merge(paths: list[str], start: float) -> None:
     first = first or record
     for key in ("dataset", "steps", "split", "content_kind", *defaults):
       if record[key] != first[key]:
-        raise SystemExit(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
+        raise ValueError(f"{path}: {key} {record[key]!r} differs from {paths[0]}'s "
                          f"{first[key]!r}")
     runs[seeds[0]] = record["metrics"]
     sources.append({"path": str(path), "commit": record["commit"], "command": record["command"],
                     "wall_s": record["wall_s"], "counts": record["counts"],
                     "content": record.get("content")})
-  _write_seeds(runs, first["dataset"], first["counts"], start, first["steps"],
-               **{k: first[k] for k in defaults}, content_kind=first["content_kind"],
-               merged_from=sources)
+  return runs, first, sources
 
 
 def _content_kind(record) -> str:
@@ -279,7 +291,7 @@ def _dropout_fields(section) -> dict:
 
 def _full_benchmark(world, dataset, section, seed: int, steps: int):
   """Every measurement of the cold-start benchmark at one seed -> (results, split)."""
-  given = _content(dataset, seed, section)        # read once: the SIDs and the two-tower
+  given = _content(dataset, seed, section, _CONTENT.value)  # read once: the SIDs and the two-tower
   split, codes = prepare(section, dataset, seed, content=given)
   results = {"variants": run_variants(section, split, codes, seed=seed)}
   v = results["variants"]
@@ -420,17 +432,17 @@ def _movielens(section):
   return read_recbole_atomic(_MOVIELENS.value)
 
 
-def _content(dataset, seed: int, section) -> np.ndarray | None:
-  """--content's embeddings in catalog order (None without the flag).
+def _content(dataset, seed: int, section, folder: str) -> np.ndarray | None:
+  """The embeddings of `folder` (--content) in catalog order (None when it is empty).
 
   An encoder fine-tuned on co-consumption pairs (lrm finetune) may feed the SIDs only when its
   pairs came from this run's warm training part (`pairs.cold_fraction` and `cold_seed` equal to
   the split's): otherwise the cold items' interactions, or the warm evaluation targets, would
   have shaped their codes.
   """
-  if not _CONTENT.value:
+  if not folder:
     return None
-  folder = pathlib.Path(_CONTENT.value)
+  folder = pathlib.Path(folder)
   emb, ids = np.load(folder / "embeddings.npy"), np.load(folder / "item_ids.npy")
   if not np.array_equal(ids, dataset.catalog.item_ids):
     raise SystemExit(f"{folder}/item_ids.npy is not the catalog's item order")
@@ -447,16 +459,16 @@ def _content(dataset, seed: int, section) -> np.ndarray | None:
   return emb
 
 
-def _content_fields() -> dict:
-  """What a record says of --content: the folder, its encoder, the embeddings' sha256 and, for
+def _content_fields(folder: str) -> dict:
+  """What a record says of `folder` (--content): the folder, its encoder, the embeddings' sha256 and, for
   a fine-tuned encoder, the pairs it learned from (None without the flag or a manifest).
 
   The hash because SIDs, and so every AUC, follow the embeddings' exact bits: a re-made embed
   folder need not match the old one bit for bit, and that once moved a seed's warm AUC by .013.
   """
-  if not _CONTENT.value:
+  if not folder:
     return {"content": None}
-  folder = pathlib.Path(_CONTENT.value)
+  folder = pathlib.Path(folder)
   manifest = _content_manifest(folder)
   embeddings = folder / "embeddings.npy"
   digest = (hashlib.sha256(embeddings.read_bytes()).hexdigest() if embeddings.is_file()

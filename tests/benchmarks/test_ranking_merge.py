@@ -1,4 +1,5 @@
-"""benchmarks/ranking.py --merge: records of different SID level dropout rates never join."""
+"""benchmarks/ranking.py --merge: records of different SID level dropout rates never join (the
+rule is `merge_seed_records`, a pure function; the content checks take the folder)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,31 @@ import pathlib
 import pytest
 
 
-def _write_record(path: pathlib.Path, seed: int, **fields) -> str:
-  record = {"benchmark": "ranking", "dataset": "amazon_beauty", "split": "cold", "steps": 5000,
+def _record(seed: int, **fields) -> dict:
+  return {"benchmark": "ranking", "dataset": "amazon_beauty", "split": "cold", "steps": 5000,
             "seeds": [seed], "metrics": {"variants": {"late": {}}}, "counts": {},
             "commit": "abc", "command": f"python benchmarks/ranking.py --seed={seed}",
             "wall_s": 1.0, **fields}
-  path.write_text(json.dumps(record))
-  return str(path)
 
 
-def test_merge_counts_old_records_as_default_rates(ranking, tmp_path, monkeypatch):
-  written = {}
-  monkeypatch.setattr(ranking, "_write_seeds",
-                      lambda runs, *args, **fields: written.update(runs=runs, **fields))
+def test_merge_counts_old_records_as_default_rates(ranking):
   defaults = ranking._dropout_fields(ranking.ranking_defaults())
   assert defaults["history_level_dropout"] is None
-  old = _write_record(tmp_path / "a.json", 0)                 # before the flags existed
-  new = _write_record(tmp_path / "b.json", 1, **defaults)
-  ranking._merge([old, new], 0.0)
-  assert sorted(written["runs"]) == [0, 1]
-  assert written["sid_level_dropout"] == defaults["sid_level_dropout"]
-  assert written["history_level_dropout"] is None
+  old = _record(0)                                            # before the flags existed
+  new = _record(1, **defaults)
+  runs, first, sources = ranking.merge_seed_records([old, new], ["a.json", "b.json"])
+  assert sorted(runs) == [0, 1] and [s["path"] for s in sources] == ["a.json", "b.json"]
+  assert first["sid_level_dropout"] == defaults["sid_level_dropout"]
+  assert first["history_level_dropout"] is None
+  with pytest.raises(ValueError, match="b.json: needs one seed"):
+    ranking.merge_seed_records([old, _record(0)], ["a.json", "b.json"])
 
 
 @pytest.mark.parametrize("field, value", [("sid_level_dropout", [0.0, 0.2, 0.8]),
                                           ("history_level_dropout", [0.0, 0.0, 0.0])])
-def test_merge_refuses_other_rates(ranking, tmp_path, monkeypatch, field, value):
-  monkeypatch.setattr(ranking, "_write_seeds", lambda *a, **k: pytest.fail("merged"))
-  old = _write_record(tmp_path / "a.json", 0)
-  other = _write_record(tmp_path / "b.json", 1, **{field: value})
-  with pytest.raises(SystemExit, match=field):
-    ranking._merge([old, other], 0.0)
+def test_merge_refuses_other_rates(ranking, field, value):
+  with pytest.raises(ValueError, match=f"b.json: {field}"):
+    ranking.merge_seed_records([_record(0), _record(1, **{field: value})], ["a.json", "b.json"])
 
 
 def _content_folder(path: pathlib.Path, catalog_ids, pairs) -> pathlib.Path:
@@ -52,7 +47,7 @@ def _content_folder(path: pathlib.Path, catalog_ids, pairs) -> pathlib.Path:
   return path
 
 
-def test_content_of_an_encoder_tuned_on_another_split_is_refused(ranking, tmp_path, monkeypatch):
+def test_content_of_an_encoder_tuned_on_another_split_is_refused(ranking, tmp_path):
   import types
 
   import numpy as np
@@ -61,25 +56,23 @@ def test_content_of_an_encoder_tuned_on_another_split_is_refused(ranking, tmp_pa
   section = ranking.ranking_defaults()
   pairs = {"item_to_item": True, "cold_fraction": section.cold_fraction, "cold_seed": 1}
   folder = _content_folder(tmp_path / "ft1", ids, pairs)
-  monkeypatch.setattr(ranking, "_CONTENT", types.SimpleNamespace(value=str(folder)))
-  assert ranking._content(dataset, 1, section).shape == (5, 4)
-  assert ranking._content_kind({"content": ranking._content_fields()["content"]}) == "finetuned"
-  assert ranking._content_fields()["content"]["embeddings_sha256"] == hashlib.sha256(
+  assert ranking._content(dataset, 1, section, str(folder)).shape == (5, 4)
+  fields = ranking._content_fields(str(folder))
+  assert ranking._content_kind(fields) == "finetuned"
+  assert fields["content"]["embeddings_sha256"] == hashlib.sha256(
       (folder / "embeddings.npy").read_bytes()).hexdigest()
   with pytest.raises(SystemExit, match="cold_seed"):
-    ranking._content(dataset, 0, section)     # seed 0's cold items shaped that encoder
+    ranking._content(dataset, 0, section, str(folder))   # seed 0's cold items shaped it
   queries_only = _content_folder(tmp_path / "q", ids, {"item_to_item": False, "queries": True})
-  monkeypatch.setattr(ranking, "_CONTENT", types.SimpleNamespace(value=str(queries_only)))
-  assert ranking._content(dataset, 0, section) is not None   # no interactions were read
+  assert ranking._content(dataset, 0, section, str(queries_only)) is not None  # no interactions
+  assert ranking._content(dataset, 0, section, "") is None
 
 
-def test_merge_refuses_finetuned_with_frozen_content(ranking, tmp_path, monkeypatch):
-  monkeypatch.setattr(ranking, "_write_seeds", lambda *a, **k: pytest.fail("merged"))
-  frozen = _write_record(tmp_path / "a.json", 0, content={"path": "e", "pairs": None})
-  tuned = _write_record(tmp_path / "b.json", 1, content={"path": "f",
-                                                         "pairs": {"item_to_item": True}})
-  with pytest.raises(SystemExit, match="content_kind"):
-    ranking._merge([frozen, tuned], 0.0)
+def test_merge_refuses_finetuned_with_frozen_content(ranking):
+  frozen = _record(0, content={"path": "e", "pairs": None})
+  tuned = _record(1, content={"path": "f", "pairs": {"item_to_item": True}})
+  with pytest.raises(ValueError, match="content_kind"):
+    ranking.merge_seed_records([frozen, tuned], ["a.json", "b.json"])
 
 
 def test_checks_apply_the_late_targets_to_the_warmed_late_model_too(ranking):
