@@ -65,9 +65,8 @@ def merge_records(records: list[dict], paths: list[str]) -> dict:
           "summary": summary, "train": {"train_wall_s": summary["train_wall_s"]["mean"]},
           "device": sorted({r["device"] for r in records}),
           "commit": sorted({str(r["commit"]) for r in records}),
-          "command": " ".join(["python", *sys.argv]),
-      "seed": int(config.seed),
-      "train_seed": int(config.train.seed), "reference": first.get("reference", {})}
+          "command": " ".join(["python", *sys.argv]), "seed": seeds,
+          "reference": first.get("reference", {})}
 
 
 def _merge(paths: list[str]) -> None:

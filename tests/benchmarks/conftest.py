@@ -41,3 +41,9 @@ def plum():
 def ranking():
   with load_benchmark("ranking") as module:
     yield module
+
+
+@pytest.fixture(scope="module")
+def retrieval():
+  with load_benchmark("retrieval") as module:
+    yield module
