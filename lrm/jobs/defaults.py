@@ -178,19 +178,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _add_job_sections(config: ml_collections.ConfigDict, job: str) -> None:
   """`job=NAME`: the defaults of that job on the synthetic world (what `lrm rank`, `lrm lm`,
   ... run without --config): its section(s) beside the stages', and `config.job`."""
-  if job in ("retrieval", "pipeline", "rounds"):
-    pass
-  elif job in ("ranking", "replay"):
+  if job in ("ranking", "replay"):
     config.ranking = ranking_defaults()
     config.replay = replay_defaults()
   elif job == "lm":
     config.lm = lm_defaults()
-  else:
+  elif job not in ("retrieval", "pipeline", "rounds"):
     raise ConfigError("arg.job", f"'{job}' has no defaults on the synthetic world; one of "
                       "retrieval, pipeline, rounds, ranking, replay, lm (finetune needs "
                       "--config, e.g. configs/finetune_beauty.py)")
   config.job = job
-  config.run_dir = f"runs/synthetic_{job}" if job not in ("retrieval", "pipeline") else config.run_dir
+  if job not in ("retrieval", "pipeline"):   # those two are the main job: its run_dir
+    config.run_dir = f"runs/synthetic_{job}"
 
 
 def ranking_defaults() -> ml_collections.ConfigDict:
