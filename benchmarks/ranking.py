@@ -47,6 +47,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
@@ -55,13 +56,16 @@ from lrm.core import artifacts
 from lrm.data.synthetic import WorldConfig, make_world
 from lrm.models import two_tower as tt
 from lrm.models.layers import count_params
-from lrm.models.ranker import Ranker, ranker_arrays, warmup_train
+from lrm.models.ranker import Ranker, ranker_arrays, ranker_loss
 from lrm.jobs.ranking import (evaluate_ranker, fit_codes, item_content, prepare, ranker_config,
-                              ranking_defaults, run_variants, train_ranker)
+                              ranker_train_section, ranking_defaults, run_variants,
+                              train_ranker, warmup_train)
+from lrm.jobs.replay import train_two_tower
 from lrm.sid.rq_kmeans import cluster_ids_fit, rq_assign
 from lrm.sid.table import majority_vote
 from lrm.tasks.ranking import room_examples
-from lrm.train.sampled_fit import train_two_tower
+from lrm.train.optimizer import optimizer_from_config
+from lrm.train.trainer import make_train_step
 
 _STEPS = flags.DEFINE_integer("train_steps", 1500, "training steps per ranker")
 _SEED = flags.DEFINE_integer("seed", 0, "seed")
@@ -531,25 +535,26 @@ def _ablation(dataset, section, seed, steps, start) -> None:
 
 
 def _step_seconds(model, arrays, batch_size: int, steps: int, seed: int) -> float:
-  """Mean seconds of one jitted AdamW training step (`fit_sampled`'s), after two warmup
-  steps; on a copy, so `model` is untouched."""
-  import optax
-  from lrm.models.ranker import ranker_loss
-  from lrm.train.sampled_fit import train_step
+  """Mean seconds of the trainer's jitted step on the ranker (`train_ranker`'s optimizer),
+  after two warmup steps; on a copy, so `model` is untouched."""
   model = nnx.clone(model)
   model.train()
-  optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
-  step = train_step(ranker_loss)
+  section = ranker_train_section(num_steps=steps + 2, batch_size=batch_size,
+                                 learning_rate=1e-3, seed=seed)
+  optimizer = nnx.Optimizer(model, optimizer_from_config(section), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  step = make_train_step(graphdef, ranker_loss, seed)
   rng = np.random.default_rng(seed)
   n = len(arrays["cand_id"])
-  batches = [{k: v[rows] for k, v in arrays.items()}
+  batches = [{k: jnp.asarray(v[rows]) for k, v in arrays.items()}
              for rows in rng.integers(0, n, (steps + 2, batch_size))]
-  for batch in batches[:2]:
-    jax.block_until_ready(step(model, optimizer, batch))
+  for i, batch in enumerate(batches[:2]):
+    state, aux = step(state, batch, np.int32(i))
+  jax.block_until_ready(aux)
   begin = time.perf_counter()
-  for batch in batches[2:]:
-    loss = step(model, optimizer, batch)
-  jax.block_until_ready(loss)
+  for i, batch in enumerate(batches[2:], start=2):
+    state, aux = step(state, batch, np.int32(i))
+  jax.block_until_ready(aux)
   return (time.perf_counter() - begin) / steps
 
 

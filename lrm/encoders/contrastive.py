@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -42,6 +43,7 @@ from tqdm.auto import tqdm
 from lrm.core import artifacts
 from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
+from lrm.core.train_step import make_train_step
 from lrm.encoders import bert
 from lrm.encoders.pairs import PairSet, false_negative_mask, sample_batches
 from lrm.encoders.sentence import SentenceEncoder
@@ -192,15 +194,16 @@ def tokenize_padded(tokenizer: Any, texts: Sequence[str], length: int
 # -------------------------------------------------------------------------------- training
 
 
-@nnx.jit(static_argnames=("temperature", "trainable"))
-def _train_step(model: ContrastiveEncoder, opt: nnx.Optimizer, q_ids, q_mask, i_ids, i_mask,
-                fn_mask, *, temperature: float, trainable: Any):
-  def loss_fn(m):
-    return info_nce(m(q_ids, q_mask), m(i_ids, i_mask), temperature, fn_mask)
+def _pair_loss(model: ContrastiveEncoder, q_ids, q_mask, i_ids, i_mask, fn_mask, *,
+               temperature: float):
+  loss = info_nce(model(q_ids, q_mask), model(i_ids, i_mask), temperature, fn_mask)
+  return loss, ()
 
-  loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))(model)
-  opt.update(model, grads)
-  return loss
+
+@functools.cache
+def _train_step(temperature: float, trainable: Any):
+  """The jitted update of one stage (compiled once per temperature and trainable filter)."""
+  return make_train_step(functools.partial(_pair_loss, temperature=temperature), wrt=trainable)
 
 
 def make_optimizer(model: ContrastiveEncoder, learning_rate: float, weight_decay: float,
@@ -247,6 +250,7 @@ def train_stage(model: ContrastiveEncoder, pairs: PairSet, tokens: PairTokens,
   if batch < 2:
     raise DataError(f"{len(pairs)} pairs: contrastive training needs at least 2")
   opt = make_optimizer(model, lr, cfg.weight_decay, trainable)
+  update = nnx.cached_partial(_train_step(float(cfg.temperature), trainable), model, opt)
   batches = sample_batches(pairs, batch, seed=cfg.seed * 2 + STAGES.index(stage))
   losses = []
   for step in tqdm(range(steps), desc=f"finetune {stage}", disable=not show_progress,
@@ -258,10 +262,9 @@ def train_stage(model: ContrastiveEncoder, pairs: PairSet, tokens: PairTokens,
                                pairs.query_item[q])
     else:
       fn = np.zeros((batch, batch), bool)
-    loss = _train_step(model, opt, jnp.asarray(tokens.query_ids[q]),
-                       jnp.asarray(tokens.query_mask[q]), jnp.asarray(tokens.item_ids[it]),
-                       jnp.asarray(tokens.item_mask[it]), jnp.asarray(fn),
-                       temperature=float(cfg.temperature), trainable=trainable)
+    loss, _ = update(jnp.asarray(tokens.query_ids[q]), jnp.asarray(tokens.query_mask[q]),
+                     jnp.asarray(tokens.item_ids[it]), jnp.asarray(tokens.item_mask[it]),
+                     jnp.asarray(fn))
     losses.append(loss)
     if on_step is not None:
       on_step(step, float(loss))

@@ -12,7 +12,7 @@ import hashlib
 import json
 import pathlib
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -32,13 +32,13 @@ from lrm.jobs.embed import read_embeddings
 from lrm.jobs.finetune import run_finetune
 from lrm.jobs.stages import data_stage, embed_stage, validate
 from lrm.models.compression import CompressionConfig
-from lrm.models.ranker import Ranker, RankerConfig, predict, ranker_arrays, ranker_loss
+from lrm.models.ranker import (Ranker, RankerConfig, id_keep_probability, predict,
+                               ranker_arrays, ranker_loss)
 from lrm.sid.rq_kmeans import rq_kmeans_fit
 from lrm.tasks.ranking import (BINARY_TASKS, MAX_LONG_HISTORY, ColdWarmSplit, RankingData,
                                cold_warm_split, encode_user_features)
 from lrm.train.checkpoint import Checkpointer
-from lrm.train.sampled_fit import fit_sampled
-from lrm.train.trainer import train
+from lrm.train.trainer import Hook, light_section, train
 
 
 def long_encoder_config(section) -> CompressionConfig | None:
@@ -94,16 +94,84 @@ def fit_codes(content: np.ndarray, sizes, *, seed: int, iters: int):
   return rq_kmeans_fit(content, tuple(sizes), key=jax.random.key(seed), iters=iters)
 
 
+def ranker_train_section(*, num_steps: int, batch_size: int, learning_rate: float,
+                         seed: int) -> dict[str, Any]:
+  """The `train` section of every ranker fit (`lrm rank` and the benchmarks alike): AdamW
+  with a short warmup and cosine decay, one evaluation and checkpoint at the end."""
+  return {"batch_size": batch_size, "num_steps": num_steps, "learning_rate": learning_rate,
+          "warmup_steps": min(100, num_steps // 10), "decay": "cosine", "weight_decay": 0.01,
+          "eval_every": num_steps, "log_every": max(1, min(100, num_steps)),
+          "checkpoint_every": num_steps, "seed": seed}
+
+
 def train_ranker(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
                  batch_size: int, learning_rate: float, seed: int,
-                 desc: str | None = None) -> float:
-  """A light AdamW loop (seeded batches, no checkpoints); returns the last 100 steps' mean loss
-  (`desc`: show progress under that name). For resumable runs with checkpoints use
-  `lrm.train.trainer.train(model, ranker_loss, ...)`."""
-  model.train()
-  return fit_sampled(model, ranker_loss, arrays, num_steps=num_steps, batch_size=batch_size,
-                     learning_rate=learning_rate, weight_decay=0.01, seed=seed, tail=100,
-                     desc=desc)
+                 workdir: pathlib.Path | None = None, desc: str | None = None) -> float:
+  """Trains `model` in place through the project's trainer; returns the last logged training
+  loss. With `workdir`, checkpoints and metrics go there (resumed when present); without, a
+  light run (`desc`: show progress under that name)."""
+  result = train(model, ranker_loss, arrays,
+                 config=ranker_train_section(num_steps=num_steps, batch_size=batch_size,
+                                             learning_rate=learning_rate, seed=seed),
+                 workdir=workdir, progress=desc or False)
+  if workdir is not None and not np.isfinite(result.train_loss):
+    return _last_train_loss(workdir)   # resumed at the last step: nothing ran this time
+  return result.train_loss
+
+
+def _id_keep_batches(arrays: Mapping[str, np.ndarray], *, batch_size: int, seed: int,
+                     hold_steps: int, decay_steps: int):
+  """Shuffled batches (a new permutation per epoch) with `id_keep`: each example keeps its
+  candidate-ID token with the schedule's probability at that batch's step."""
+  rng = np.random.default_rng(seed)
+  n = len(arrays["cand_id"])
+  order, cursor, step = rng.permutation(n), 0, 0
+  while True:
+    if cursor + batch_size > n:
+      order, cursor = rng.permutation(n), 0
+    rows = order[cursor:cursor + batch_size]
+    cursor += batch_size
+    keep = id_keep_probability(step, hold_steps=hold_steps, decay_steps=decay_steps)
+    yield {**{k: v[rows] for k, v in arrays.items()}, "id_keep": rng.random(batch_size) < keep}
+    step += 1
+
+
+def warmup_train(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
+                 hold_steps: int, decay_steps: int, batch_size: int, learning_rate: float,
+                 seed: int, eval_every: int = 0,
+                 evaluate_fn: Callable[[Ranker], dict[str, float]] | None = None
+                 ) -> list[dict[str, float]]:
+  """Incremental training of a model with a candidate-ID token, retiring the ID.
+
+  At step s each example keeps its ID token with probability `id_keep_probability(s)`; the
+  loss and, every `eval_every` steps (and at the end), `evaluate_fn(model)` are recorded,
+  giving the curves through the transition. Trains `model` in place (light trainer run,
+  AdamW at a constant rate).
+
+  Returns: one record per `eval_every` steps: step, keep_prob, loss (mean since the last
+  record) and the evaluation's metrics.
+  """
+  if not model.cfg.candidate_id:
+    raise ConfigError("candidate_id", "warmup needs a late ranker with candidate_id=True")
+  if len(arrays["cand_id"]) < batch_size:
+    raise ConfigError("batch_size", f"{batch_size} > {len(arrays['cand_id'])} examples")
+  every = eval_every or num_steps
+
+  def record(step: int, m: Ranker) -> dict[str, float]:
+    out = {"keep_prob": id_keep_probability(step, hold_steps=hold_steps,
+                                            decay_steps=decay_steps)}
+    if evaluate_fn is not None:
+      m.eval()
+      out.update(evaluate_fn(m))
+    return out
+
+  batches = _id_keep_batches(arrays, batch_size=batch_size, seed=seed, hold_steps=hold_steps,
+                             decay_steps=decay_steps)
+  result = train(model, ranker_loss, batches=batches, hooks=[Hook(every, record)],
+                 config=light_section(num_steps=num_steps, batch_size=batch_size,
+                                      learning_rate=learning_rate, weight_decay=0.01,
+                                      seed=seed, log_every=every), progress=False)
+  return [{k: v for k, v in r.items() if k != "train_s"} for r in result.history]
 
 
 def evaluate_ranker(model: Ranker, data: RankingData, item_codes: np.ndarray, *,
@@ -167,22 +235,13 @@ def prepare(section, dataset, seed: int, content: np.ndarray | None = None
   return split, codes
 
 
-def trainer_section(section, seed: int) -> dict[str, Any]:
-  """The `train` section `lrm.train.trainer.train` reads, from the ranking section."""
-  steps = int(section.num_steps)
-  return {"batch_size": int(section.batch_size), "num_steps": steps,
-          "learning_rate": float(section.learning_rate), "warmup_steps": min(100, steps // 10),
-          "decay": "cosine", "weight_decay": 0.01, "eval_every": steps,
-          "log_every": max(1, min(100, steps)), "checkpoint_every": steps, "seed": seed}
-
-
 def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
                  workdir: pathlib.Path | None = None, train_models: bool = True
                  ) -> dict[str, dict[str, Any]]:
   """Trains every configured variant on the split; warm and cold metrics per variant.
 
-  With `workdir`, each variant trains through the project's trainer (checkpoints and
-  metrics under workdir/<variant>, resumed when present); without, through `train_ranker`.
+  Each variant trains through `train_ranker`: with `workdir`, checkpoints and metrics under
+  workdir/<variant> (resumed when present); without, a light run.
   `train_models=False` (`lrm evaluate`) only restores: every variant's checkpoint must have
   reached `num_steps`, else a ConfigError names the variant and its step.
   """
@@ -202,15 +261,11 @@ def run_variants(section, split: ColdWarmSplit, codes: np.ndarray, *, seed: int,
     # A ranker without the long-term token never reads the long history: skip its gathers.
     used = (arrays if model.long_encoder is not None else
             {k: v for k, v in arrays.items() if k != "long_hist"})
-    if workdir is None:
-      loss = train_ranker(model, used, num_steps=int(section.num_steps),
-                          batch_size=int(section.batch_size),
-                          learning_rate=float(section.learning_rate), seed=seed,
-                          desc=f"ranker {variant}")
-    else:
-      train(model, ranker_loss, used, config=trainer_section(section, seed),
-            workdir=workdir / variant, progress=False)
-      loss = _last_train_loss(workdir / variant)
+    loss = train_ranker(model, used, num_steps=int(section.num_steps),
+                        batch_size=int(section.batch_size),
+                        learning_rate=float(section.learning_rate), seed=seed,
+                        workdir=None if workdir is None else workdir / variant,
+                        desc=f"ranker {variant}")
     out[variant] = {"train_loss": loss,
                     "warm": evaluate_ranker(model, split.warm, codes),
                     "cold": evaluate_ranker(model, split.cold, codes),

@@ -69,7 +69,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -87,6 +86,8 @@ from lrm.jobs.stages import data_stage, validate
 from lrm.models import two_tower as tt
 from lrm.sid.rq_kmeans import cluster_ids_fit
 from lrm.tasks.ranking import cold_warm_split, topic_affinity
+from lrm.train.optimizer import optimizer_from_config
+from lrm.train.trainer import light_section, train
 
 # Item-tower variants (benchmarks/ranking.py's four); "clusters" takes `num_clusters`.
 CLICK_MODELS = ("auto", "truth", "held_out")
@@ -421,15 +422,27 @@ def build_tower(name: str, section, content: np.ndarray, clusters: np.ndarray,
 
 
 def make_optimizer(model: tt.TwoTower, learning_rate: float) -> nnx.Optimizer:
-  """AdamW without decay (as `train_two_tower`); kept and continued through the replay."""
-  return nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.0), wrt=nnx.Param)
+  """Plain AdamW without decay at a constant rate (`light_section`'s); kept and continued
+  through the replay."""
+  tx = optimizer_from_config(light_section(num_steps=1, batch_size=1,
+                                           learning_rate=learning_rate))
+  return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-@nnx.jit
-def _train_step(model, optimizer, batch):
-  (loss, _), grads = nnx.value_and_grad(tt.two_tower_loss, has_aux=True)(model, batch)
-  optimizer.update(model, grads)
-  return loss
+def train_two_tower(model: tt.TwoTower, history: np.ndarray, target: np.ndarray, *,
+                    num_steps: int, batch_size: int, learning_rate: float, seed: int,
+                    desc: str | None = None) -> float:
+  """A light trainer run on (history, target) positives with the sampled-softmax correction;
+  returns the last 50 steps' mean loss (`desc`: show progress under that name)."""
+  if len(target) < batch_size:
+    raise ConfigError("batch_size", f"{batch_size} > {len(target)} examples")
+  arrays = {"history": history, "target": np.asarray(target, np.int32),
+            "log_q": tt.log_sampling_probability(target, model.cfg.num_items)}
+  result = train(model, tt.two_tower_loss, arrays,
+                 config=light_section(num_steps=num_steps, batch_size=batch_size,
+                                      learning_rate=learning_rate, seed=seed, log_every=50),
+                 progress=desc or False)
+  return result.train_loss
 
 
 def mixture_log_q(pool_target: np.ndarray, new_target: np.ndarray, new_share: float,
@@ -444,26 +457,37 @@ def mixture_log_q(pool_target: np.ndarray, new_target: np.ndarray, new_share: fl
     return np.log(q).astype(np.float32)
 
 
-def fit_mixture(model: tt.TwoTower, optimizer: nnx.Optimizer, pool: tuple[np.ndarray, np.ndarray],
-                new: tuple[np.ndarray, np.ndarray] | None, *, steps: int, batch_size: int,
-                new_share: float, rng: np.random.Generator) -> float:
-  """`steps` AdamW steps on batches of round(new_share * batch) new positives and pool rows
-  for the rest; returns the mean loss (nan for no steps)."""
+def _mixture_batches(pool: tuple[np.ndarray, np.ndarray],
+                     new: tuple[np.ndarray, np.ndarray] | None, n_new: int, batch_size: int,
+                     log_q: np.ndarray, rng: np.random.Generator):
+  """Batches of `n_new` new positives and pool rows for the rest, both drawn uniformly with
+  replacement (what `mixture_log_q` corrects for)."""
   pool_h, pool_t = pool
-  n_new = int(round(new_share * batch_size)) if new is not None and len(new[1]) else 0
-  share = n_new / batch_size
-  log_q = mixture_log_q(pool_t, new[1] if n_new else pool_t[:0], share, model.cfg.num_items)
-  losses = []
-  for _ in range(steps):
+  while True:
     p = rng.integers(0, len(pool_t), batch_size - n_new)
     h, t = pool_h[p], pool_t[p]
     if n_new:
       j = rng.integers(0, len(new[1]), n_new)
       h, t = np.concatenate([h, new[0][j]]), np.concatenate([t, new[1][j]])
-    losses.append(_train_step(model, optimizer, {"history": jnp.asarray(h),
-                                                 "target": jnp.asarray(t, jnp.int32),
-                                                 "log_q": jnp.asarray(log_q[t])}))
-  return float(np.mean([float(x) for x in losses])) if losses else float("nan")
+    yield {"history": h, "target": t.astype(np.int32), "log_q": log_q[t]}
+
+
+def fit_mixture(model: tt.TwoTower, optimizer: nnx.Optimizer, pool: tuple[np.ndarray, np.ndarray],
+                new: tuple[np.ndarray, np.ndarray] | None, *, steps: int, batch_size: int,
+                new_share: float, rng: np.random.Generator) -> float:
+  """`steps` steps of a light trainer run that continues `optimizer`, on batches of
+  round(new_share * batch) new positives and pool rows for the rest; returns the mean loss
+  (nan for no steps)."""
+  if steps == 0:
+    return float("nan")
+  n_new = int(round(new_share * batch_size)) if new is not None and len(new[1]) else 0
+  share = n_new / batch_size
+  log_q = mixture_log_q(pool[1], new[1] if n_new else pool[1][:0], share, model.cfg.num_items)
+  loop = {"batch_size": batch_size, "num_steps": steps, "eval_every": steps,
+          "log_every": steps, "checkpoint_every": steps}
+  result = train(model, tt.two_tower_loss, config=loop, optimizer=optimizer, progress=False,
+                 batches=_mixture_batches(pool, new, n_new, batch_size, log_q, rng))
+  return result.train_loss
 
 
 def mark_known(model: tt.TwoTower, rows: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ regression tasks such as watch time or rating). Variants (`RankerConfig.variant`
   through summed SID embeddings. Families in the items' code space read the items' prefix
   tables by default (`shared_tables`), or get their own tables (FLUID's separate slice and
   room tables). `candidate_id=True` adds the candidate ID as one more token that the staged
-  warmup (`warmup_train`) retires: its presence is drawn per example with a probability that
-  decays to 0. Per-level tokens trained worse on Beauty with MiniLM SIDs (warm / cold AUC
+  warmup (`lrm.jobs.ranking.warmup_train`) retires: its presence is drawn per example with a
+  probability that decays to 0. Per-level tokens trained worse on Beauty with MiniLM SIDs (warm / cold AUC
   .640 / .578 against .724 / .680 for one summed token, 2 layers), hence the default.
 
 Cold items, and why the SID tables start at zero: a cold item's deep prefixes (its level-3
@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -573,63 +573,3 @@ def id_keep_probability(step: Any, *, hold_steps: int, decay_steps: int) -> Any:
   frac = (step - hold_steps) / decay_steps
   return jnp.clip(1.0 - frac, 0.0, 1.0) if isinstance(step, jax.Array) else \
       float(min(max(1.0 - frac, 0.0), 1.0))
-
-
-def warmup_train(model: Ranker, arrays: Mapping[str, np.ndarray], *, num_steps: int,
-                 hold_steps: int, decay_steps: int, batch_size: int, learning_rate: float,
-                 seed: int, eval_every: int = 0,
-                 evaluate_fn: Callable[[Ranker], dict[str, float]] | None = None
-                 ) -> list[dict[str, float]]:
-  """Incremental training of a model with a candidate-ID token, retiring the ID.
-
-  At step s each example keeps its ID token with probability `id_keep_probability(s)` (drawn
-  from (seed, s)); the loss and, every `eval_every` steps, `evaluate_fn(model)` are recorded,
-  giving the curves through the transition. Trains `model` in place (AdamW, constant rate).
-
-  Returns: one record per logged step: step, keep_prob, loss (mean since the last record) and
-  the evaluation's metrics.
-  """
-  if not model.cfg.candidate_id:
-    raise ConfigError("candidate_id", "warmup needs a late ranker with candidate_id=True")
-  n = len(arrays["cand_id"])
-  if n < batch_size:
-    raise ConfigError("batch_size", f"{batch_size} > {n} examples")
-  model.train()
-  optimizer = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=0.01), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def step_fn(state, batch, step):
-    m, opt = nnx.merge(graphdef, state)
-    key = jax.random.fold_in(jax.random.key(seed), step)
-    nnx.reseed(m, dropout=jax.random.fold_in(key, 1))
-    keep = id_keep_probability(step, hold_steps=hold_steps, decay_steps=decay_steps)
-    batch = dict(batch, id_keep=jax.random.bernoulli(key, keep, (batch_size,)))
-    (loss, aux), grads = nnx.value_and_grad(ranker_loss, has_aux=True)(m, batch)
-    opt.update(m, grads)
-    return nnx.state((m, opt)), loss
-
-  rng = np.random.default_rng(seed)
-  order = rng.permutation(n)
-  cursor, records, total, count = 0, [], 0.0, 0
-  for step in range(num_steps):
-    if cursor + batch_size > n:
-      order, cursor = rng.permutation(n), 0
-    rows = order[cursor:cursor + batch_size]
-    cursor += batch_size
-    batch = {k: jnp.asarray(v[rows]) for k, v in arrays.items()}
-    state, loss = step_fn(state, batch, jnp.int32(step))
-    total, count = total + float(loss), count + 1
-    if (eval_every and (step + 1) % eval_every == 0) or step + 1 == num_steps:
-      record = {"step": step + 1, "loss": total / count,
-                "keep_prob": id_keep_probability(step + 1, hold_steps=hold_steps,
-                                                 decay_steps=decay_steps)}
-      total, count = 0.0, 0
-      if evaluate_fn is not None:
-        current, _ = nnx.merge(graphdef, state)
-        record.update(evaluate_fn(current))
-        current.train()
-      records.append(record)
-  trained, _ = nnx.merge(graphdef, state)
-  nnx.update(model, nnx.state(trained))
-  return records

@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 from lrm.core import artifacts
 from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
+from lrm.core.train_step import make_train_step
 from lrm.parallel import mesh as mesh_lib
 from lrm.parallel.rules import LOGICAL_AXIS_RULES
 from lrm.sid.kmeans import kmeans_fit
@@ -366,23 +367,20 @@ def _code_counts(model: RQVAE, codes: jax.Array) -> tuple[jax.Array, ...]:
                for c, k in enumerate(model.config.codebook_sizes))
 
 
-@nnx.jit
-def _train_step(model: RQVAE, opt: nnx.Optimizer, x: jax.Array, key: jax.Array):
+def _rqvae_loss(model: RQVAE, x: jax.Array, key: jax.Array):
+  """The RQ-VAE loss of batch x; aux = (metrics, per-level code counts)."""
   cfg = model.config
   if cfg.progressive_masking:
     mask = _level_mask(key, x.shape[0], cfg.num_levels, cfg.progressive_masking_mode)
   else:
     mask = None
-
-  def loss_fn(m: RQVAE):
-    out = m(x, mask)
-    return out.loss, out
-
-  (_, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-  opt.update(model, grads)
+  out = model(x, mask)
   metrics = {"loss": out.loss, "reconstruction": out.reconstruction_loss,
              "codebook": out.codebook_loss, "commitment": out.commitment_loss}
-  return metrics, _code_counts(model, out.codes)
+  return out.loss, (metrics, _code_counts(model, out.codes))
+
+
+_train_step = make_train_step(_rqvae_loss)
 
 
 @nnx.jit
@@ -500,8 +498,9 @@ def run_training_steps(model: RQVAE, train_step: Any, inputs: Any, *, cfg: Any, 
   """The step loop RQ-VAE and SID-v2 share: per-window code utilisation, dead-code restarts,
   the loss history; a non-finite loss is a DataError naming the step.
 
-  `inputs(step) -> (x batch, extra args)` feeds `train_step(x, key, *extra)`, which returns
-  (metrics, per-level code counts).
+  `inputs(step) -> (x batch, extra args)` feeds `train_step(x, key, *extra)`, a
+  `make_train_step` step bound to the model and optimizer, whose aux is (metrics, per-level
+  code counts).
   """
   window = cfg.dead_code_restart_every or steps
   metrics_log: list[dict[str, jax.Array]] = []
@@ -510,7 +509,7 @@ def run_training_steps(model: RQVAE, train_step: Any, inputs: Any, *, cfg: Any, 
   bar = tqdm(range(steps), desc=name.lower(), disable=not show_progress, leave=False)
   for step in bar:
     xb, extra = inputs(step)
-    metrics, step_counts = train_step(xb, jax.random.fold_in(k_steps, step), *extra)
+    _, (metrics, step_counts) = train_step(xb, jax.random.fold_in(k_steps, step), *extra)
     metrics_log.append(metrics)
     counts = step_counts if counts is None else jax.tree.map(jnp.add, counts, step_counts)
     if show_progress and (step % 20 == 0 or step == steps - 1):

@@ -62,6 +62,7 @@ from flax import nnx
 from lrm.core import artifacts
 from lrm.core.config import dataclass_from_dict
 from lrm.core.errors import ConfigError, DataError
+from lrm.core.train_step import make_train_step
 from lrm.encoders.contrastive import info_nce_from_logits
 from lrm.encoders.pairs import false_negative_mask
 from lrm.parallel.rules import sharding_context
@@ -291,25 +292,23 @@ class SIDv2(RQVAE):
 # ------------------------------------------------------------------------------- training
 
 
-@nnx.jit
-def _train_step(model: SIDv2, opt: nnx.Optimizer, x: jax.Array, key: jax.Array,
-                pairs: tuple[jax.Array, jax.Array, jax.Array] | None):
+def _sid_v2_loss(model: SIDv2, x: jax.Array, key: jax.Array,
+                 pairs: tuple[jax.Array, jax.Array, jax.Array] | None):
+  """The RQ-VAE loss plus the weighted co-occurrence loss; aux = (metrics, code counts)."""
   cfg = model.config
   mask = (rqvae._level_mask(key, x.shape[0], cfg.num_levels, cfg.progressive_masking_mode)
           if cfg.progressive_masking else None)
-
-  def loss_fn(m: SIDv2):
-    out = m(x, mask)
-    cooc = m.cooccurrence_loss(*pairs) if pairs is not None else jnp.zeros(())
-    return out.loss + cfg.cooccurrence_weight * cooc, (out, cooc)
-
-  (loss, (out, cooc)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-  opt.update(model, grads)
+  out = model(x, mask)
+  cooc = model.cooccurrence_loss(*pairs) if pairs is not None else jnp.zeros(())
+  loss = out.loss + cfg.cooccurrence_weight * cooc
   metrics = {"loss": loss, "reconstruction": out.reconstruction_loss,
              "codebook": out.codebook_loss, "commitment": out.commitment_loss,
              "cooccurrence": cooc, "modality_reconstruction": out.modality_losses,
              "latent_cosine": latent_cosine(out.latent)}
-  return metrics, rqvae._code_counts(model, out.codes)
+  return loss, (metrics, rqvae._code_counts(model, out.codes))
+
+
+_train_step = make_train_step(_sid_v2_loss)
 
 
 def _check_pairs(pairs: Any, n: int) -> np.ndarray:

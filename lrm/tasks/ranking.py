@@ -44,7 +44,7 @@ lrm/models/compression.py inside lrm/models/ranker.py): each example also carrie
 last T training-visible events before its target (the same rule as the short history, so cold
 items never enter it, and never the target or anything after it), reaching far beyond the
 `max_history` window. It is stored per example row, int32 [n, T], repeated for the positive
-and its negatives, because `fit_sampled` / `predict` index every batch array by the same rows:
+and its negatives, because training batches and `predict` index every array by the same rows:
 T is capped at `MAX_LONG_HISTORY` = 512, i.e. at most 2 KiB per row (MovieLens 100k with 40k
 training positives x 5 rows at T = 256: 205 MB). SID codes of these events are looked up
 inside the ranker (from a code table it holds), never materialised as [n, T, c].

@@ -9,7 +9,14 @@ state is saved with the model) as an uninterrupted one.
 
 What a model brings is a `loss_fn(model, batch) -> (loss, aux dict)`; what it is judged by is
 an `evaluate_fn(model) -> dict of metrics` (called in eval mode), both from the caller, so this
-stage knows nothing of decoding or metrics (which come later in the data flow).
+stage knows nothing of decoding or metrics (which come later in the data flow). Anything else
+that must happen every N steps (a curve through a schedule, a freshness check, a change to the
+model) is a `Hook`. Batches come from the training arrays (shuffled epochs through Grain) or
+from the caller's own iterator (`batches`, e.g. a replay's mixture of old and new rows).
+
+Light mode (`workdir=None`) is the same loop without checkpoints, metric files or resume: for
+quick comparisons and for the inner loops of other jobs (a ranker per variant, a replay
+round). It still keeps the best evaluated weights, in memory.
 
 Multi-process jobs (`lrm.parallel.distributed`): every process runs this same loop. Each
 reads only its rows of every global batch (the same global batches as one process would see)
@@ -32,7 +39,7 @@ import pathlib
 import signal
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +51,7 @@ from jax.sharding import NamedSharding
 from tqdm import tqdm
 
 from lrm.core.errors import ConfigError, Preempted
+from lrm.core.train_step import apply_update
 from lrm.parallel.mesh import batch_sharding, make_mesh, replicated
 from lrm.parallel.rules import sharding_context
 from lrm.tasks.next_item import train_iterator
@@ -53,6 +61,15 @@ from lrm.train.optimizer import optimizer_from_config, schedule_from_config
 
 LossFn = Callable[[nnx.Module, Mapping[str, jax.Array]], tuple[jax.Array, dict]]
 EvaluateFn = Callable[[nnx.Module], dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+  """`fn(step, model)` after every `every` steps and after the last, on the current weights in
+  train mode. It may change the model in place (the change is kept); the numbers it returns
+  (or None) go to the log and to `TrainResult.history` under that step."""
+  every: int
+  fn: Callable[[int, nnx.Module], Mapping[str, float] | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +104,17 @@ class LoopSpec:
     return spec
 
 
+def light_section(*, num_steps: int, batch_size: int, learning_rate: float, seed: int = 0,
+                  weight_decay: float = 0.0, log_every: int = 50) -> dict[str, Any]:
+  """A `train` section for light runs at a constant rate: plain AdamW (b2 .999, eps 1e-8, no
+  clipping), evaluation (if any) at the end."""
+  return {"batch_size": batch_size, "num_steps": num_steps, "learning_rate": learning_rate,
+          "warmup_steps": 0, "decay": "constant", "weight_decay": weight_decay, "b2": 0.999,
+          "eps": 1e-8, "clip_norm": 0.0, "eval_every": num_steps,
+          "log_every": max(1, min(log_every, num_steps)), "checkpoint_every": num_steps,
+          "seed": seed}
+
+
 @dataclasses.dataclass
 class TrainResult:
   """What the loop did: the last step, the best step and its metrics, the time it took.
@@ -102,6 +130,7 @@ class TrainResult:
   steps_per_s: float
   wall_s: float
   eval_s: float = 0.0
+  train_loss: float = math.nan   # mean loss of the last log window (nan: no step ran)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -167,13 +196,16 @@ def make_train_step(graphdef: Any, loss_fn: LossFn, seed: int, shardings: Any = 
     model, optimizer = nnx.merge(graphdef, state)
     # Dropout keys from (seed, step): resumable without saving RNG state.
     nnx.reseed(model, dropout=jax.random.fold_in(jax.random.key(seed), step))
-    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
-    optimizer.update(model, grads)
+    _, aux, grads = apply_update(model, optimizer, loss_fn, batch)
     aux = dict(aux)
     aux["grad_norm"] = _global_norm(grads)
     return nnx.state((model, optimizer)), aux
 
   return train_step
+
+
+# Light runs repeated on one model (a replay's rounds) reuse one compiled step.
+_cached_train_step = functools.lru_cache(maxsize=16)(make_train_step)
 
 
 def _global_norm(tree) -> jax.Array:
@@ -202,50 +234,75 @@ def _checkpointed(state):
   return nnx.filter_state(state, nnx.Not(nnx.RngState))
 
 
-def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndarray], *,
-          config: Any, workdir: str | pathlib.Path, evaluate_fn: EvaluateFn | None = None,
-          mesh: jax.sharding.Mesh | None = None, extra: dict | None = None,
+def train(model: nnx.Module, loss_fn: LossFn,
+          train_arrays: Mapping[str, np.ndarray] | None = None, *, config: Any,
+          workdir: str | pathlib.Path | None = None, evaluate_fn: EvaluateFn | None = None,
+          hooks: Sequence[Hook] = (), batches: Iterator[Mapping[str, np.ndarray]] | None = None,
+          optimizer: nnx.Optimizer | None = None, mesh: jax.sharding.Mesh | None = None,
+          extra: dict | None = None,
           warm_start: Callable[[nnx.Module, nnx.Optimizer], None] | None = None,
-          progress: bool = True) -> TrainResult:
-  """Trains `model` in place (it ends holding the best checkpoint's weights when there is one).
+          progress: bool | str = True) -> TrainResult:
+  """Trains `model` in place (it ends holding the best evaluated weights when there are some).
 
   `config` is the `train` config section: the LoopSpec fields plus the optimizer's
-  (lrm/train/optimizer.py). `train_arrays` are equally long arrays, one row per example.
-  Checkpoints go to workdir/checkpoints (resumed from automatically), metrics to
-  workdir/metrics.jsonl and workdir/tensorboard/.
+  (lrm/train/optimizer.py). `train_arrays` are equally long arrays, one row per example;
+  `batches` instead yields ready batches of `batch_size` rows (light mode only: its state is
+  not saved). With `workdir`, checkpoints go to workdir/checkpoints (resumed from
+  automatically), metrics to workdir/metrics.jsonl and workdir/tensorboard/; without, nothing
+  is written (light mode).
 
-  `warm_start(model, optimizer)`, called only when workdir holds no checkpoint yet, loads a
-  starting point in place (e.g. the previous round of continued pretraining).
+  `optimizer` continues an existing `nnx.Optimizer` of `model` (its state kept across calls,
+  e.g. replay rounds) instead of building one from `config`, which then needs only the
+  LoopSpec fields. `warm_start(model, optimizer)`,
+  called only when workdir holds no checkpoint yet, loads a starting point in place (e.g. the
+  previous round of continued pretraining). `progress`: a progress bar (a string names it).
   """
   spec = LoopSpec.from_config(config)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  light = workdir is None
+  if (train_arrays is None) == (batches is None):
+    raise ConfigError("train", "give either train_arrays or batches")
+  if batches is not None and not light:
+    raise ConfigError("train", "a batch iterator cannot be checkpointed: use train_arrays "
+                      "with a workdir")
+  for hook in hooks:
+    if int(hook.every) < 1:
+      raise ConfigError("train.hooks", f"every must be >= 1, got {hook.every}")
   primary = jax.process_index() == 0
   if jax.process_count() > 1 and mesh is None:
     mesh = make_mesh()   # arrays spanning processes need a mesh over all devices
-  n = len(next(iter(train_arrays.values())))
-  if n < spec.batch_size:
-    raise ConfigError("train.batch_size", f"{spec.batch_size} is larger than the "
-                      f"{n} training examples")
-  tx = optimizer_from_config(config)
-  schedule = schedule_from_config(config)   # the same schedule, for logging the rate
+  if train_arrays is not None:
+    n = len(next(iter(train_arrays.values())))
+    if n < spec.batch_size:
+      raise ConfigError("train.batch_size", f"{spec.batch_size} is larger than the "
+                        f"{n} training examples")
+  # The optimizer's schedule, for logging the rate (a given optimizer brings its own).
+  schedule = schedule_from_config(config) if optimizer is None else None
   model.train()
-  with sharding_context(mesh):  # optimizer state inherits the parameters' sharding annotations
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
-                      best_metric=spec.best_metric, best_mode=spec.best_mode)
-  if warm_start is not None and ckpt.latest_step() is None:
+  if optimizer is None:
+    with sharding_context(mesh):  # optimizer state inherits the parameters' annotations
+      optimizer = nnx.Optimizer(model, optimizer_from_config(config), wrt=nnx.Param)
+  ckpt = None
+  if not light:
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(workdir / "checkpoints", keep_last=spec.keep_last,
+                        best_metric=spec.best_metric, best_mode=spec.best_mode)
+  if warm_start is not None and (light or ckpt.latest_step() is None):
     warm_start(model, optimizer)
   graphdef, state = nnx.split((model, optimizer))
-  iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed,
-                            worker_count=spec.worker_count, process_index=jax.process_index(),
-                            process_count=jax.process_count())
+  iterator = batches
+  if iterator is None:
+    iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed,
+                              worker_count=spec.worker_count,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count())
 
-  writer = MetricWriter(workdir) if primary else None
+  writer = MetricWriter(workdir) if primary and not light else None
   loop = {"best_value": None, "best_step": None, "best_metrics": {}, "evals_since_best": 0,
           "history": []}
+  best_state = None   # light mode: a copy of the best weights
   step = 0
-  if ckpt.latest_step() is not None:
+  if ckpt is not None and ckpt.latest_step() is not None:
     saved = _checkpointed(state)
     restored, restored_extra = ckpt.restore(saved, step="latest", data_iterator=iterator)
     state = nnx.merge_state(state, restored)
@@ -257,7 +314,8 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
   if mesh is not None:
     shardings = state_shardings(state, mesh)
     state = jax.device_put(state, shardings)
-  train_step = make_train_step(graphdef, loss_fn, spec.seed, shardings)
+  train_step = (_cached_train_step(graphdef, loss_fn, spec.seed) if shardings is None else
+                make_train_step(graphdef, loss_fn, spec.seed, shardings))
 
   def put(batch):
     batch = {k: np.asarray(v) for k, v in batch.items()}
@@ -278,23 +336,43 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
     loop["eval_s"] = loop.get("eval_s", 0.0) + time.perf_counter() - eval_start
     return metrics
 
+  def run_hooks(at_step: int, last: bool) -> dict[str, float]:
+    """The due hooks on a view of the state; what they change in the model is kept."""
+    nonlocal state
+    due = [h for h in hooks if at_step % h.every == 0 or last]
+    if not due:
+      return {}
+    current, current_opt = nnx.merge(graphdef, state)
+    out = {}
+    for hook in due:
+      out.update({k: float(v) for k, v in (hook.fn(at_step, current) or {}).items()})
+    current.train()
+    state = nnx.state((current, current_opt))
+    if shardings is not None:
+      state = jax.device_put(state, shardings)
+    return out
+
   # Time across resumed runs: what the checkpoints recorded plus this process's share.
   start = time.perf_counter()
   wall_before = float(loop.get("wall_s", 0.0))
 
   def save(at_step: int, metrics: dict[str, float] | None, force: bool = False):
+    if ckpt is None:
+      return
     loop["wall_s"] = wall_before + time.perf_counter() - start
     ckpt.save(at_step, _checkpointed(state), data_iterator=iterator, metrics=metrics,
               extra={**(extra or {}), "loop": dict(loop)}, force=force)
 
   window_start, window_steps, sums = time.perf_counter(), 0, {}
+  train_loss = math.nan
   stopped_early = False
   bar = None
   term = _TermSignal()
-  term.install()
+  if not light:
+    term.install()
   if progress and primary:
-    bar = tqdm(total=spec.num_steps, initial=step, desc="train", unit="step", mininterval=5,
-               dynamic_ncols=True)
+    bar = tqdm(total=spec.num_steps, initial=step, unit="step", mininterval=5,
+               desc=progress if isinstance(progress, str) else "train", dynamic_ncols=True)
   try:
     while step < spec.num_steps:
       batch = put(next(iterator))
@@ -305,27 +383,29 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
         sums[k] = sums.get(k, 0.0) + v
       if bar is not None:
         bar.update(1)
-      if step % spec.log_every == 0 or step == spec.num_steps:
+      last = step == spec.num_steps
+      if step % spec.log_every == 0 or last:
         means = {k: float(v) / window_steps for k, v in sums.items()}
-        if not math.isfinite(means.get("loss", 0.0)):
-          raise NonFiniteLossError(f"loss is {means.get('loss')} at step {step}; the last good "
-                                   f"checkpoint is step {ckpt.latest_step()} in {workdir}")
+        train_loss = means.get("loss", math.nan)
+        if not math.isfinite(train_loss):
+          where = (f"the last good checkpoint is step {ckpt.latest_step()} in {workdir}"
+                   if ckpt is not None else "light mode: nothing was saved")
+          raise NonFiniteLossError(f"loss is {train_loss} at step {step}; {where}")
         rate = window_steps / (time.perf_counter() - window_start)
         means["steps_per_s"] = rate
-        means["learning_rate"] = float(schedule(step))
+        if schedule is not None:
+          means["learning_rate"] = float(schedule(step))
         if writer is not None:
           writer.write(step, means, prefix="train/")
         if bar is not None:
-          bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
+          bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
         window_start, window_steps, sums = time.perf_counter(), 0, {}
+      record = run_hooks(step, last)
       evaluated = None
-      if evaluate_fn is not None and (step % spec.eval_every == 0 or step == spec.num_steps):
+      if evaluate_fn is not None and (step % spec.eval_every == 0 or last):
         evaluated = evaluate()
         if writer is not None:
           writer.write(step, evaluated)
-        # Training time so far (validation excluded), for quality-against-minutes curves.
-        train_s = wall_before + time.perf_counter() - start - loop.get("eval_s", 0.0)
-        loop["history"].append({"step": step, "train_s": round(train_s, 1), **evaluated})
         value = evaluated.get(spec.best_metric)
         if value is None:
           raise ConfigError("train.best_metric", f"'{spec.best_metric}' is not among the "
@@ -333,6 +413,8 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
         if _better(value, loop["best_value"], spec.best_mode):
           loop.update(best_value=value, best_step=step, best_metrics=evaluated,
                       evals_since_best=0)
+          if light:
+            best_state = jax.tree.map(jnp.copy, _checkpointed(state))  # outlives donation
         else:
           loop["evals_since_best"] += 1
         logging.info("step %d: %s (best %s at step %s)", step,
@@ -340,11 +422,19 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
                      spec.best_metric, loop["best_step"])
         if spec.patience and loop["evals_since_best"] >= spec.patience:
           stopped_early = True
+        record.update(evaluated)
+      if record:
+        if writer is not None and evaluated is None:
+          writer.write(step, record)
+        # Training time so far (validation excluded), for quality-against-minutes curves.
+        train_s = wall_before + time.perf_counter() - start - loop.get("eval_s", 0.0)
+        loop["history"].append({"step": step, "train_s": round(train_s, 1),
+                                "loss": train_loss, **record})
       if evaluated is not None or step % spec.checkpoint_every == 0 or stopped_early:
         save(step, evaluated)
       # One process reads its flag every step; several agree at log steps only, since that
       # takes a collective (the grace period before SIGKILL outlasts a log window).
-      if ((jax.process_count() == 1 or step % spec.log_every == 0)
+      if (not light and (jax.process_count() == 1 or step % spec.log_every == 0)
           and term.any_process()):
         save(step, None, force=True)
         ckpt.close()
@@ -358,19 +448,26 @@ def train(model: nnx.Module, loss_fn: LossFn, train_arrays: Mapping[str, np.ndar
     term.uninstall()
     if bar is not None:
       bar.close()
-    ckpt.wait()
+    if ckpt is not None:
+      ckpt.wait()
     if writer is not None:
       writer.close()
 
   # End holding the best weights (what evaluation and export should see).
-  if loop["best_step"] is not None and ckpt.best_step() is not None:
-    best, _ = ckpt.restore(_checkpointed(state), step="best")
-    state = nnx.merge_state(state, best)
-  final, _ = nnx.merge(graphdef, state)
+  if loop["best_step"] is not None:
+    if ckpt is not None and ckpt.best_step() is not None:
+      best, _ = ckpt.restore(_checkpointed(state), step="best")
+      state = nnx.merge_state(state, best)
+    elif best_state is not None:
+      state = nnx.merge_state(state, best_state)
+  final, final_opt = nnx.merge(graphdef, state)
   nnx.update(model, nnx.state(final))
-  ckpt.close()
+  nnx.update(optimizer, nnx.state(final_opt))
+  if ckpt is not None:
+    ckpt.close()
   wall = wall_before + time.perf_counter() - start
   train_s = max(wall - loop.get("eval_s", 0.0), 1e-9)
   return TrainResult(step=step, best_step=loop["best_step"], best_metrics=loop["best_metrics"],
                      history=loop["history"], stopped_early=stopped_early,
-                     steps_per_s=step / train_s, wall_s=wall, eval_s=loop.get("eval_s", 0.0))
+                     steps_per_s=step / train_s, wall_s=wall, eval_s=loop.get("eval_s", 0.0),
+                     train_loss=train_loss)

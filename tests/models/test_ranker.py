@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from lrm.core.errors import ConfigError
+from lrm.jobs.ranking import train_ranker, warmup_train
 from lrm.models.ranker import (Ranker, RankerConfig, id_keep_probability, predict, ranker_arrays,
-                               ranker_loss, task_losses, warmup_train)
+                               ranker_loss, task_losses)
 from lrm.tasks.ranking import RankingData
-from lrm.train.sampled_fit import fit_sampled
 
 SIZES = (4, 4)
 
@@ -371,8 +371,7 @@ def test_long_encoder_runs_and_trains(variant):
   if variant == "id":
     return   # training is the same code path; one variant keeps the test fast
   model.train()
-  fit_sampled(model, ranker_loss, arrays, num_steps=2, batch_size=16, learning_rate=1e-2,
-              weight_decay=0.0, seed=0, tail=1)
+  train_ranker(model, arrays, num_steps=2, batch_size=16, learning_rate=1e-2, seed=0)
   after = jax.tree_util.tree_leaves(nnx.state(model.long_encoder, nnx.Param))
   assert any(not np.allclose(a, np.asarray(b)) for a, b in zip(before, after))  # it trains
 

@@ -11,7 +11,7 @@ from lrm.core.errors import ConfigError
 from lrm.models.two_tower import (TwoTower, TwoTowerConfig, cold_coverage, in_batch_logits,
                                   log_sampling_probability, recall_at_k, sampled_softmax_loss,
                                   top_k)
-from lrm.train.sampled_fit import train_two_tower
+from lrm.jobs.replay import train_two_tower
 
 
 def test_logq_correction_hand_case():

@@ -125,3 +125,59 @@ def test_nan_loss_stops(tmp_path):
 
   with pytest.raises(trainer.NonFiniteLossError, match="step 5"):
     trainer.train(make(), nan_loss, arrays(), config=config(), workdir=tmp_path, progress=False)
+
+
+def test_light_mode_writes_nothing_and_keeps_the_best_weights(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  model = make()
+  result = trainer.train(model, loss_fn, arrays(), config=config(num_steps=30), workdir=None,
+                         evaluate_fn=accuracy_eval, progress=False)
+  assert list(tmp_path.iterdir()) == []          # no checkpoints, no metric files
+  assert result.best_step is not None and np.isfinite(result.train_loss)
+  # The model ends holding the best evaluated weights.
+  model.eval()
+  assert accuracy_eval(model)["valid/accuracy"] == result.best_metrics["valid/accuracy"]
+
+
+def test_hooks_run_every_n_steps_and_may_change_the_model():
+  model = make()
+  seen = []
+
+  def freeze_bias(step, m):
+    seen.append(step)
+    m.out.bias[...] = jnp.full_like(m.out.bias[...], float(step))
+    return {"bias": float(m.out.bias[...][0])}
+
+  result = trainer.train(model, loss_fn, arrays(), config=config(num_steps=25), progress=False,
+                         hooks=[trainer.Hook(10, freeze_bias)])
+  assert seen == [10, 20, 25]                    # every 10 steps and after the last
+  assert [(r["step"], r["bias"]) for r in result.history] == [(10, 10.0), (20, 20.0),
+                                                               (25, 25.0)]
+  assert all(np.isfinite(r["loss"]) for r in result.history)
+  np.testing.assert_allclose(np.asarray(model.out.bias[...]), 25.0)   # the change was kept
+
+
+def test_batches_and_a_continued_optimizer():
+  model = make()
+  optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+  data = arrays()
+
+  def batches():
+    for start in range(0, 10**6, 16):
+      rows = np.arange(start, start + 16) % len(data["x"])
+      yield {k: v[rows] for k, v in data.items()}
+
+  loop = {"batch_size": 16, "num_steps": 20, "eval_every": 20, "log_every": 20,
+          "checkpoint_every": 20}
+  first = trainer.train(model, loss_fn, batches=batches(), config=loop, optimizer=optimizer,
+                        progress=False)
+  assert int(optimizer.step[...]) == 20          # the given optimizer's state moved on
+  second = trainer.train(model, loss_fn, batches=batches(), config=loop, optimizer=optimizer,
+                         progress=False)
+  assert int(optimizer.step[...]) == 40
+  assert second.train_loss < first.train_loss
+  with pytest.raises(ConfigError, match="either train_arrays or batches"):
+    trainer.train(model, loss_fn, data, batches=batches(), config=loop, progress=False)
+  with pytest.raises(ConfigError, match="cannot be checkpointed"):
+    trainer.train(model, loss_fn, batches=batches(), config=loop, workdir="unused",
+                  progress=False)
