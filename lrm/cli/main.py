@@ -68,7 +68,7 @@ JOB_COMMANDS: dict[str, tuple[str | None, str | None]] = {
     "replay": ("replay", "job=replay"),
     "lm": ("lm", "job=lm"),
     "rounds": ("rounds", "job=rounds"),
-    "run": ("pipeline", ""),
+    "run": ("pipeline", "job=pipeline"),
 }
 DEFAULTS_FILE = pathlib.Path(defaults.__file__)
 # The job of a config without a `job` field (configs/base.py's).

@@ -2,8 +2,8 @@
 
 As is: the main job on the built-in synthetic world. As a config file:
 
-  lrm run                                             # these defaults
-  lrm run --config=base:runlocal                      # a smaller world, for a quick look
+  lrm run                                             # base:job=pipeline (+ lm, ranking)
+  lrm run --config=base:runlocal                      # retrieval alone, a smaller world
   lrm rank                                            # base:job=ranking (ranking + replay sections)
   lrm run --config.run_dir=runs/x --config.embed.encoder=hashing
   lrm run --config.world.num_users=5000               # any field, dotted
@@ -12,8 +12,10 @@ The sections of the other jobs follow get_config: `ranking_defaults` (lrm rank),
 `replay_defaults` (lrm replay), `lm_defaults` (lrm lm), `FINETUNE_PAIRS` (lrm finetune's pairs).
 
 `arg`: `runlocal` (a smaller world and run), `job=NAME` (that job's sections and `config.job`:
-ranking, replay, lm, rounds, retrieval, pipeline). Validation lives beside each job (lrm/jobs/stages.py
-`validate`, ranking.py `ranking_section`, replay.py `check_section`, lm/config.py `validate`).
+ranking, replay, lm, rounds, retrieval, pipeline; the main job's are `mission_lm` and
+`mission_ranking`, small enough for a few minutes of a 2-core CPU). Validation lives beside
+each job (lrm/jobs/stages.py `validate`, ranking.py `ranking_section`, replay.py
+`check_section`, lm/config.py `validate`).
 """
 
 from __future__ import annotations
@@ -183,13 +185,44 @@ def _add_job_sections(config: ml_collections.ConfigDict, job: str) -> None:
     config.replay = replay_defaults()
   elif job == "lm":
     config.lm = lm_defaults()
-  elif job not in ("retrieval", "pipeline", "rounds"):
+  elif job == "pipeline":
+    config.lm = mission_lm()
+    config.ranking = mission_ranking()
+  elif job not in ("retrieval", "rounds"):
     raise ConfigError("arg.job", f"'{job}' has no defaults on the synthetic world; one of "
                       "retrieval, pipeline, rounds, ranking, replay, lm (finetune needs "
                       "--config, e.g. configs/finetune_beauty.py)")
   config.job = job
   if job not in ("retrieval", "pipeline"):   # those two are the main job: its run_dir
     config.run_dir = f"runs/synthetic_{job}"
+
+
+def mission_lm() -> ml_collections.ConfigDict:
+  """The main job's LM (`lrm run`): a ~0.2M-parameter model on watch histories as documents
+  plus linking in both directions, about a minute of a 2-core CPU."""
+  lm = lm_defaults()
+  lm.size = ""
+  lm.model.update(d_model=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32,
+                  mlp_dim=192)
+  lm.vocab.bpe_vocab_size = 1024
+  lm.tasks.weights.update(sid2text=1.0, text2sid=1.0, next=0.0, masked=0.0, history=1.0)
+  lm.tasks.update(mix_by="passes", row_length=128, max_prompt_tokens=96, max_field_tokens=24)
+  lm.train.update(batch_size=32, num_steps=400, learning_rate=3e-3, warmup_steps=40,
+                  eval_every=400, checkpoint_every=400)
+  lm.eval.update(beam_size=10, valid_users=100, max_users=300, text_holdout=40,
+                 sid2text_tokens=16)
+  lm.after_item.num_items = 20
+  return lm
+
+
+def mission_ranking() -> ml_collections.ConfigDict:
+  """The main job's rankers: ID against late fusion of SIDs, cold items held out, the long
+  history through the compression transformer (and, beside it, full attention)."""
+  c = ranking_defaults()
+  c.variants = ("id", "late")
+  c.num_steps = 300
+  c.long_history = 64
+  return c
 
 
 def ranking_defaults() -> ml_collections.ConfigDict:

@@ -29,7 +29,8 @@ def test_configs_base_is_the_package_defaults():
 
 
 @pytest.mark.parametrize("job, sections", [("ranking", ("ranking", "replay")),
-                                           ("replay", ("ranking", "replay")), ("lm", ("lm",))])
+                                           ("replay", ("ranking", "replay")), ("lm", ("lm",)),
+                                           ("pipeline", ("lm", "ranking"))])
 def test_job_argument_adds_that_jobs_sections(job, sections):
   config = defaults.get_config(f"job={job}")
   assert config.job == job

@@ -33,16 +33,24 @@ def decode_sids(model, prompts, trie, *, k: int, beam_size: int, batch_size: int
 
 def text2sid_accuracy(model, prep: LMPrepared, item_ids, *, beam_size: int,
                       batch_size: int) -> dict[str, float]:
-  """Accuracy@1 / @10 of constrained text -> SID decoding from each item's title."""
-  prompts = text2sid_prompts(prep.dataset.catalog, prep.table, prep.vocab, item_ids,
-                             prep.tasks, field="title")
+  """Accuracy@1 / @10 of constrained text -> SID decoding from each item's title, with a few
+  examples (the title, the title of the first decoded item)."""
+  catalog = prep.dataset.catalog
+  prompts = text2sid_prompts(catalog, prep.table, prep.vocab, item_ids, prep.tasks,
+                             field="title")
   if len(prompts) == 0:
-    return {"text2sid_acc@1": 0.0, "text2sid_acc@10": 0.0, "items": 0}
+    return {"text2sid_acc@1": 0.0, "text2sid_acc@10": 0.0, "items": 0, "examples": []}
   items, _ = decode_sids(model, prompts, prep.trie, k=10, beam_size=beam_size,
                           batch_size=batch_size)
   hit = items == prompts.item_ids[:, None]
+  titles = catalog.fields["title"]
+  title = lambda item: field_text(titles[catalog.rows([item])[0]]) or "" if item >= 0 else ""
+  examples = [{"item": int(item), "title": title(item), "decoded": int(top[0]),
+               "decoded_title": title(top[0]), "hit": bool(top[0] == item)}
+              for item, top in zip(prompts.item_ids[:5], items[:5])]
   return {"text2sid_acc@1": float(hit[:, :1].any(1).mean()),
-          "text2sid_acc@10": float(hit.any(1).mean()), "items": int(len(prompts))}
+          "text2sid_acc@10": float(hit.any(1).mean()), "items": int(len(prompts)),
+          "examples": examples}
 
 
 def next_item_ranking(model, prep: LMPrepared, eval_set, *, k: int, beam_size: int,
@@ -162,7 +170,7 @@ def make_evaluate_fn(spec: LMSpec, prep: LMPrepared, *, seed: int):
     if len(prep.text_valid):
       acc = text2sid_accuracy(model, prep, prep.text_valid, beam_size=int(ev["beam_size"]),
                               batch_size=int(ev["batch_size"]))
-      out.update({f"valid/{k}": v for k, v in acc.items() if k != "items"})
+      out.update({f"valid/{k}": v for k, v in acc.items() if k not in ("items", "examples")})
     return out
 
   return evaluate
