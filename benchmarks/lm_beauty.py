@@ -29,6 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs" / "lm_b
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 _ABLATION = flags.DEFINE_bool("ablation", True, "also train the next-item-only variant")
 _COLD = flags.DEFINE_float("cold_start", 0.0, "cold-start item share (0: no cold-start rows)")
+_TRAIN = flags.DEFINE_bool("train", True, "train (or resume) each variant; --notrain only "
+                           "evaluates the trained ones (e.g. again on more users)")
 _ONLY = flags.DEFINE_list("only", [], "run only these variants (main, next_only, cold_all, "
                           "cold_next_only); default: all that the other flags enable")
 
@@ -89,7 +91,7 @@ def main(argv):
   rows, results, evaluated = [], {}, {}
   for name, c in variants(config, float(_COLD.value)):
     t0 = time.perf_counter()
-    results = run(c)
+    results = run(c, train=_TRAIN.value)
     key = f"lm/{c.lm.variant}" if c.lm.variant else "lm"
     rows.append({**row(name, results[key]), "wall_s": round(time.perf_counter() - t0, 1)})
     if name == "main":
@@ -101,8 +103,14 @@ def main(argv):
   record = {
       "benchmark": "lm", "dataset": dataset, "split": "test", "model": "bilingual_sid_lm",
       "lm_config": config.lm.to_dict(), "sid": results.get("sid"),
+      "variant": main_row["variant"] if main_row["variant"] != "main" else
+                 (config.lm.variant or "main"),
+      "seed": int(config.seed),
+      "train": {k: v for k, v in (main_row.get("train") or {}).items() if k != "history"},
       "metrics": {**{k: v for k, v in (main_row.get("test") or {}).items()
                      if k not in ("popularity",)},
+                  **{f"cold_{k}": v for k, v in (main_row.get("cold_test") or {}).items()
+                     if k.startswith(("recall", "ndcg", "users"))},
                   "text2sid_acc@1": (main_row.get("text2sid_heldout") or {}).get("text2sid_acc@1"),
                   "text2sid_acc@10": (main_row.get("text2sid_heldout") or {}).get(
                       "text2sid_acc@10"),

@@ -9,13 +9,16 @@ to measure; `link=0` is history-only.
   python benchmarks/lm_beauty.py --config=configs/lm_beauty_bilingual.py:cpu,link=3 \\
       --only=main,cold_all --cold_start=0.05                                 # the weight sweep
   python benchmarks/lm_beauty.py --config=configs/lm_beauty_bilingual.py:cpu,mixed --only=main
+  python benchmarks/lm_beauty.py --config=configs/lm_beauty_bilingual.py:hour \\
+      --cold_start=0.05 --only=cold_all                     # beside lm_beauty_history.py:hour
   lrm lm --config=configs/lm_beauty_bilingual.py:runlocal                   # a quick look
 
-Arguments after the colon (comma-separated): `cpu` / `runlocal` as in lm_beauty; `link=W` the
-linking weight (default 1); `mixed` the mixed document: each history item's title beside its
-SID with the loss on it too (lm.tasks.history_titles + history_text_loss; add brand and
-categories with --config.lm.tasks.history_fields). A run lands in run_dir/lm/<variant>, named
-by these choices (bilingual, bilingual_link3, bilingual_mixed, ...), so a sweep never meets
+Arguments after the colon (comma-separated): `cpu` / `runlocal` as in lm_beauty, `hour` as in
+lm_beauty_history (the CPU model for about an hour); `link=W` the linking weight (default 1);
+`mixed` the mixed document: each history item's title beside its SID with the loss on it too
+(lm.tasks.history_titles + history_text_loss; add brand and categories with
+--config.lm.tasks.history_fields). A run lands in run_dir/lm/<variant>, named by these choices
+(bilingual, bilingual_link3, bilingual_mixed, bilingual_hour, ...), so a sweep never meets
 another setting's checkpoints.
 """
 
@@ -28,8 +31,8 @@ from lrm.core.config import load_config, parse_arg
 
 def get_config(arg: str | None = None):
   here = pathlib.Path(__file__).resolve().parent
-  options = parse_arg(arg, cpu=False, runlocal=False, link=1.0, mixed=False)
-  base_arg = ",".join(name for name in ("cpu", "runlocal") if options[name])
+  options = parse_arg(arg, cpu=False, runlocal=False, hour=False, link=1.0, mixed=False)
+  base_arg = ",".join(name for name in ("cpu", "runlocal", "hour") if options[name])
   config = load_config(here / "lm_beauty_history.py", base_arg)
   tasks = config.lm.tasks
   tasks.mix_by = "passes"
@@ -45,5 +48,7 @@ def get_config(arg: str | None = None):
     variant += "_mixed"
   if options.link != 1.0:
     variant += f"_link{options.link:g}"
+  if options.hour:
+    variant += "_hour"
   config.lm.variant = variant
   return config

@@ -73,8 +73,13 @@ def train_lm(spec: LMSpec, out: pathlib.Path, prep: LMPrepared, *, seed: int, me
   result = train(model, lm_loss, rows, config=spec.train, workdir=out,
                  evaluate_fn=make_evaluate_fn(spec, prep, seed=seed), mesh=mesh,
                  extra={"train_spec": jsonable(bound)})
+  # Throughput of the training steps alone (validation excluded); model FLOPs by the usual
+  # 6 x parameters per token (forward and backward, attention not counted).
+  tokens_per_s = result.steps_per_s * int(spec.train["batch_size"]) * prep.tasks.row_length
   summary = train_summary(result, model, rows=stats.num_rows, examples=stats.num_examples,
-                          truncated=stats.num_truncated, fill=round(stats.fill, 4))
+                          truncated=stats.num_truncated, fill=round(stats.fill, 4),
+                          tokens_per_s=round(tokens_per_s, 1),
+                          model_flops_per_s=round(6 * count_params(model) * tokens_per_s))
   if jax.process_index() == 0:
     artifacts.write_manifest(out, stage="lm", config=stage_config, inputs=inputs,
                              summary=summary)
@@ -203,6 +208,9 @@ def lm_stage(config, run_dir: pathlib.Path, dataset, *, train: bool = True,
     model, summary = train_lm(spec, out, prep, seed=seed, mesh=mesh,
                               resume=bool(config.get("resume", True)))
     result["train"] = {k: v for k, v in summary.items() if k != "history"}
+  elif (out / artifacts.MANIFEST).is_file():
+    result["train"] = {k: v for k, v in artifacts.read_manifest(out)["summary"].items()
+                       if k != "history"}    # what the run that trained it recorded
   if evaluate:
     model = model if model is not None else load_trained(spec, out, prep, seed=seed)
     record = evaluate_lm(spec, out, prep, model, seed=seed, run_dir=run_dir)

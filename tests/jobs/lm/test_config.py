@@ -22,6 +22,12 @@ def test_history_config_is_lm_beauty_with_history_only():
       section["lm"].pop("variant")
       section["lm"]["tasks"].pop("weights")
     assert history == base                           # the only deltas: variant and weights
+  # `hour`: the cpu model with 20-item prompts and twice the steps, stopping early.
+  cpu = load_config(CONFIGS / "lm_beauty_history.py", "cpu").lm
+  hour = load_config(CONFIGS / "lm_beauty_history.py", "hour").lm
+  assert (hour.variant, hour.tasks.max_history, hour.train.num_steps, hour.train.patience) == (
+      "history_hour", 20, 2 * cpu.train.num_steps, 4)
+  assert hour.model == cpu.model and hour.tasks.weights == cpu.tasks.weights
 
 
 @pytest.mark.parametrize("field, value", [
