@@ -113,8 +113,9 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
   """[system, measure, value, reference] for everything the run did."""
   rows = []
   sid = results.get("sid", {})
-  rows.append(["semantic IDs", "unique items", _metric(sid, "unique_fraction"),
-               f"{len(sid.get('codebook_sizes', ()))} levels"])
+  rows.append(["semantic IDs", "level-1 utilisation", _metric(sid, "level1_utilisation"),
+               f"{len(sid.get('codebook_sizes', ()))} levels, unique: "
+               f"{_metric(sid, 'unique_with_collision_level')}"])
   evaluated = _metric(results, "retrieval", "evaluated") or {}
   model = _metric(results, "retrieval", "model")
   if model in evaluated:

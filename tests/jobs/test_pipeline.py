@@ -52,7 +52,8 @@ def test_a_bad_section_fails_before_anything_is_written(tmp_path):
 
 def test_summary_rows_name_each_system():
   results = {
-      "sid": {"unique_fraction": 0.97, "codebook_sizes": [16, 16, 16]},
+      "sid": {"level1_utilisation": 0.97, "unique_with_collision_level": True,
+              "codebook_sizes": [16, 16, 16]},
       "retrieval": {"model": "tiger", "evaluated": {
           "tiger": {"test": {"recall@10": 0.3}}, "popularity": {"test": {"recall@10": 0.1}}}},
       "lm": {"evaluated": {"test": {"recall@10": 0.2, "popularity": {"recall@10": 0.1}},
@@ -63,6 +64,7 @@ def test_summary_rows_name_each_system():
                   "late_full_attention": {"warm": {"click/auc": 0.69}, "wall_s": 4.0}},
       "wall_s": 10.0}
   rows = {(r[0], r[1]): r[2] for r in pipeline.summary_rows(results)}
+  assert rows[("semantic IDs", "level-1 utilisation")] == 0.97
   assert rows[("retrieval (tiger)", "test recall@10")] == 0.3
   assert rows[("bilingual LM", "text -> SID acc@10, held-out titles")] == 0.5
   assert rows[("cold-start ranker (late)", "click AUC warm / cold")] == "0.7000 / 0.6000"
