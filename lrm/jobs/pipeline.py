@@ -33,7 +33,7 @@ from lrm.jobs.common import at_workdir
 from lrm.jobs.embed import read_embeddings
 from lrm.jobs.lm.config import validate as validate_lm
 from lrm.jobs.lm.train import lm_stage
-from lrm.jobs.stages import write_results
+from lrm.jobs.stages import layout_dir, write_results
 
 
 def run(config, workdir=None) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def run(config, workdir=None) -> dict[str, Any]:
   if jax.process_count() > 1:   # the other systems are single-process jobs: run them alone
     return results
   run_dir = pathlib.Path(config.run_dir)
-  dataset = read_dataset(data_dir(config, run_dir))
+  dataset = read_dataset(layout_dir(config, run_dir))
   if "lm" in config:
     results["lm"] = lm_stage(config, run_dir, dataset)
     print_linking_examples(results["lm"].get("evaluated", {}))
@@ -63,11 +63,6 @@ def run(config, workdir=None) -> dict[str, Any]:
 def evaluate(config, workdir=None, *, models: tuple[str, ...] | None = None) -> dict[str, Any]:
   """Ranks the users again with the trained models (lrm.jobs.retrieval.evaluate)."""
   return retrieval.evaluate(config, workdir, models=models)
-
-
-def data_dir(config, run_dir: pathlib.Path) -> pathlib.Path:
-  """Where the data stage left the standard layout."""
-  return pathlib.Path(config.data.path) if config.data.source == "layout" else run_dir / "data"
 
 
 def ranking_comparison(config, run_dir: pathlib.Path, dataset) -> dict[str, Any]:

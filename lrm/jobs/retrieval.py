@@ -452,6 +452,6 @@ def evaluate(config, workdir=None, *, models: tuple[str, ...] | None = None) -> 
   config = at_workdir(config, workdir)
   validate(config)
   run_dir = pathlib.Path(config.run_dir)
-  data_dir = pathlib.Path(config.data.path) if config.data.source == "layout" else run_dir / "data"
+  data_dir = stages.layout_dir(config, run_dir)
   results = evaluate_stage(config, run_dir, read_dataset(data_dir), models=models)
   return stages.write_results(run_dir, {"retrieval": results})

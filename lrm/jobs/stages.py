@@ -199,6 +199,11 @@ def prepare_stages(config) -> tuple[pathlib.Path, Any, dict[str, Any]]:
   return run_dir, dataset, results
 
 
+def layout_dir(config, run_dir: pathlib.Path) -> pathlib.Path:
+  """Where the data stage left the standard layout (the given folder for `layout` data)."""
+  return pathlib.Path(config.data.path) if config.data.source == "layout" else run_dir / "data"
+
+
 def write_results(run_dir: pathlib.Path, update: dict[str, Any]) -> dict[str, Any]:
   """Merges `update` into run_dir/results.json (sections from other commands are kept)."""
   path = run_dir / "results.json"
