@@ -8,6 +8,7 @@ run_dir/lm/history and is evaluated with history-format prompts.
   lrm lm --config=configs/lm_beauty_history.py:cpu                                # 2-core budget
   lrm lm --config=configs/lm_beauty_history.py:runlocal                           # a quick look
   python benchmarks/lm_beauty.py --config=configs/lm_beauty_history.py:hour --only=main  # ~1 h
+  python benchmarks/lm_beauty.py --config=configs/lm_beauty_history.py:hour,dropout --only=main
   lrm lm --config=configs/lm_beauty_history.py:cpu --config.lm.tasks.history_titles=True \\
       --config.lm.tasks.row_length=256 --config.lm.variant=history_titles     # titles as context
 
@@ -24,7 +25,7 @@ from lrm.core.config import load_config, parse_arg
 
 def get_config(arg: str | None = None):
   here = pathlib.Path(__file__).resolve().parent
-  options = parse_arg(arg, cpu=False, runlocal=False, hour=False)
+  options = parse_arg(arg, cpu=False, runlocal=False, hour=False, dropout=False)
   options.cpu = options.cpu or options.hour   # `hour` is the `cpu` model, trained longer
   base_arg = ",".join(name for name in ("cpu", "runlocal") if options[name])
   config = load_config(here / "lm_beauty.py", base_arg)
@@ -41,4 +42,9 @@ def get_config(arg: str | None = None):
     lm.tasks.max_history = 20
     lm.train.update(num_steps=6000, eval_every=500, checkpoint_every=500, patience=4)
     lm.eval.update(valid_users=500, max_users=0)
+  if options.dropout:
+    # The `hour` run memorised after ~11 epochs (validation peaked at step 2,000 of 6,000):
+    # dropout on the embeddings and every block output, as SASRec and RPG regularise.
+    lm.variant += "_dropout"
+    lm.model.dropout = 0.2
   return config

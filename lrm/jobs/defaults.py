@@ -329,7 +329,8 @@ def lm_defaults() -> ml_collections.ConfigDict:
   lm.model = ml_collections.ConfigDict(dict(
       d_model=0, num_layers=0, num_heads=0, num_kv_heads=0, head_dim=0, mlp_dim=0,
       rope_theta=10000.0, tie_embeddings=True, init_std=0.02, dtype="float32",
-      attention_impl="", remat=False))
+      attention_impl="", remat=False,
+      dropout=0.0))               # training-only, on embeddings and block outputs (0 = off)
   # The joint vocabulary (lrm/tokens/joint_vocab.py make_joint_vocab).
   lm.vocab = ml_collections.ConfigDict(dict(
       text_tokenizer="bpe",       # bpe (trained on the catalog) or a tokenizer.json path

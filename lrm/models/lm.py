@@ -78,6 +78,9 @@ class LMConfig:
   dtype: str = "float32"              # compute dtype; parameters stay float32
   attention_impl: str | None = None   # None / "xla": materialised scores; "cudnn": fused GPU
   remat: bool = False                 # recompute each block in the backward pass (memory)
+  # Training-only dropout on the input embeddings and on each block's attention and MLP
+  # outputs (0 = off, and then the model holds no RNG stream); `model.eval()` turns it off.
+  dropout: float = 0.0
   sid_start: int = 0                  # first SID token id
   codebook_sizes: tuple[int, ...] = ()  # codes per SID level; () = no SID decoding
 
@@ -99,6 +102,9 @@ class LMConfig:
       raise ConfigError("model.norm_eps", f"must lie in (0, 1), got {self.norm_eps}")
     if not self.init_std > 0:
       raise ConfigError("model.init_std", f"must be > 0, got {self.init_std}")
+    if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+        or not 0 <= self.dropout < 1:
+      raise ConfigError("model.dropout", f"must lie in [0, 1), got {self.dropout!r}")
     if self.dtype not in DTYPES:
       raise ConfigError("model.dtype", f"'{self.dtype}' is not one of {DTYPES}")
     if self.attention_impl not in ATTENTION_IMPLS:
@@ -304,6 +310,11 @@ class LMBlock(nnx.Module):
     self.attention = GQAttention(cfg, rngs=rngs)
     self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, names=("embed",), dtype=dtype, rngs=rngs)
     self.mlp = SwiGLU(cfg, rngs=rngs)
+    self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
+
+  def residual(self, y: jax.Array) -> jax.Array:
+    """A sub-layer's output as added to the residual stream (dropped out when training)."""
+    return y if self.dropout is None else self.dropout(y)
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array, *,
                implementation: str | None, cache: tuple[jax.Array, jax.Array] | None = None,
@@ -320,8 +331,8 @@ class LMBlock(nnx.Module):
       k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), index, axis=1)
       v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), index, axis=1)
     ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
-    x = x + self.attention.out(ctx)
-    return x + self.mlp(self.mlp_norm(x)), (k, v)
+    x = x + self.residual(self.attention.out(ctx))
+    return x + self.residual(self.mlp(self.mlp_norm(x))), (k, v)
 
 
 def _run_block(block: LMBlock, x, positions, mask, implementation):
@@ -349,6 +360,12 @@ class KVCache(NamedTuple):
   next_position: jax.Array
 
 
+def lm_rngs(seed: int) -> nnx.Rngs:
+  """The streams an LM is built with: `params` for the weights, `dropout` for training masks
+  (the trainer reseeds it per step, so a resumed run draws the same masks)."""
+  return nnx.Rngs(params=seed, dropout=seed + 1)
+
+
 class LM(nnx.Module):
   """The decoder-only LM over the joint text + SID vocabulary."""
 
@@ -365,6 +382,7 @@ class LM(nnx.Module):
       self.lm_head = None if cfg.tie_embeddings else nnx.Param(
           param(init, ("embed", "vocab"))(rngs.params(), (cfg.d_model, cfg.vocab_size),
                                           jnp.float32))
+      self.embed_dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout > 0 else None
 
   # -- full forward ---------------------------------------------------------------------------
 
@@ -390,6 +408,8 @@ class LM(nnx.Module):
     mask = attention_mask(segment_ids, positions, prefix.astype(bool))
     impl = self.config.attention_impl
     x = self.embed(tokens.astype(jnp.int32))
+    if self.embed_dropout is not None:
+      x = self.embed_dropout(x)
     for block in self.layers:
       if self.config.remat:
         x = _run_block_remat(block, x, positions, mask, impl)

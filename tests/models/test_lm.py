@@ -14,7 +14,7 @@ from flax import nnx
 from lrm.core.errors import ConfigError
 from lrm.decode.generative import recommend
 from lrm.models.lm import (LM, LMConfig, SIDDecoder, apply_rope, attention_mask, count_params,
-                           flops_per_token, greedy_generate, lm_config, lm_loss)
+                           flops_per_token, greedy_generate, lm_config, lm_loss, lm_rngs)
 from lrm.models.vocab_growth import grow_vocab, sid_levels
 from lrm.parallel.mesh import batch_sharding, make_mesh
 from lrm.parallel.rules import sharding_context
@@ -70,6 +70,24 @@ def test_config_errors_name_the_field():
     lm_config("2b", 32768)
   with pytest.raises(ConfigError, match="model.codebook_sizes"):
     SIDDecoder(_model(codebook_sizes=(), sid_start=0))
+
+
+def test_dropout_acts_in_training_only_and_leaves_the_weights_alone():
+  with pytest.raises(ConfigError, match="model.dropout"):
+    dataclasses.replace(TINY, dropout=1.0)
+  plain = LM(TINY, rngs=lm_rngs(0))
+  dropped = LM(dataclasses.replace(TINY, dropout=0.3), rngs=lm_rngs(0))
+  # Same parameters: dropout adds RNG streams, never weights.
+  assert jax.tree.map(np.shape, nnx.state(plain, nnx.Param)) == \
+      jax.tree.map(np.shape, nnx.state(dropped, nnx.Param))
+  nnx.update(dropped, nnx.state(plain, nnx.Param))
+  tokens = np.random.default_rng(0).integers(3, 100, (2, 7))
+  dropped.train()
+  first, second = _logits(dropped, tokens), _logits(dropped, tokens)
+  assert not np.allclose(first, second)            # fresh masks per call
+  assert not np.allclose(first, _logits(plain, tokens))
+  dropped.eval()
+  np.testing.assert_allclose(_logits(dropped, tokens), _logits(plain, tokens), atol=1e-6)
 
 
 @pytest.mark.parametrize("kw", [{}, {"tie_embeddings": False, "qkv_bias": True, "qk_norm": True}])

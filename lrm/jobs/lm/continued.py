@@ -24,7 +24,7 @@ from lrm.jobs.lm.metrics import next_item_ranking, text2sid_accuracy
 from lrm.jobs.lm.prepare import LMPrepared, prepare
 from lrm.jobs.lm.train import restore
 from lrm.jobs.sid import assign_codes
-from lrm.models.lm import LM, lm_loss
+from lrm.models.lm import LM, lm_loss, lm_rngs
 from lrm.models.vocab_growth import grow_vocab
 from lrm.tasks import lm_tasks as T
 from lrm.train.checkpoint import Checkpointer
@@ -126,7 +126,7 @@ def continue_pretraining(spec: LMSpec, *, old_dir: pathlib.Path, old_prep: LMPre
     vocab.save(out_dir / "vocab")
     table.save(out_dir / "sid_table", config={"extended_from": str(old_dir)})
   else:
-    model = LM(model.config, rngs=nnx.Rngs(params=seed))   # weights come from the checkpoint
+    model = LM(model.config, rngs=lm_rngs(seed))   # weights come from the checkpoint
 
   eval_items = np.sort(np.random.default_rng([seed, 9]).choice(
       new_items, min(len(new_items), int(co["eval_items"])), replace=False))

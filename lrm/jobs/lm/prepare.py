@@ -9,14 +9,13 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
 
 from lrm.core import artifacts
 from lrm.core.errors import ConfigError
 from lrm.data.splits import cold_start_split, leave_one_out
 from lrm.jobs.lm.config import MODEL_SIZE_FIELDS, LMSpec, bare_message
 from lrm.models.hf_loader import load_hf_lm, read_hf_config
-from lrm.models.lm import LM, LM_SIZES, LMConfig
+from lrm.models.lm import LM, LM_SIZES, LMConfig, lm_rngs
 from lrm.parallel.rules import sharding_context
 from lrm.sid.trie import trie_from_table
 from lrm.tasks import lm_tasks as T
@@ -120,7 +119,8 @@ def model_config(spec: LMSpec, vocab):
   fields.update({k: int(m[k]) for k in MODEL_SIZE_FIELDS if int(m[k]) > 0})
   fields.update(rope_theta=float(m["rope_theta"]), tie_embeddings=bool(m["tie_embeddings"]),
                 init_std=float(m["init_std"]), dtype=m["dtype"],
-                attention_impl=m["attention_impl"] or None, remat=bool(m["remat"]))
+                attention_impl=m["attention_impl"] or None, remat=bool(m["remat"]),
+                dropout=float(m["dropout"]))
   try:
     return LMConfig(vocab_size=vocab.padded_size, sid_start=vocab.sid_offset,
                     codebook_sizes=vocab.codebook_sizes, **fields)
@@ -139,4 +139,4 @@ def build_model(spec: LMSpec, vocab, *, seed: int, mesh=None):
                       remat=bool(m["remat"]))
   cfg = model_config(spec, vocab)
   with sharding_context(mesh):
-    return LM(cfg, rngs=nnx.Rngs(params=seed))
+    return LM(cfg, rngs=lm_rngs(seed))

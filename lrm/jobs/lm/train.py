@@ -29,7 +29,7 @@ from lrm.jobs.lm.prepare import (LMPrepared, build_model, model_config, prepare,
                                  vocab_stage)
 from lrm.jobs.stages import prepare_stages, write_results
 from lrm.models.layers import count_params
-from lrm.models.lm import LM, lm_loss
+from lrm.models.lm import LM, lm_loss, lm_rngs
 from lrm.parallel.mesh import mesh_from_config
 from lrm.sid.table import SIDTable
 from lrm.train.optimizer import optimizer_from_config
@@ -94,7 +94,7 @@ def restore(spec: LMSpec, out: pathlib.Path, vocab, *, seed: int, step: int | st
                             f"the stage first (lrm lm)")
   cfg = cfg or (build_model(spec, vocab, seed=seed).config if spec.init_from
                 else model_config(spec, vocab))
-  model = LM(cfg, rngs=nnx.Rngs(params=seed))
+  model = LM(cfg, rngs=lm_rngs(seed))
   optimizer = nnx.Optimizer(model, optimizer_from_config(spec.train), wrt=nnx.Param)
   return model, optimizer, restore_state(out, model, optimizer, step)
 
