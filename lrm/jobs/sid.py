@@ -10,8 +10,8 @@
 
 Method `opq` (RPG's long SIDs, lrm/sid/pq.py): `num_codebooks` unordered codes of
 `codebook_size` each on PCA(-whitened) coordinates, fitted on `fit_rows` (the training split's
-items) and assigned to every item; no collision level (a long code is almost always unique, and
-RPG has none).
+items) and assigned to every item; no collision level by default (a long code is almost always
+unique, and RPG has none), `opq_collision_level` adds one where the text cannot tell items apart.
 
 The prefix trie a decoder needs is rebuilt from codes.npy by `lrm.sid.trie.trie_from_table`
 (under a second for a million items), so it is not stored twice.
@@ -43,6 +43,8 @@ SID_V2_STAGE_OPTIONS = ("pairs_data", "pair_window")
 TOKENIZER_DIR = "tokenizer"
 # SIDSpec fields only `opq` reads (added after earlier sid artifacts were written).
 OPQ_FIELDS = ("num_codebooks", "pca_dim", "whiten", "opq_iters")
+# Every field added after sid artifacts were first written, by when it came (oldest first).
+LATER_FIELDS = (OPQ_FIELDS, ("opq_collision_level",))
 # fit_opq's argument -> the SIDSpec field that sets it (for ConfigError names).
 _OPQ_ARG_FIELDS = {"num_codebooks": "num_codebooks", "codebook_size": "codebook_size",
                    "pca_dim": "pca_dim", "rotation_iters": "opq_iters", "kmeans_iters": "iters"}
@@ -62,11 +64,14 @@ class SIDSpec:
   batch_size: int = 0             # k-means mini-batch rows (0: full batch)
   balanced: bool = False          # capacity-constrained k-means assignment
   # opq (RPG's long SIDs): num_codebooks x codebook_size codes, one per subspace of the PCA
-  # coordinates; no collision level; l2 only, full-batch k-means (`iters` per subspace).
+  # coordinates; l2 only, full-batch k-means (`iters` per subspace). No collision level unless
+  # `opq_collision_level`: a long code is almost always unique when the text tells items apart
+  # (Beauty: 99.6%), but not when it cannot (Sports has no titles: 32.5% of items unique).
   num_codebooks: int = 32         # opq: codebooks m, the SID length (replaces levels)
   pca_dim: int = 0                # opq: PCA dims kept, a multiple of m (0: input dim rounded down)
   whiten: bool = True             # opq: scale each PCA coordinate to unit variance
   opq_iters: int = 0              # opq: rotation rounds (Procrustes + codebook refit); 0: plain PQ
+  opq_collision_level: bool = False  # opq: append the collision level too (with collision_level)
   seed: int = 0                   # root of every random choice
   rqvae: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # RQVAEConfig overrides
   # SIDv2Config overrides (lrm/sid/sid_v2.py; the embeddings are its modality blocks
@@ -114,8 +119,8 @@ class SIDSpec:
 
   @property
   def uses_collision_level(self) -> bool:
-    """Whether the table gets the collision level (never for opq)."""
-    return self.collision_level and self.method != "opq"
+    """Whether the table gets the collision level (opq: only with `opq_collision_level`)."""
+    return self.collision_level and (self.method != "opq" or self.opq_collision_level)
 
   @property
   def sizes(self) -> tuple[int, ...]:
@@ -352,17 +357,19 @@ def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:
 
 
 def is_complete(sid_dir: str | pathlib.Path, spec: SIDSpec, inputs: Any = None) -> bool:
-  """`artifacts.is_complete` for a sid artifact of `spec`. An artifact written before the opq
-  fields existed still counts for a non-opq spec holding their defaults (its codes are the
-  same), so adding them does not refit old runs and unbind their trained checkpoints."""
+  """`artifacts.is_complete` for a sid artifact of `spec`. An artifact written before some
+  fields existed (`LATER_FIELDS`) still counts for a spec holding their defaults (its codes are
+  the same), so adding a field does not refit old runs and unbind their trained checkpoints."""
   config = spec.to_dict()
-  if artifacts.is_complete(sid_dir, config, inputs):
-    return True
   defaults = SIDSpec()
-  if spec.method == "opq" or any(getattr(spec, f) != getattr(defaults, f) for f in OPQ_FIELDS):
-    return False
-  legacy = {k: v for k, v in config.items() if k not in OPQ_FIELDS}
-  return artifacts.is_complete(sid_dir, legacy, inputs)
+  for since in range(len(LATER_FIELDS), -1, -1):
+    newer = [f for group in LATER_FIELDS[since:] for f in group]
+    if any(getattr(spec, f) != getattr(defaults, f) for f in newer):
+      return False
+    legacy = {k: v for k, v in config.items() if k not in newer}
+    if artifacts.is_complete(sid_dir, legacy, inputs):
+      return True
+  return False
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

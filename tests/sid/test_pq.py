@@ -112,6 +112,9 @@ def test_bad_input_is_rejected(data, fitted):
 def test_spec_checks():
   assert stage.SIDSpec(method="opq", num_codebooks=8, codebook_size=16).sizes == (16,) * 8
   assert not stage.SIDSpec(method="opq").uses_collision_level
+  assert stage.SIDSpec(method="opq", opq_collision_level=True).uses_collision_level
+  assert not stage.SIDSpec(method="opq", opq_collision_level=True,
+                           collision_level=False).uses_collision_level
   for kwargs, field in [({"pca_dim": 30, "num_codebooks": 4}, "sid.pca_dim"),
                         ({"num_codebooks": 0}, "sid.num_codebooks"),
                         ({"opq_iters": -1}, "sid.opq_iters"),
@@ -157,6 +160,18 @@ def test_stage_end_to_end(catalog, tmp_path):
                                                        codebook_size=16, iters=10, opq_iters=2))
 
 
+def test_opq_collision_level_numbers_tied_items_apart(catalog):
+  x, item_ids, _ = catalog
+  x = np.concatenate([x[:200], x[:100]])           # 100 items share their text with another
+  spec = stage.SIDSpec(method="opq", num_codebooks=4, codebook_size=16, iters=5,
+                       opq_collision_level=True)
+  result = stage.fit_sids(x, spec, item_ids=np.arange(1, 301), fit_rows=np.arange(200))
+  table = result.table
+  assert table.has_collision and table.num_semantic_levels == 4
+  assert len(np.unique(table.full_codes, axis=0)) == 300
+  assert result.report["collision_level_size"] == table.collision_size >= 2
+
+
 def test_stage_fit_rows_checks(catalog):
   x, item_ids, _ = catalog
   opq = stage.SIDSpec(method="opq", num_codebooks=8, codebook_size=64, iters=5)
@@ -173,11 +188,21 @@ def test_stage_fit_rows_checks(catalog):
 
 def test_artifacts_from_before_the_opq_fields_are_still_reused(tmp_path):
   spec = stage.SIDSpec()
-  legacy = {k: v for k, v in spec.to_dict().items() if k not in stage.OPQ_FIELDS}
+  later = [f for group in stage.LATER_FIELDS for f in group]    # none existed back then
+  legacy = {k: v for k, v in spec.to_dict().items() if k not in later}
   artifacts.write_manifest(tmp_path, stage="sid", config=legacy, inputs={"embed": "e"})
   assert stage.is_complete(tmp_path, spec, {"embed": "e"})
   assert not stage.is_complete(tmp_path, spec, {"embed": "other"})
   assert not stage.is_complete(tmp_path, stage.SIDSpec(opq_iters=3), {"embed": "e"})
+
+
+def test_artifacts_from_before_the_opq_collision_field_are_still_reused(tmp_path):
+  spec = stage.SIDSpec(method="opq", num_codebooks=4, codebook_size=16)
+  legacy = {k: v for k, v in spec.to_dict().items() if k != "opq_collision_level"}
+  artifacts.write_manifest(tmp_path, stage="sid", config=legacy, inputs={"embed": "e"})
+  assert stage.is_complete(tmp_path, spec, {"embed": "e"})
+  assert not stage.is_complete(tmp_path, stage.SIDSpec(
+      method="opq", num_codebooks=4, codebook_size=16, opq_collision_level=True), {"embed": "e"})
 
 
 def test_pipeline_fits_opq_on_training_items(tmp_path):
