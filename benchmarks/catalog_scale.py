@@ -190,20 +190,16 @@ def main(argv) -> None:
     for n in sizes:
       rows += run_size(n, pathlib.Path(workdir))
   tracemalloc.stop()
-  device, slug = artifacts.device_description()
-  record = {
-      "benchmark": "catalog_scale",
-      "dataset": f"synthetic catalog: random unit embeddings (d={_DIM.value}, seed={_SEED.value})",
-      "model": f"stand-in step: tanh(state + code embedding) -> per-level head "
-               f"(d={_MODEL_DIM.value}); RQ-KMeans {_LEVELS.value} x {_CODEBOOK.value} + collision",
-      "metrics": {"sizes": sizes, "fit_sample": _FIT_SAMPLE.value, "chunk": _CHUNK.value,
-                  "users": _USERS.value, "beam": _BEAM.value, "top_k": _TOP_K.value,
-                  "stages": rows, "growth_exponents": growth_exponents(rows)},
-      "device": device,
-      "wall_s": time.perf_counter() - t_start,
-      "commit": artifacts.git_commit(),
-      "command": "python benchmarks/catalog_scale.py " + " ".join(sys.argv[1:]),
-  }
+  slug = artifacts.device_description()[1]
+  record = artifacts.benchmark_record(
+      "catalog_scale",
+      dataset=f"synthetic catalog: random unit embeddings (d={_DIM.value}, seed={_SEED.value})",
+      model=f"stand-in step: tanh(state + code embedding) -> per-level head "
+            f"(d={_MODEL_DIM.value}); RQ-KMeans {_LEVELS.value} x {_CODEBOOK.value} + collision",
+      metrics={"sizes": sizes, "fit_sample": _FIT_SAMPLE.value, "chunk": _CHUNK.value,
+               "users": _USERS.value, "beam": _BEAM.value, "top_k": _TOP_K.value,
+               "stages": rows, "growth_exponents": growth_exponents(rows)},
+      wall_s=time.perf_counter() - t_start, seed=_SEED.value)
   artifacts.write_benchmark_result(pathlib.Path(_OUT.value), f"catalog_scale_{slug}", record)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import sys
 import tempfile
 import time
 
@@ -59,7 +58,7 @@ def main(argv):
   import jax
   import numpy as np
   from flax import nnx
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import benchmark_record, device_description, write_benchmark_result
   from lrm.models.lm import LM, count_params, lm_config, lm_loss
   from lrm.train.checkpoint import Checkpointer
   from lrm.train.optimizer import make_optimizer
@@ -120,16 +119,19 @@ def main(argv):
     results[mode]["step_overhead"] = results[mode]["step_s"] / base - 1.0
   if not _DIR.value:
     shutil.rmtree(root, ignore_errors=True)
-  device, slug = device_description()
+  slug = device_description()[1]
   params = count_params(cfg)
-  record = {
-      "benchmark": "checkpoint", "size": _SIZE.value, "params": params,
-      "batch_size": _BATCH.value, "seq_len": _SEQ.value, "steps": _STEPS.value,
-      "save_every": _SAVE_EVERY.value, "results": results, "baseline_step_s": base,
-      "goal": "async step overhead < 5%", "device": device, "jax": jax.__version__,
-      "wall_s": time.perf_counter() - t_start, "commit": git_commit(),
-      "command": "python benchmarks/checkpoint.py " + " ".join(sys.argv[1:]),
-  }
+  record = benchmark_record(
+      "checkpoint", dataset=None, model=f"bilingual_sid_lm_{_SIZE.value}",
+      metrics={"async_step_overhead": results["async"]["step_overhead"],
+               "sync_step_overhead": results["sync"]["step_overhead"],
+               "blocking_save_s": results["async"]["blocking_save_s"],
+               "restore_s": results["async"]["restore_s"],
+               "bytes_per_checkpoint": results["async"]["bytes_per_checkpoint"]},
+      wall_s=time.perf_counter() - t_start, size=_SIZE.value, params=params,
+      batch_size=_BATCH.value, seq_len=_SEQ.value, steps=_STEPS.value,
+      save_every=_SAVE_EVERY.value, results=results, baseline_step_s=base,
+      goal="async step overhead < 5%", jax=jax.__version__)
   print(json.dumps({"params": params, "baseline_step_s": base, **results}, indent=1))
   write_benchmark_result(_OUT.value, f"checkpoint_{_SIZE.value}_{slug}", record)
 

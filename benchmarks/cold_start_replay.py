@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 
 import ml_collections
@@ -31,6 +30,7 @@ from lrm.jobs.defaults import replay_defaults
 from lrm.jobs.replay import print_results, replay_variants
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"   # the checkout's sibling `shared/` (README)
 _ROUNDS = flags.DEFINE_integer("rounds", 30, "replay rounds")
 _USERS = flags.DEFINE_integer("users", 200, "users served per round (0 = all)")
 _STEPS = flags.DEFINE_integer("train_steps", 1500, "initial training steps per tower")
@@ -42,7 +42,7 @@ _VARIANTS = flags.DEFINE_list("variants", list(replay_defaults().variants), "tow
 _SEED = flags.DEFINE_integer("seed", 0, "seed")
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "beauty"],
                              "synthetic world (truth clicks) or Amazon Beauty (held-out clicks)")
-_BEAUTY = flags.DEFINE_string("beauty_path", "/work/shared/data/amazon_beauty",
+_BEAUTY = flags.DEFINE_string("beauty_path", str(DATA / "amazon_beauty"),
                               "Beauty in the standard layout")
 _OUT = flags.DEFINE_string("out", str(REPO / "benchmarks" / "results"), "results folder")
 
@@ -93,12 +93,14 @@ def main(argv):
     metrics[key] = replay_variants(section, dataset, truth=truth, seed=_SEED.value)
     print_results(metrics[key])
     checks[key] = _checks({n: r["summary"] for n, r in metrics[key]["variants"].items()})
-  device, slug = artifacts.device_description()
-  record = {"benchmark": "cold_start_replay", "dataset": dataset.name,
-            "split": f"cold_start_items_{round(100 * base.cold_fraction)}pct",
-            "sections": sections, "metrics": metrics, "checks": checks,
-            "device": device, "wall_s": time.perf_counter() - start,
-            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
+  slug = artifacts.device_description()[1]
+  # The towers' initial training (the updates after each round are part of the replay).
+  train_s = sum(r["train_s"] for m in metrics.values() for r in m["variants"].values())
+  record = artifacts.benchmark_record(
+      "cold_start_replay", dataset=dataset.name,
+      split=f"cold_start_items_{round(100 * base.cold_fraction)}pct", model="two_tower",
+      metrics=metrics, train={"train_wall_s": round(train_s, 1)},
+      wall_s=time.perf_counter() - start, seed=_SEED.value, sections=sections, checks=checks)
   summary = {k: {n: r["summary"] for n, r in m["variants"].items()} for k, m in metrics.items()}
   print(json.dumps({"checks": checks, "summary": summary}, indent=1, default=float))
   artifacts.write_benchmark_result(_OUT.value, f"cold_start_replay_{dataset.name}_{slug}",

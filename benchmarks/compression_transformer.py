@@ -366,21 +366,28 @@ def quality_rows() -> list[dict]:
 def main(argv):
   del argv
   import jax
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import (benchmark_record, device_description, git_commit,
+                                  write_benchmark_result)
   start = time.perf_counter()
   git_commit()     # the commit of the code that runs (read once)
-  record = {"benchmark": f"compression_{_WHAT.value}",
-            "flags": {h.name: h.value for h in globals().values()
-                      if isinstance(h, flags.FlagHolder)}}
   if _WHAT.value == "speed":
     rows, summary = speed_rows()
-    record["metrics"] = {"runs": rows, "summary": summary}
+    mixers = _MIXERS.value
+    shared = {"dataset": None, "model": "HistoryEncoder",
+              "variant": mixers[0] if len(mixers) == 1 else None,
+              "metrics": {"runs": rows, "summary": summary}, "seed": _SEED.value}
   else:
-    record["metrics"] = {"datasets": quality_rows()}
-  device, slug = device_description()
-  record.update({"device": device, "jax": jax.__version__, "wall_s": round(
-      time.perf_counter() - start, 1), "commit": git_commit(),
-      "command": " ".join(["python", *sys.argv])})
+    datasets = quality_rows()
+    train_s = sum(r["train_s"] for d in datasets for r in d["results"])
+    shared = {"dataset": ",".join(_DATASETS.value), "split": "test",
+              "model": "LongHistoryRecommender", "metrics": {"datasets": datasets},
+              "train": {"train_wall_s": round(train_s, 1)},
+              "seed": [int(x) for x in _SEEDS.value] or [_SEED.value]}
+  slug = device_description()[1]
+  record = benchmark_record(
+      f"compression_{_WHAT.value}", **shared, wall_s=time.perf_counter() - start,
+      flags={h.name: h.value for h in globals().values() if isinstance(h, flags.FlagHolder)},
+      jax=jax.__version__)
   write_benchmark_result(_OUT.value, f"compression_{_WHAT.value}_{slug}", record)
 
 

@@ -15,7 +15,6 @@ decoding (a random model: near 1).
 
 from __future__ import annotations
 
-import datetime
 import json
 import pathlib
 import sys
@@ -117,26 +116,17 @@ def main(argv) -> None:
       rows.append(row)
       print(json.dumps(row), flush=True)
 
-  device, slug = artifacts.device_description()
-  record = {
-      "benchmark": "decode_speed",
-      "dataset": f"synthetic_sids(n={_ITEMS.value}, levels={_LEVELS.value}x{_CODEBOOK.value} + "
-                 f"collision {sizes[-1]}, skewed level 0, seed={_SEED.value})",
-      "model": "dummy step: 128-d code embedding + carried state, 4 x residual MLP "
-               "128-1024-128 (TIGER decoder size, no attention), per-level head, log-softmax",
-      "metrics": {"beam": _BEAM.value, "top_k": _TOP_K.value, "levels": L,
-                  "trie": trie.summary(), "trie_bytes": trie.nbytes(), "runs": rows},
-      "device": device,
-      "wall_s": time.perf_counter() - t_start,
-      "commit": artifacts.git_commit(),
-      "command": "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:]),
-  }
-  out = pathlib.Path(_OUT.value)
-  out.mkdir(parents=True, exist_ok=True)
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = out / f"decode_speed_{slug}_{stamp}.json"
-  path.write_text(json.dumps(record, indent=1) + "\n")
-  print(f"wrote {path}")
+  slug = artifacts.device_description()[1]
+  record = artifacts.benchmark_record(
+      "decode_speed",
+      dataset=f"synthetic_sids(n={_ITEMS.value}, levels={_LEVELS.value}x{_CODEBOOK.value} + "
+              f"collision {sizes[-1]}, skewed level 0, seed={_SEED.value})",
+      model="dummy step: 128-d code embedding + carried state, 4 x residual MLP "
+            "128-1024-128 (TIGER decoder size, no attention), per-level head, log-softmax",
+      metrics={"beam": _BEAM.value, "top_k": _TOP_K.value, "levels": L,
+               "trie": trie.summary(), "trie_bytes": trie.nbytes(), "runs": rows},
+      wall_s=time.perf_counter() - t_start, seed=_SEED.value)
+  artifacts.write_benchmark_result(_OUT.value, f"decode_speed_{slug}", record)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 
 from absl import app, flags
@@ -60,7 +59,7 @@ def main(argv) -> None:
 
   import jax
   from lrm.jobs import retrieval
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import benchmark_record, device_description, write_benchmark_result
   from lrm.core.report import print_table
   from lrm.decode.generative import recommend
 
@@ -87,12 +86,13 @@ def main(argv) -> None:
                  "best_s": round(best, 3), "first_pass_s": round(first, 3),
                  "invalid_rate": rec.invalid_rate})
   print_table(list(rows[0]), [list(r.values()) for r in rows])
-  device, slug = device_description()
-  record = {"benchmark": "decode_trained", "dataset": pathlib.Path(str(data_dir)).name,
-            "model": _MODEL.value, "model_config": config.model[_MODEL.value].to_dict(),
-            "beam": _BEAM.value, "top_k": _TOP_K.value, "num_items": len(dataset.catalog),
-            "results": rows, "device": device, "jax_devices": len(jax.devices()),
-            "commit": git_commit(), "command": " ".join(["python", *sys.argv])}
+  slug = device_description()[1]
+  record = benchmark_record(
+      "decode_trained", dataset=pathlib.Path(str(data_dir)).name, split="test",
+      model=_MODEL.value,
+      metrics={f"batch{r['batch']}/users_per_s": r["users_per_s"] for r in rows},
+      model_config=config.model[_MODEL.value].to_dict(), beam=_BEAM.value, top_k=_TOP_K.value,
+      num_items=len(dataset.catalog), results=rows, jax_devices=len(jax.devices()))
   write_benchmark_result(pathlib.Path(_OUT.value),
                          f"decode_trained_{record['dataset']}_{_MODEL.value}_{slug}", record)
 
@@ -101,7 +101,7 @@ def _parallel_decoders() -> None:
   """Both decoders of a parallel-code model on every test user, at batch `--batches[-1]`."""
   import jax
   from lrm.jobs import retrieval
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import benchmark_record, device_description, write_benchmark_result
   from lrm.core.report import print_table
   from lrm.eval.metrics import retrieval_metrics
 
@@ -128,16 +128,15 @@ def _parallel_decoders() -> None:
   for row in rows:
     row["recall_vs_exact"] = round(row[f"recall@{_TOP_K.value}"] / max(exact, 1e-12), 4)
   print_table(list(rows[0]), [list(r.values()) for r in rows])
-  device, slug = device_description()
-  record = {"benchmark": "decode_trained", "dataset": pathlib.Path(str(data_dir)).name,
-            "split": "test", "model": _MODEL.value,
-            "model_config": config.model[_MODEL.value].to_dict(),
-            "sid": {"method": config.sid.method, "codebook_sizes": prep.table.full_codebook_sizes},
-            "top_k": _TOP_K.value, "num_items": len(dataset.catalog), "results": rows,
-            "metrics": {f"{r['decoder']}{r['beam'] or ''}/users_per_s": r["users_per_s"]
-                        for r in rows},
-            "device": device, "jax_devices": len(jax.devices()), "commit": git_commit(),
-            "command": " ".join(["python", *sys.argv])}
+  slug = device_description()[1]
+  record = benchmark_record(
+      "decode_trained", dataset=pathlib.Path(str(data_dir)).name, split="test",
+      model=_MODEL.value,
+      metrics={f"{r['decoder']}{r['beam'] or ''}/users_per_s": r["users_per_s"] for r in rows},
+      model_config=config.model[_MODEL.value].to_dict(),
+      sid={"method": config.sid.method, "codebook_sizes": prep.table.full_codebook_sizes},
+      top_k=_TOP_K.value, num_items=len(dataset.catalog), results=rows,
+      jax_devices=len(jax.devices()))
   write_benchmark_result(pathlib.Path(_OUT.value),
                          f"decode_trained_{record['dataset']}_{_MODEL.value}_{slug}", record)
 

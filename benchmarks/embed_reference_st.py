@@ -137,9 +137,16 @@ def main(argv) -> None:
     np.save(_SAVE_EMBEDDINGS.value, emb)
   cores = os.cpu_count()
   result = {
+      # lrm.core.artifacts.RECORD_FIELDS, by hand: this venv has no lrm (nor jax) to import
+      # benchmark_record from. The numbers are a third party's: under "reference", not "metrics".
       "benchmark": "embed_reference",
       "dataset": data.name,
+      "split": None,
       "model": f"sentence-transformers/all-MiniLM-L6-v2 (torch {_DEVICE.value})",
+      "variant": None,
+      "metrics": None,
+      "train": None,
+      "seed": None,
       "reference": {
           "items_per_s": round(len(texts) / wall, 1),
           "wall_s": round(wall, 3),

@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import pathlib
-import sys
 import time
 
 import numpy as np
@@ -153,8 +152,7 @@ def main(argv) -> None:
   texts = catalog.text()
   labels = catalog.leaf_category("categories")
   dataset = data.name
-  device, device_slug = artifacts.device_description()
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  device_slug = artifacts.device_description()[1]
   for key in _ENCODERS.value.split(","):
     if key not in ENCODERS:
       raise SystemExit(f"unknown encoder '{key}'; use {sorted(ENCODERS)}")
@@ -165,21 +163,14 @@ def main(argv) -> None:
     if key == "minilm" and _COMPARE_ST.value:
       record["metrics"]["parity_vs_sentence_transformers"] = compare(
           emb, pathlib.Path(_COMPARE_ST.value))
-    result = {
-        "benchmark": "embed_throughput",
-        "dataset": dataset,
-        "model": _MODEL.value if key == "minilm" else "hashing (lrm fallback)",
-        "metrics": record["metrics"],
-        "encoder": record["encoder"],
-        "device": device,
-        "wall_s": round(time.perf_counter() - start, 3),
-        "commit": artifacts.git_commit(),
-        "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
-        "versions": artifacts.package_versions(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    path = pathlib.Path(_OUT.value) / f"embed_{key}_{dataset}_{device_slug}_{stamp}.json"
-    artifacts.atomic_write_json(path, result)
+    result = artifacts.benchmark_record(
+        "embed_throughput", dataset=dataset,
+        model=_MODEL.value if key == "minilm" else "hashing (lrm fallback)",
+        metrics=record["metrics"], wall_s=time.perf_counter() - start,
+        encoder=record["encoder"], versions=artifacts.package_versions(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    path = artifacts.write_benchmark_result(_OUT.value, f"embed_{key}_{dataset}_{device_slug}",
+                                            result)
     print(json.dumps({"file": str(path), "model": result["model"], **result["metrics"]},
                      indent=2))
 

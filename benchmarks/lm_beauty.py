@@ -79,7 +79,8 @@ def row(name, result) -> dict:
 def main(argv):
   del argv
   import jax
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import (benchmark_record, device_description, git_commit,
+                                  write_benchmark_result)
   from lrm.eval.report import TIGER_REFERENCE
   from lrm.jobs.lm import run
   config = _CONFIG.value
@@ -98,30 +99,27 @@ def main(argv):
       evaluated = results[key].get("evaluated", {})
   dataset = pathlib.Path(config.data.path).name if config.data.source == "layout" \
       else config.data.source
-  device, slug = device_description()
+  slug = device_description()[1]
   main_row = rows[0]
-  record = {
-      "benchmark": "lm", "dataset": dataset, "split": "test", "model": "bilingual_sid_lm",
-      "lm_config": config.lm.to_dict(), "sid": results.get("sid"),
-      "variant": main_row["variant"] if main_row["variant"] != "main" else
-                 (config.lm.variant or "main"),
-      "seed": int(config.seed),
-      "train": {k: v for k, v in (main_row.get("train") or {}).items() if k != "history"},
-      "metrics": {**{k: v for k, v in (main_row.get("test") or {}).items()
-                     if k not in ("popularity",)},
-                  **{f"cold_{k}": v for k, v in (main_row.get("cold_test") or {}).items()
-                     if k.startswith(("recall", "ndcg", "users"))},
-                  "text2sid_acc@1": (main_row.get("text2sid_heldout") or {}).get("text2sid_acc@1"),
-                  "text2sid_acc@10": (main_row.get("text2sid_heldout") or {}).get(
-                      "text2sid_acc@10"),
-                  "sid2text_f1": (main_row.get("sid2text_heldout") or {}).get("sid2text_f1")},
-      "metrics_variant": main_row["variant"], "rows": rows,
-      "retrieval_models": evaluated.get("retrieval_models"),
-      "device": device, "jax_devices": len(jax.devices()),
-      "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
-      "command": " ".join(["python", *sys.argv]),
-      "reference": TIGER_REFERENCE.get(dataset, {}),
-  }
+  train = {k: v for k, v in (main_row.get("train") or {}).items() if k != "history"}
+  record = benchmark_record(
+      "lm", dataset=dataset, split="test", model="bilingual_sid_lm",
+      variant=main_row["variant"] if main_row["variant"] != "main" else
+              (config.lm.variant or "main"),
+      metrics={**{k: v for k, v in (main_row.get("test") or {}).items()
+                  if k not in ("popularity",)},
+               **{f"cold_{k}": v for k, v in (main_row.get("cold_test") or {}).items()
+                  if k.startswith(("recall", "ndcg", "users"))},
+               "text2sid_acc@1": (main_row.get("text2sid_heldout") or {}).get("text2sid_acc@1"),
+               "text2sid_acc@10": (main_row.get("text2sid_heldout") or {}).get(
+                   "text2sid_acc@10"),
+               "sid2text_f1": (main_row.get("sid2text_heldout") or {}).get("sid2text_f1")},
+      train=train or None,     # None: a variant evaluated without a record of its training
+      wall_s=time.perf_counter() - start, seed=int(config.seed),
+      lm_config=config.lm.to_dict(), sid=results.get("sid"),
+      metrics_variant=main_row["variant"], rows=rows,
+      retrieval_models=evaluated.get("retrieval_models"), jax_devices=len(jax.devices()),
+      reference=TIGER_REFERENCE.get(dataset, {}))
   write_benchmark_result(_OUT.value, f"lm_{dataset}_{slug}", record)
 
 

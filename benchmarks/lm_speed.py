@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 
 from absl import app, flags
@@ -192,15 +191,14 @@ def _jsonable(cfg) -> dict:
 def main(argv):
   del argv
   import jax
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import benchmark_record, device_description, write_benchmark_result
   t_start = time.perf_counter()
   name = {"train": "lm_speed", "decode": "lm_decode_speed"}[_MODE.value]
   metrics, fields = decode_speed() if _MODE.value == "decode" else train_speed()
-  device, slug = device_description()
-  record = {"benchmark": name, "size": _SIZE.value, **fields, "metrics": metrics,
-            "device": device, "jax": jax.__version__, "wall_s": time.perf_counter() - t_start,
-            "commit": git_commit(),
-            "command": "python benchmarks/lm_speed.py " + " ".join(sys.argv[1:])}
+  slug = device_description()[1]
+  record = benchmark_record(name, dataset=None, model=f"bilingual_sid_lm_{_SIZE.value}",
+                            metrics=metrics, wall_s=time.perf_counter() - t_start,
+                            seed=_SEED.value, size=_SIZE.value, **fields, jax=jax.__version__)
   print(json.dumps(metrics, indent=1))
   write_benchmark_result(_OUT.value, f"{name}_{_SIZE.value}_{slug}", record)
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 from typing import Any
 
@@ -261,9 +260,19 @@ def _summarise(per_seed: dict[str, list[dict]]) -> dict[str, Any]:
   return summary
 
 
+def _train(per_seed: dict[str, list[dict]]) -> dict[str, float]:
+  """What the runs spent training: every tokenizer fit and every retrieval model's training."""
+  runs = [run for row in per_seed.values() for run in row]
+  sid = sum(run["fit_s"] for run in runs)
+  model = sum((run.get("retrieval") or {}).get("train_wall_s") or 0.0 for run in runs)
+  return {"train_wall_s": round(sid + model, 1), "sid_fit_s": round(sid, 1),
+          "retrieval_train_s": round(model, 1)}
+
+
 def merge_records(records: list[dict], paths: list[str]) -> dict:
   """Records of the same settings and disjoint seeds -> one record: the per-seed runs of every
   row pooled and summarised again. Raises ValueError naming the record that does not fit."""
+  from lrm.core.artifacts import RECORD_FIELDS, benchmark_record
   first = records[0]
   per_seed: dict[str, list[dict]] = {}
   # The fine-tuned encoder only matters to the *_ft rows: it must agree among the records that
@@ -291,22 +300,27 @@ def merge_records(records: list[dict], paths: list[str]) -> dict:
   rows = [r for r in ROWS if r in per_seed]
   per_seed = {r: sorted(per_seed[r], key=lambda run: run["seed"]) for r in rows}
   seeds = sorted({run["seed"] for runs in per_seed.values() for run in runs})
-  return {**{k: v for k, v in first.items() if k not in ("per_seed", "summary", "command")},
-          "rows": rows, "seeds": seeds, "per_seed": per_seed, "summary": _summarise(per_seed),
-          "finetuned": finetuned,
-          "wall_s": round(sum(r["wall_s"] for r in records), 1),
-          "merged_from": [{"path": str(p), "commit": r.get("commit"), "command": r.get("command"),
-                           "wall_s": r.get("wall_s"), "device": r.get("device")}
-                          for r, p in zip(records, paths)]}
+  summary = _summarise(per_seed)
+  own = ("per_seed", "summary", "rows", "seeds", "finetuned", "merged_from")
+  # commit and command: the merging process's; device: the first record's, as before.
+  return benchmark_record(
+      "plum_ablation", dataset=first["dataset"], split=first.get("split"),
+      model="tiger" if first.get("retrieval_steps") else None,
+      variant=rows[0] if len(rows) == 1 else None, metrics=summary, train=_train(per_seed),
+      wall_s=sum(r["wall_s"] for r in records), seed=seeds, device=first.get("device"),
+      **{k: v for k, v in first.items() if k not in RECORD_FIELDS + own},
+      rows=rows, seeds=seeds, per_seed=per_seed, summary=summary, finetuned=finetuned,
+      merged_from=[{"path": str(p), "commit": r.get("commit"), "command": r.get("command"),
+                    "wall_s": r.get("wall_s"), "device": r.get("device")}
+                   for r, p in zip(records, paths)])
 
 
 def _merge(paths: list[str]) -> None:
-  from lrm.core.artifacts import git_commit, read_json, write_benchmark_result
+  from lrm.core.artifacts import read_json, write_benchmark_result
   try:
     record = merge_records([read_json(pathlib.Path(p)) for p in paths], paths)
   except ValueError as e:
     raise app.UsageError(f"--merge: {e}") from None
-  record.update(commit=git_commit(), command=" ".join(["python", *sys.argv]))
   _print_summary(record["summary"])
   write_benchmark_result(_OUT.value, f"plum_ablation_{record['dataset']}_merged", record)
 
@@ -343,7 +357,8 @@ def main(argv):
     return
   import jax
 
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import (benchmark_record, device_description, git_commit,
+                                  write_benchmark_result)
   from lrm.core.config import load_config
   from lrm.core.errors import ConfigError
   from lrm.data import read_dataset
@@ -413,25 +428,26 @@ def main(argv):
           "perplexity")},
             run.get("retrieval", {}).get("test", {}).get("recall@10"), flush=True)
 
-  device, slug = device_description()
-  record = {
-      "benchmark": "plum_ablation", "dataset": name, "split": "test",
-      "rows": rows, "seeds": [int(s) for s in _SEEDS.value],
-      "sid_steps": _SID_STEPS.value, "sid_batch": _SID_BATCH.value,
-      "multires_sizes": list(MULTIRES), "uniform_sizes": list(UNIFORM),
-      "cooccurrence_weight": _COOC_WEIGHT.value, "pair_window": _WINDOW.value,
-      "cooccurrence_pairs": int(len(train_rows)), "heldout_pairs": int(len(held_out)),
-      "cooccurrence_similarity": _COOC_SIMILARITY.value, "cooccurrence_space": _COOC_SPACE.value,
-      "retrieval_steps": _RETRIEVAL_STEPS.value, "config_arg": _CONFIG_ARG.value,
-      "finetuned": _FINETUNED.value,
-      "fused_fields": list(FUSED_FIELDS),
-      "modalities": [list(fields) for _, fields in MODALITIES[_DATASET.value]],
-      "per_seed": per_seed, "summary": _summarise(per_seed),
-      "device": device, "jax_version": jax.__version__, "jax_devices": len(jax.devices()),
-      "wall_s": round(time.perf_counter() - start, 1), "commit": git_commit(),
-      "command": " ".join(["python", *sys.argv]),
-      "reference": {"plum": PLUM_REFERENCE},
-  }
+  slug = device_description()[1]
+  summary = _summarise(per_seed)
+  record = benchmark_record(
+      "plum_ablation", dataset=name, split="test",
+      model="tiger" if _RETRIEVAL_STEPS.value > 0 else None,
+      variant=rows[0] if len(rows) == 1 else None, metrics=summary, train=_train(per_seed),
+      wall_s=time.perf_counter() - start, seed=[int(s) for s in _SEEDS.value],
+      rows=rows, seeds=[int(s) for s in _SEEDS.value],
+      sid_steps=_SID_STEPS.value, sid_batch=_SID_BATCH.value,
+      multires_sizes=list(MULTIRES), uniform_sizes=list(UNIFORM),
+      cooccurrence_weight=_COOC_WEIGHT.value, pair_window=_WINDOW.value,
+      cooccurrence_pairs=int(len(train_rows)), heldout_pairs=int(len(held_out)),
+      cooccurrence_similarity=_COOC_SIMILARITY.value, cooccurrence_space=_COOC_SPACE.value,
+      retrieval_steps=_RETRIEVAL_STEPS.value, config_arg=_CONFIG_ARG.value,
+      finetuned=_FINETUNED.value,
+      fused_fields=list(FUSED_FIELDS),
+      modalities=[list(fields) for _, fields in MODALITIES[_DATASET.value]],
+      per_seed=per_seed, summary=summary,
+      jax_version=jax.__version__, jax_devices=len(jax.devices()),
+      reference={"plum": PLUM_REFERENCE})
   write_benchmark_result(_OUT.value, f"plum_ablation_{name}_{slug}", record)
 
 

@@ -43,7 +43,6 @@ import hashlib
 import json
 import pathlib
 import re
-import sys
 import time
 
 import jax
@@ -67,6 +66,8 @@ from lrm.tasks.ranking import room_examples
 from lrm.train.optimizer import optimizer_from_config
 from lrm.train.trainer import make_train_step
 
+DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout
+
 _STEPS = flags.DEFINE_integer("train_steps", 1500, "training steps per ranker")
 _SEED = flags.DEFINE_integer("seed", 0, "seed")
 _SEEDS = flags.DEFINE_list("seeds", [], "several seeds (the full benchmark): one record with "
@@ -78,9 +79,9 @@ _MERGE = flags.DEFINE_list("merge", [], "instead of training: result JSONs of si
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "beauty", "movielens"],
                              "synthetic world (every measurement), Amazon Beauty (no rooms) or "
                              "MovieLens 100k (the user-side ablation)")
-_BEAUTY = flags.DEFINE_string("beauty_path", "/work/shared/data/amazon_beauty",
+_BEAUTY = flags.DEFINE_string("beauty_path", str(DATA / "amazon_beauty"),
                               "Beauty in the standard layout")
-_MOVIELENS = flags.DEFINE_string("movielens_path", "/work/shared/data/movielens_100k",
+_MOVIELENS = flags.DEFINE_string("movielens_path", str(DATA / "movielens_100k"),
                                  "MovieLens 100k as RecBole atomic files (.inter/.item/.user)")
 _ABLATION = flags.DEFINE_bool("ablation", False,
                               "variants without and with the user-side tokens only (module "
@@ -196,7 +197,8 @@ def _variants_only(dataset_of, section, seeds: list[int], steps: int, start: flo
     v = run_variants(section, split, codes, seed=s)
     runs[str(s)] = {"variants": v, **({"late_lift_kept": _lift_kept(v["late"])} if "late" in v
                                       else {})}
-  _write("ranking_variants", dataset.name, _split_counts(split), start, steps, seeds=seeds,
+  _write("ranking_variants", dataset.name, _split_counts(split), start, steps, seed=seeds,
+         variant=_one(section.variants), metrics=runs, seeds=seeds,
          variants=list(section.variants), **_dropout_fields(section), **_content_fields(_CONTENT.value),
          per_seed=runs)
   for s, r in runs.items():
@@ -210,15 +212,15 @@ def _write_seeds(runs: dict, dataset_name: str, counts: dict, start: float, step
   seeds = list(runs)
   if len(seeds) == 1:
     results = runs[seeds[0]]
-    _write("ranking", dataset_name, counts, start, steps, seeds=seeds, metrics=results,
-           checks=_checks(results), **fields)
+    _write("ranking", dataset_name, counts, start, steps, seed=seeds, seeds=seeds,
+           metrics=results, checks=_checks(results), **fields)
   else:
     # The targets are checked on the seed means; each seed's own checks are kept beside them.
     results = _reduce_tree(list(runs.values()), np.mean)
     results["late_lift_kept"] = _lift_kept(results["variants"]["late"])
-    _write("ranking", dataset_name, counts, start, steps, seeds=seeds, metrics=results,
-           checks=_checks(results), spread=_reduce_tree(list(runs.values()),
-                                                        lambda x: [min(x), max(x)]),
+    _write("ranking", dataset_name, counts, start, steps, seed=seeds, seeds=seeds,
+           metrics=results, checks=_checks(results),
+           spread=_reduce_tree(list(runs.values()), lambda x: [min(x), max(x)]),
            per_seed={str(s): {"metrics": r, "checks": _checks(r)} for s, r in runs.items()},
            **fields)
     print(_seed_table(runs))
@@ -411,14 +413,19 @@ def _split_counts(split) -> dict:
           "cold_items": len(split.cold_rows)}
 
 
-def _write(benchmark: str, dataset_name: str, counts: dict, start: float, steps: int,
-           **fields) -> None:
+def _one(variants) -> str | None:
+  """The ranker variant of a run that trains one (None: several)."""
+  return variants[0] if len(variants) == 1 else None
+
+
+def _write(benchmark: str, dataset_name: str, counts: dict, start: float, steps: int, *,
+           seed, metrics, variant: str | None = None, **fields) -> None:
   """One run's JSON under --out: `fields` plus what every record of this script carries."""
-  device, _ = artifacts.device_description()
-  record = {"benchmark": benchmark, "dataset": dataset_name,
-            "split": "cold_start_items_10pct", **fields, "steps": steps, "counts": counts,
-            "device": device, "wall_s": time.perf_counter() - start,
-            "commit": artifacts.git_commit(), "command": " ".join(["python"] + sys.argv)}
+  # The rankers' training time is not measured apart from their evaluation (`wall_s` holds both).
+  record = artifacts.benchmark_record(
+      benchmark, dataset=dataset_name, split="cold_start_items_10pct", model="ranker",
+      variant=variant, metrics=metrics, train={"train_wall_s": None},
+      wall_s=time.perf_counter() - start, seed=seed, **fields, steps=steps, counts=counts)
   artifacts.write_benchmark_result(_OUT.value, f"{benchmark}_{dataset_name}", record)
 
 
@@ -524,8 +531,9 @@ def _ablation(dataset, section, seed, steps, start) -> None:
     for v in variants:
       if v != "id":
         checks[f"{v}_cold_auc_above_id"] = auc("base", v, "cold") > auc("base", "id", "cold")
-  _write("ranking_user_side", dataset.name, _split_counts(split), start, steps,
-         metrics={"ablation": runs}, checks=checks, baselines=baselines, section=on.to_dict(),
+  _write("ranking_user_side", dataset.name, _split_counts(split), start, steps, seed=seed,
+         variant=_one(variants), metrics={"ablation": runs}, checks=checks, baselines=baselines,
+         section=on.to_dict(),
          user_features=(None if split.user_features is None else
                         dict(zip(split.user_features.names, split.user_features.sizes))))
   summary = {run: {v: {f"{part}/{m}": round(float(r[part][m]), 4) for part in ("warm", "cold")
@@ -592,8 +600,9 @@ def _long_history(dataset, section, seed, steps, start) -> None:
   long = split.train.long_history
   events = {"mean": float((long >= 0).sum(1).mean()),
             "full_rows_share": float((long[:, 0] >= 0).mean())}
-  _write("ranking_long_history", dataset.name, _split_counts(split), start, steps,
-         metrics={"long_history": runs}, section=section.to_dict(), long_history_events=events)
+  _write("ranking_long_history", dataset.name, _split_counts(split), start, steps, seed=seed,
+         variant=_one(section.variants), metrics={"long_history": runs},
+         section=section.to_dict(), long_history_events=events)
   summary = {mixer: {v: {**{f"{part}/{m}": round(float(r[part][m]), 4)
                             for part in ("warm", "cold")
                             for m in ("click/auc", "click/gauc", "rating/rmse_stars")

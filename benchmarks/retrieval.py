@@ -22,7 +22,6 @@ training; `curve` is validation quality against training minutes.
 from __future__ import annotations
 
 import pathlib
-import sys
 import time
 
 from absl import app, flags
@@ -47,6 +46,7 @@ def _flat_metrics(record: dict) -> dict[str, float]:
 def merge_records(records: list[dict], paths: list[str]) -> dict:
   """Mean and spread (max - min) per metric over seeds of one dataset + model."""
   import numpy as np
+  from lrm.core.artifacts import benchmark_record
   keys = {(r["dataset"], r["model"], r.get("variant")) for r in records}
   if len(keys) != 1:
     raise SystemExit(f"retrieval --merge: records mix datasets / models / variants: {sorted(keys)}")
@@ -59,14 +59,13 @@ def merge_records(records: list[dict], paths: list[str]) -> dict:
                  "spread": float(np.ptp([f[k] for f in flat])),
                  "values": [f[k] for f in flat]} for k in names}
   first = records[0]
-  return {"benchmark": "retrieval", "dataset": first["dataset"], "split": "test",
-          "model": first["model"], "variant": first.get("variant"), "merged": paths,
-          "seeds": seeds, "metrics": {k: v["mean"] for k, v in summary.items()},
-          "summary": summary, "train": {"train_wall_s": summary["train_wall_s"]["mean"]},
-          "device": sorted({r["device"] for r in records}),
-          "commit": sorted({str(r["commit"]) for r in records}),
-          "command": " ".join(["python", *sys.argv]), "seed": seeds,
-          "reference": first.get("reference", {})}
+  return benchmark_record(
+      "retrieval", dataset=first["dataset"], split="test", model=first["model"],
+      variant=first.get("variant"), metrics={k: v["mean"] for k, v in summary.items()},
+      train={"train_wall_s": summary["train_wall_s"]["mean"]}, seed=seeds,
+      device=sorted({r["device"] for r in records}),
+      commit=sorted({str(r["commit"]) for r in records}), merged=paths, seeds=seeds,
+      summary=summary, reference=first.get("reference", {}))
 
 
 def _merge(paths: list[str]) -> None:
@@ -92,7 +91,8 @@ def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"retrieval: unexpected arguments {argv[1:]}")
   import jax
-  from lrm.core.artifacts import device_description, git_commit, write_benchmark_result
+  from lrm.core.artifacts import (benchmark_record, device_description, git_commit,
+                                  write_benchmark_result)
   from lrm.eval.report import TIGER_REFERENCE
   from lrm.jobs.retrieval import run_pipeline
   config = _CONFIG.value
@@ -105,37 +105,21 @@ def main(argv):
   evaluated = retrieval["evaluated"]
   dataset = pathlib.Path(config.data.path).name if config.data.source == "layout" \
       else config.data.source
-  device, slug = device_description()
+  slug = device_description()[1]
   hyper = config.model[name].to_dict()
   train = dict(retrieval["train"])
   # The tokenizer's fit is part of what a model costs (a reused SID artifact: its recorded fit).
   train["model_wall_s"] = train["train_wall_s"]
   train["tokenizer_s"] = float(results["sid"].get("fit_s") or 0.0)
   train["train_wall_s"] = round(train["model_wall_s"] + train["tokenizer_s"], 1)
-  record = {
-      "benchmark": "retrieval",
-      "dataset": dataset,
-      "split": "test",
-      "model": name,
-      "model_config": hyper,
-      "task": config.task.to_dict(),
-      "sid": results["sid"],
-      "metrics": evaluated[name]["test"],
-      "valid": evaluated[name]["valid"],
-      "popularity": evaluated["popularity"],
-      "train": train,
-      "curve": retrieval["train"].get("history", []),
-      "train_config": config.train.to_dict(),
-      "eval_config": config.eval.to_dict(),
-      "device": device,
-      "jax_devices": len(jax.devices()),
-      "wall_s": round(wall, 1),
-      "commit": git_commit(),
-      "command": " ".join(["python", *sys.argv]),
-      "seed": int(config.seed),
-      "train_seed": int(config.train.seed),
-      "reference": TIGER_REFERENCE.get(dataset, {}),
-  }
+  record = benchmark_record(
+      "retrieval", dataset=dataset, split="test", model=name, variant=None,
+      metrics=evaluated[name]["test"], train=train, wall_s=wall, seed=int(config.seed),
+      model_config=hyper, task=config.task.to_dict(), sid=results["sid"],
+      valid=evaluated[name]["valid"], popularity=evaluated["popularity"],
+      curve=retrieval["train"].get("history", []), train_config=config.train.to_dict(),
+      eval_config=config.eval.to_dict(), jax_devices=len(jax.devices()),
+      train_seed=int(config.train.seed), reference=TIGER_REFERENCE.get(dataset, {}))
   write_benchmark_result(_OUT.value, f"retrieval_{dataset}_{name}_{slug}", record)
 
 

@@ -17,11 +17,9 @@ faiss-cpu is not a project dependency: `pip install faiss-cpu` into the venv to 
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pathlib
-import sys
 import time
 
 import numpy as np
@@ -100,7 +98,7 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   devices_wanted = set_cpu_devices(_CPU_DEVICES.value)
 
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import benchmark_record, device_description, write_benchmark_result
   from lrm.parallel.mesh import make_mesh
 
   device, slug = device_description()
@@ -141,27 +139,18 @@ def main(argv) -> None:
   }
   if reference:
     metrics["ratio_vs_faiss"] = ours_s / reference["fit_s"]
-  record = {
-      "benchmark": "rq_kmeans_speed",
-      "dataset": f"synthetic_blobs(n={_N.value}, d={_D.value}, blobs={_BLOBS.value}, "
-                 f"seed={_SEED.value})",
-      "model": f"rq_kmeans(levels={_LEVELS.value}, k={_K.value}, iters={_ITERS.value}, "
-               f"no early stop, metric=l2, full batch, kmeans++ init, "
-               f"{'mesh of ' + str(mesh.size) + ' devices' if mesh else '1 device'})",
-      "metrics": metrics,
-      "device": device,
-      "wall_s": wall,
-      "commit": git_commit(),
-      "command": " ".join(["python", *sys.argv]),
-      "reference": reference,
-  }
-  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-  path = pathlib.Path(_OUT.value) / f"rq_kmeans_speed_{slug}_{stamp}.json"
-  atomic_write_json(path, record)
+  record = benchmark_record(
+      "rq_kmeans_speed",
+      dataset=f"synthetic_blobs(n={_N.value}, d={_D.value}, blobs={_BLOBS.value}, "
+              f"seed={_SEED.value})",
+      model=f"rq_kmeans(levels={_LEVELS.value}, k={_K.value}, iters={_ITERS.value}, "
+            f"no early stop, metric=l2, full batch, kmeans++ init, "
+            f"{'mesh of ' + str(mesh.size) + ' devices' if mesh else '1 device'})",
+      metrics=metrics, wall_s=wall, seed=_SEED.value, reference=reference)
   print(json.dumps({k: record[k] for k in ("metrics", "reference")}, indent=1))
   if reference:
     print(f"lrm {ours_s:.2f} s  faiss {reference['fit_s']:.2f} s  ratio {ours_s / reference['fit_s']:.2f}")
-  print(f"wrote {path}")
+  write_benchmark_result(_OUT.value, f"rq_kmeans_speed_{slug}", record)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-import sys
 import time
 
 from absl import app, flags
@@ -37,7 +36,7 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   data = pathlib.Path(_DATA.value)
 
-  from lrm.core.artifacts import atomic_write_json, device_description, git_commit
+  from lrm.core.artifacts import benchmark_record, device_description, write_benchmark_result
   from lrm.core.report import print_table
   from lrm.data import read_dataset
   from lrm.encoders.byo import load_npy_embeddings
@@ -86,26 +85,21 @@ def main(argv) -> None:
         "warm_refit_changed_full_code": None if warm is None else warm["changed"],
         "warm_refit_prefix_changed": None if warm is None else warm["prefix_changed"],
     }
-    record = {
-        "benchmark": "sid_quality", "dataset": data.name, "split": "catalog",
-        "model": f"{method} {_LEVELS.value}x{_CODEBOOK_SIZE.value} + collision level, "
-                 f"MiniLM title;brand;categories embeddings",
-        "metrics": metrics, "device": device_description()[0],
-        "wall_s": round(time.perf_counter() - start, 2), "commit": git_commit(),
-        "command": " ".join(["python", *sys.argv]),
-        "reference": {"note": "scikit-learn RQ-KMeans on sentence-transformers MiniLM embeddings "
-                      "of title + brand + categories (issue 3): 2-level coherence ~33x, ~12% of "
-                      "items colliding on 3 levels"},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = pathlib.Path(_OUT.value) / f"sid_beauty_{method}_{device_description()[1]}_{stamp}.json"
-    atomic_write_json(path, record)
+    record = benchmark_record(
+        "sid_quality", dataset=data.name, split="catalog",
+        model=f"{method} {_LEVELS.value}x{_CODEBOOK_SIZE.value} + collision level, "
+              f"MiniLM title;brand;categories embeddings",
+        metrics=metrics, train={"train_wall_s": round(sum(f.fit_s for f in fits), 1)},
+        wall_s=time.perf_counter() - start, seed=seeds,
+        reference={"note": "scikit-learn RQ-KMeans on sentence-transformers MiniLM embeddings "
+                   "of title + brand + categories (issue 3): 2-level coherence ~33x, ~12% of "
+                   "items colliding on 3 levels"},
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    write_benchmark_result(_OUT.value, f"sid_beauty_{method}_{device_description()[1]}", record)
     rows.append([method, metrics["unique_with_collision_level"], metrics["level1_utilisation"],
                  coherence.get(2), metrics["non_unique_fraction"], metrics["max_group"],
                  retention[_LEVELS.value], metrics["warm_refit_changed_full_code"],
                  metrics["fit_s"][0]])
-    print(f"wrote {path}")
   print_table(["method", "unique (+coll.)", "L1 util", "coherence@2", "non-unique (3 lv)",
                "max group", "cold refit: pairs kept", "warm refit: codes changed", "fit s"], rows)
 

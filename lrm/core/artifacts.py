@@ -20,7 +20,7 @@ import sys
 import tempfile
 import uuid
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -62,9 +62,43 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+# Every benchmark record carries these (None where one does not apply, e.g. `split` of a speed
+# benchmark); benchmarks/README.md's table is read from them.
+RECORD_FIELDS = ("benchmark", "dataset", "split", "model", "variant", "metrics", "train",
+                 "device", "wall_s", "commit", "command", "seed")
+
+
+def benchmark_record(benchmark: str, *, dataset: str | None, metrics: Any,
+                     split: str | None = None, model: str | None = None,
+                     variant: str | None = None, train: Mapping[str, Any] | None = None,
+                     wall_s: float | None = None, seed: Any = None, **extra: Any) -> dict:
+  """One benchmark run's record: the shared fields (`RECORD_FIELDS`) first, then `extra`.
+
+  `device`, `commit` and `command` describe this process unless `extra` names them (a merged
+  record lists its inputs' devices and commits). `train` holds at least `train_wall_s` when the
+  run trains.
+  """
+  if train is not None and "train_wall_s" not in train:
+    raise ValueError(f"{benchmark} record: train needs train_wall_s, got {sorted(train)}")
+  record = {"benchmark": benchmark, "dataset": dataset, "split": split, "model": model,
+            "variant": variant, "metrics": metrics, "train": train,
+            "device": device_description()[0],
+            "wall_s": None if wall_s is None else round(float(wall_s), 1),
+            "commit": git_commit(), "command": " ".join(["python", *sys.argv]), "seed": seed}
+  record.update(extra)
+  return record
+
+
 def write_benchmark_result(out_dir: str | os.PathLike, stem: str, record: Any) -> pathlib.Path:
   """Writes one benchmark run to `out_dir/<stem>_<YYYYmmdd-HHMMSS>.json` (atomically, the
-  folder made if needed), prints and returns the path: the naming benchmarks/results uses."""
+  folder made if needed), prints and returns the path: the naming benchmarks/results uses.
+
+  `record` comes from `benchmark_record` (ValueError when a shared field is missing).
+  """
+  missing = [f for f in RECORD_FIELDS if f not in record]
+  if missing:
+    raise ValueError(f"{stem}: benchmark record lacks {missing} (build it with "
+                     "benchmark_record)")
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   path = pathlib.Path(out_dir) / f"{stem}_{stamp}.json"
   path.parent.mkdir(parents=True, exist_ok=True)

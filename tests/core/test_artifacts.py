@@ -93,3 +93,20 @@ def test_is_complete_notices_a_rebuilt_input(tmp_path):
   assert not artifacts.is_complete(downstream, {"a": 1}, second)
   # A folder made elsewhere (no manifest) is identified by its path.
   assert artifacts.artifact_id(tmp_path / "shared") == str((tmp_path / "shared").resolve())
+
+
+def test_benchmark_records_carry_the_shared_fields(tmp_path):
+  record = artifacts.benchmark_record("retrieval", dataset="beauty", split="test", model="rpg",
+                                      metrics={"recall@10": 0.07}, train={"train_wall_s": 1.0},
+                                      wall_s=2.04, seed=0, curve=[])
+  assert list(record)[:len(artifacts.RECORD_FIELDS)] == list(artifacts.RECORD_FIELDS)
+  assert record["wall_s"] == 2.0 and record["device"] and record["command"].startswith("python")
+  assert record["curve"] == []
+  path = artifacts.write_benchmark_result(tmp_path, "retrieval_beauty_rpg_cpu2", record)
+  assert json.loads(path.read_text())["metrics"] == {"recall@10": 0.07}
+  with pytest.raises(ValueError, match="train_wall_s"):
+    artifacts.benchmark_record("retrieval", dataset="beauty", metrics={}, train={"steps": 3})
+  with pytest.raises(ValueError, match=r"lacks \['split'"):
+    artifacts.write_benchmark_result(tmp_path, "x", {k: None for k in artifacts.RECORD_FIELDS
+                                                     if k != "split"})
+  assert len(list(tmp_path.iterdir())) == 1         # nothing written for the bad record
