@@ -10,7 +10,8 @@ of SASRec's windows; exact scoring of every item for validation and test.
 
 The recipe fits a 2-core CPU (~1 s a step, 3,500 steps); `:rpg_size` takes RPG's published 2 x 448,
 `:rpg_dropout` its dropout (inputs and attention probabilities .5, residuals 0); both:
-`:rpg_size,rpg_dropout`.
+`:rpg_size,rpg_dropout`. `:behaviour` fits the SIDs on text fused with behaviour (the SVD of the
+training part's co-consumption PMI), so items whose text is alike get codes apart.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lrm.core.config import load_config, parse_arg
 
 def get_config(arg: str | None = None):
   here = pathlib.Path(__file__).resolve().parent
-  options = parse_arg(arg, rpg_size=False, rpg_dropout=False)
+  options = parse_arg(arg, rpg_size=False, rpg_dropout=False, behaviour=False)
   config = load_config(here / "beauty.py")
   config.run_dir = "runs/rpg_beauty"
   config.sid.method = "opq"
@@ -37,6 +38,8 @@ def get_config(arg: str | None = None):
     config.model.rpg.update(d_model=448, num_heads=8, head_dim=56, mlp_dim=1792)
   if options.rpg_dropout:   # RPG's published rates: 50% of inputs and attention probabilities
     config.model.rpg.update(dropout=0.0, embed_dropout=0.5, attention_dropout=0.5)
+  if options.behaviour:   # SIDs of text + co-consumption (lrm/encoders/cooccurrence.py)
+    config.embed.modalities = ("text", "cooccurrence")
   config.train.batch_size = 256
   config.train.num_steps = 3500      # ~1 step/s on 2 cores: about an hour
   config.train.learning_rate = 3e-3  # 1e-2 (RPG's Beauty rate) was worse at 300 steps: .044 vs .053

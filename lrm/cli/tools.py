@@ -109,8 +109,9 @@ def embed():
                                 "default: the hashing fallback")
   fields = flags.DEFINE_list("fields", ["title", "brand", "categories"],
                              "item text fields joined into the text that is encoded")
-  modalities = flags.DEFINE_list("modalities", ["text"], "text, npy, or catalog embedding "
-                                 "modalities; several are fused")
+  modalities = flags.DEFINE_list("modalities", ["text"], "text, npy, cooccurrence (behaviour "
+                                 "of the training part) or catalog embedding modalities; "
+                                 "several are fused")
   npy = flags.DEFINE_string("npy", None, "bring-your-own embeddings .npy (modality npy)")
   batch = flags.DEFINE_integer("batch_size", 128, "sentences per encoder call")
   fuse = flags.DEFINE_enum("fuse", "concat", ["concat", "projection"], "how modalities fuse")
@@ -122,7 +123,7 @@ def embed():
                                modalities=tuple(modalities.value), npy=npy.value,
                                batch_size=batch.value, fuse=fuse.value, fuse_dim=fuse_dim.value)
     dataset = data_lib.read_dataset(data_dir.value)
-    emb, info = embed_lib.embed_catalog(dataset.catalog, spec)
+    emb, info = embed_lib.embed_catalog(dataset.catalog, spec, sequences=dataset.sequences)
     manifest = embed_lib.write_embeddings(out.value, emb, catalog=dataset.catalog, spec=spec,
                                           info=info, data_dir=data_dir.value)
     enc = manifest["encoder"]

@@ -1,9 +1,10 @@
 """The `embed` stage: catalog -> one float32 embedding row per item, in catalog order.
 
 Modalities are `text` (the item's text fields through an encoder), `npy` (bring-your-own
-embeddings from a file) and any precomputed modality stored with the catalog (e.g. the
-synthetic world's `visual` and `audio`). Several modalities are fused (per-modality
-normalisation, then concatenation or a fixed projection).
+embeddings from a file), `cooccurrence` (behaviour: an SVD of the co-consumption PMI of the
+leave-one-out training part, lrm/encoders/cooccurrence.py) and any precomputed modality stored
+with the catalog (e.g. the synthetic world's `visual` and `audio`). Several modalities are fused
+(per-modality normalisation, then concatenation or a fixed projection).
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ import numpy as np
 from lrm.core import artifacts
 from lrm.core.config import section_fields
 from lrm.core.errors import ConfigError, DataError
-from lrm.data.types import DEFAULT_TEXT_FIELDS, Catalog
+from lrm.data.splits import leave_one_out
+from lrm.data.types import DEFAULT_TEXT_FIELDS, Catalog, Sequences
 from lrm.encoders import byo, fusion, load_encoder
+from lrm.encoders.cooccurrence import cooccurrence_embeddings
 from lrm.encoders.quality import neighbour_label_agreement
 
 EMBEDDINGS_FILE = "embeddings.npy"
+# EmbedSpec fields added after embed artifacts were first written: an artifact without them
+# still counts for a spec holding their defaults (it embeds the same).
+LATER_FIELDS = ("cooccurrence_dim", "cooccurrence_window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +37,10 @@ class EmbedSpec:
   """What to embed and how (the `embed` section of a config)."""
   encoder: str | None = None          # path or name of a sentence encoder; None -> hashing
   fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS  # catalog text fields joined into one text
-  modalities: tuple[str, ...] = ("text",)  # text | npy | a catalog embedding modality
+  modalities: tuple[str, ...] = ("text",)  # text | npy | cooccurrence | a catalog modality
   npy: str | None = None              # bring-your-own embeddings file (modality `npy`)
+  cooccurrence_dim: int = 64          # cooccurrence: SVD dims of the co-consumption PPMI
+  cooccurrence_window: int = 3        # cooccurrence: positions apart that count as co-consumed
   batch_size: int = 128               # sentences per encoder call
   fuse: str = "concat"                # concat | projection (when several modalities)
   fuse_dim: int = 0                   # output dim of the projection (0: sum of inputs)
@@ -65,11 +73,14 @@ class EmbedSpec:
 
 
 def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
+                  sequences: Sequences | None = None,
                   show_progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
   """Embeddings of every catalog item (float32 [n, d]) and a description for the manifest.
 
   Where the catalog has categories, the description also holds each input's and the output's
-  nearest-neighbour leaf-category agreement (`quality`), a sanity check of meaning.
+  nearest-neighbour leaf-category agreement (`quality`), a sanity check of meaning. The
+  `cooccurrence` modality needs the interaction `sequences` (it reads their leave-one-out
+  training part only).
   """
   parts: dict[str, np.ndarray] = {}
   info: dict[str, Any] = {"modalities": {}}
@@ -87,12 +98,23 @@ def embed_catalog(catalog: Catalog, spec: EmbedSpec, *, encoder=None,
     elif modality == "npy":
       emb = byo.load_npy_embeddings(spec.npy, len(catalog))
       info["modalities"]["npy"] = {"path": os.path.abspath(spec.npy), "dim": int(emb.shape[1])}
+    elif modality == "cooccurrence":
+      if sequences is None:
+        raise ConfigError("embed.modalities", "modality 'cooccurrence' needs the dataset's "
+                          "interaction sequences")
+      start = time.perf_counter()
+      emb = cooccurrence_embeddings(leave_one_out(sequences), catalog, dim=spec.cooccurrence_dim,
+                                    window=spec.cooccurrence_window, seed=spec.seed)
+      info["modalities"]["cooccurrence"] = {
+          "dim": int(emb.shape[1]), "window": spec.cooccurrence_window,
+          "items_with_signal": int((np.abs(emb).sum(axis=1) > 0).sum()),
+          "wall_s": round(time.perf_counter() - start, 3)}
     elif modality in catalog.embeddings:
       emb = catalog.embeddings[modality]
       info["modalities"][modality] = {"source": "catalog", "dim": int(emb.shape[1])}
     else:
-      raise ConfigError("embed.modalities", f"unknown modality '{modality}': use text, npy or "
-                        f"one of the catalog's {sorted(catalog.embeddings)}")
+      raise ConfigError("embed.modalities", f"unknown modality '{modality}': use text, npy, "
+                        f"cooccurrence or one of the catalog's {sorted(catalog.embeddings)}")
     parts[modality] = np.asarray(emb, np.float32)
     info["modalities"][modality]["quality"] = category_quality(catalog, parts[modality])
   if len(parts) == 1:
@@ -136,6 +158,19 @@ def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
       fallback_encoder_used=(info.get("modalities", {}).get("text", {})
                              .get("encoder", {}).get("kind") == "hashing"),
       embedding_info=info, quality=info.get("quality"), inputs=inputs)
+
+
+def is_complete(out_dir: str | os.PathLike, spec: EmbedSpec, inputs: Any = None) -> bool:
+  """`artifacts.is_complete` for an embed artifact of `spec`, counting one written before the
+  `LATER_FIELDS` existed when `spec` holds their defaults."""
+  config = dataclasses.asdict(spec)
+  if artifacts.is_complete(out_dir, config, inputs):
+    return True
+  defaults = EmbedSpec()
+  if any(getattr(spec, f) != getattr(defaults, f) for f in LATER_FIELDS):
+    return False
+  legacy = {k: v for k, v in config.items() if k not in LATER_FIELDS}
+  return artifacts.is_complete(out_dir, legacy, inputs)
 
 
 def read_embeddings(out_dir: str | os.PathLike, *, num_items: int | None = None) -> np.ndarray:

@@ -125,11 +125,11 @@ def embed_stage(config, run_dir: pathlib.Path, data_dir: pathlib.Path,
   spec = dataclasses.replace(spec, encoder=resolve_auto_encoder(config.embed.encoder))
   out = run_dir / "embed"
   inputs = {"data": artifacts.artifact_id(data_dir)}
-  if config.resume and artifacts.is_complete(out, dataclasses.asdict(spec), inputs):
+  if config.resume and embed_lib.is_complete(out, spec, inputs):
     logging.info("embed: reusing %s", out)
     return (embed_lib.read_embeddings(out, num_items=len(dataset.catalog)),
             artifacts.read_manifest(out))
-  emb, info = embed_lib.embed_catalog(dataset.catalog, spec)
+  emb, info = embed_lib.embed_catalog(dataset.catalog, spec, sequences=dataset.sequences)
   manifest = embed_lib.write_embeddings(out, emb, catalog=dataset.catalog, spec=spec, info=info,
                                         data_dir=str(data_dir), inputs=inputs)
   return emb, manifest
