@@ -28,7 +28,10 @@ SPOT_CHECKS = {
         "--config.embed.encoder=hashing --config.sid.num_codebooks=4 "
         "--config.sid.codebook_size=16 --config.train.num_steps=4 --config.train.warmup_steps=1 "
         "--config.train.eval_every=4 --config.train.checkpoint_every=4 "
-        "--config.eval.valid_users=64 --config.run_dir={tmp}/run",
+        "--config.eval.valid_users=64 --config.eval.batch_size=1024 "
+        "--config.model.rpg.d_model=32 --config.model.rpg.num_heads=1 "
+        "--config.model.rpg.head_dim=32 --config.model.rpg.mlp_dim=64 "
+        "--config.model.rpg.num_layers=1 --config.run_dir={tmp}/run",
         "retrieval_amazon_beauty_rpg_"),
     "compression_speed": (
         "python benchmarks/compression_transformer.py --what=speed --mixers=compress "
