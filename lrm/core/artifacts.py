@@ -229,13 +229,18 @@ def artifact_id(directory: str | os.PathLike) -> str:
     return str(path.resolve())
 
 
-def is_complete(directory: str | os.PathLike, config: Any, inputs: Any = None) -> bool:
+def is_complete(directory: str | os.PathLike, config: Any, inputs: Any = None, *,
+                defaults: Mapping[str, Any] | None = None) -> bool:
   """True when `directory` holds a finished artifact made from the same `config` and inputs.
 
   The manifest is written last, so its presence means every file before it is whole; the config
   comparison makes a changed setting redo the stage, and the `inputs` comparison (ids of the
   artifacts the stage read, see `artifact_id`) makes a rebuilt input redo it, instead of
   silently reusing stale output.
+
+  `defaults` (a stage spec's default field values): a field the manifest's config lacks was
+  added after the artifact was written, and still matches when `config` holds its default (the
+  stage made the same output then), so adding a field does not redo old runs.
   """
   path = pathlib.Path(directory) / MANIFEST
   if not path.exists():
@@ -244,5 +249,10 @@ def is_complete(directory: str | os.PathLike, config: Any, inputs: Any = None) -
     manifest = json.loads(path.read_text())
   except json.JSONDecodeError:
     return False
-  return (manifest.get("config") == _normalise(config)
-          and manifest.get("inputs") == _normalise(inputs))
+  expected = _normalise(config)
+  saved = manifest.get("config")
+  if defaults is not None and isinstance(expected, dict) and isinstance(saved, dict):
+    default = _normalise(dict(defaults))
+    expected = {k: v for k, v in expected.items()
+                if k in saved or k not in default or v != default[k]}
+  return saved == expected and manifest.get("inputs") == _normalise(inputs)

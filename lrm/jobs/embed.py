@@ -27,9 +27,6 @@ from lrm.encoders.cooccurrence import cooccurrence_embeddings
 from lrm.encoders.quality import neighbour_label_agreement
 
 EMBEDDINGS_FILE = "embeddings.npy"
-# EmbedSpec fields added after embed artifacts were first written: an artifact without them
-# still counts for a spec holding their defaults (it embeds the same).
-LATER_FIELDS = ("cooccurrence_dim", "cooccurrence_window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,16 +158,10 @@ def write_embeddings(out_dir: str | os.PathLike, embeddings: np.ndarray, *,
 
 
 def is_complete(out_dir: str | os.PathLike, spec: EmbedSpec, inputs: Any = None) -> bool:
-  """`artifacts.is_complete` for an embed artifact of `spec`, counting one written before the
-  `LATER_FIELDS` existed when `spec` holds their defaults."""
-  config = dataclasses.asdict(spec)
-  if artifacts.is_complete(out_dir, config, inputs):
-    return True
-  defaults = EmbedSpec()
-  if any(getattr(spec, f) != getattr(defaults, f) for f in LATER_FIELDS):
-    return False
-  legacy = {k: v for k, v in config.items() if k not in LATER_FIELDS}
-  return artifacts.is_complete(out_dir, legacy, inputs)
+  """`artifacts.is_complete` for an embed artifact of `spec`, counting one written before some
+  fields existed when `spec` holds their defaults (it embeds the same)."""
+  return artifacts.is_complete(out_dir, dataclasses.asdict(spec), inputs,
+                               defaults=dataclasses.asdict(EmbedSpec()))
 
 
 def read_embeddings(out_dir: str | os.PathLike, *, num_items: int | None = None) -> np.ndarray:

@@ -41,10 +41,6 @@ METHODS = ("rq_kmeans", "rq_vae", "kmeans", "sid_v2", "opq")
 # Options of `sid.sid_v2` the stage reads itself (the others are SIDv2Config fields).
 SID_V2_STAGE_OPTIONS = ("pairs_data", "pair_window")
 TOKENIZER_DIR = "tokenizer"
-# SIDSpec fields only `opq` reads (added after earlier sid artifacts were written).
-OPQ_FIELDS = ("num_codebooks", "pca_dim", "whiten", "opq_iters")
-# Every field added after sid artifacts were first written, by when it came (oldest first).
-LATER_FIELDS = (OPQ_FIELDS, ("opq_collision_level",))
 # fit_opq's argument -> the SIDSpec field that sets it (for ConfigError names).
 _OPQ_ARG_FIELDS = {"num_codebooks": "num_codebooks", "codebook_size": "codebook_size",
                    "pca_dim": "pca_dim", "rotation_iters": "opq_iters", "kmeans_iters": "iters"}
@@ -358,18 +354,9 @@ def load_tokenizer(sid_dir: str | pathlib.Path) -> Any:
 
 def is_complete(sid_dir: str | pathlib.Path, spec: SIDSpec, inputs: Any = None) -> bool:
   """`artifacts.is_complete` for a sid artifact of `spec`. An artifact written before some
-  fields existed (`LATER_FIELDS`) still counts for a spec holding their defaults (its codes are
-  the same), so adding a field does not refit old runs and unbind their trained checkpoints."""
-  config = spec.to_dict()
-  defaults = SIDSpec()
-  for since in range(len(LATER_FIELDS), -1, -1):
-    newer = [f for group in LATER_FIELDS[since:] for f in group]
-    if any(getattr(spec, f) != getattr(defaults, f) for f in newer):
-      return False
-    legacy = {k: v for k, v in config.items() if k not in newer}
-    if artifacts.is_complete(sid_dir, legacy, inputs):
-      return True
-  return False
+  fields existed still counts for a spec holding their defaults (its codes are the same), so
+  adding a field does not refit old runs and unbind their trained checkpoints."""
+  return artifacts.is_complete(sid_dir, spec.to_dict(), inputs, defaults=SIDSpec().to_dict())
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

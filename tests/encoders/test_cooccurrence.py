@@ -75,7 +75,8 @@ def test_embed_stage_fuses_text_with_behaviour():
 
 def test_embed_artifacts_from_before_the_behaviour_fields_are_still_reused(tmp_path):
   spec = embed_lib.EmbedSpec()
-  legacy = {k: v for k, v in spec.__dict__.items() if k not in embed_lib.LATER_FIELDS}
+  legacy = {k: v for k, v in spec.__dict__.items()
+            if k not in ("cooccurrence_dim", "cooccurrence_window")}
   artifacts.write_manifest(tmp_path, stage="embed", config=legacy, inputs={"data": "d"})
   assert embed_lib.is_complete(tmp_path, spec, {"data": "d"})
   assert not embed_lib.is_complete(tmp_path, spec, {"data": "other"})
