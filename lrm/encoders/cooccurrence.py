@@ -26,6 +26,7 @@ import scipy.sparse.linalg
 from lrm.core.errors import ConfigError
 from lrm.data.splits import LeaveOneOut
 from lrm.data.types import Catalog
+from lrm.encoders.pairs import window_pairs
 
 
 def cooccurrence_counts(split: LeaveOneOut, catalog: Catalog, *, window: int
@@ -35,18 +36,8 @@ def cooccurrence_counts(split: LeaveOneOut, catalog: Catalog, *, window: int
   if not isinstance(split, LeaveOneOut):
     raise ConfigError("split", "co-consumption counts come from a LeaveOneOut split's training "
                       f"part only, got {type(split).__name__}")
-  train = split.train
-  rows = catalog.rows(train.items, what="sequence item")
-  user = np.repeat(np.arange(len(train)), train.lengths)
-  a_parts, b_parts = [], []
-  for gap in range(1, window + 1):
-    same_user = user[gap:] == user[:-gap]
-    a, b = rows[:-gap][same_user], rows[gap:][same_user]
-    keep = a != b
-    a_parts += [a[keep], b[keep]]
-    b_parts += [b[keep], a[keep]]
-  a = np.concatenate(a_parts) if a_parts else np.zeros(0, np.int64)
-  b = np.concatenate(b_parts) if b_parts else np.zeros(0, np.int64)
+  a, b = window_pairs(split.train, catalog, window=window)
+  a, b = np.concatenate([a, b]), np.concatenate([b, a])
   n = len(catalog)
   counts = scipy.sparse.coo_matrix((np.ones(len(a), np.float64), (a, b)), shape=(n, n))
   return counts.tocsr()      # duplicate (a, b) entries are summed
@@ -83,10 +74,13 @@ def cooccurrence_embeddings(split: LeaveOneOut, catalog: Catalog, *, dim: int = 
   if not 0 < smoothing <= 1:
     raise ConfigError("embed.cooccurrence_smoothing", f"must lie in (0, 1], got {smoothing!r}")
   n = len(catalog)
-  ppmi = positive_pmi(cooccurrence_counts(split, catalog, window=window), smoothing=smoothing)
+  counts = cooccurrence_counts(split, catalog, window=window)
   out = np.zeros((n, dim), np.float32)
   k = min(int(dim), n - 2)      # ARPACK needs k < n - 1
-  if ppmi.nnz == 0 or k < 1:
+  if counts.nnz == 0 or k < 1:
+    return out
+  ppmi = positive_pmi(counts, smoothing=smoothing)
+  if ppmi.nnz == 0:
     return out
   v0 = np.random.default_rng(seed).standard_normal(n)
   u, s, _ = scipy.sparse.linalg.svds(ppmi, k=k, v0=v0)

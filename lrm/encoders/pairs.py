@@ -114,6 +114,26 @@ def false_negative_mask(query: np.ndarray, item: np.ndarray,
   return mask
 
 
+def window_pairs(train: Sequences, catalog: Catalog, *, window: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Every (earlier, later) catalog-row pair of distinct items one user consumed within
+  `window` positions, with repeats (one per occurrence). Pass only training sequences.
+
+  Shape: -> (int64 [p], int64 [p]).
+  """
+  if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+    raise ConfigError("window", f"must be an integer >= 1, got {window!r}")
+  rows = catalog.rows(train.items, what="sequence item")
+  user = np.repeat(np.arange(len(train)), train.lengths)
+  earlier, later = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+  for gap in range(1, window + 1):
+    same_user = user[gap:] == user[:-gap]
+    a, b = rows[:-gap][same_user], rows[gap:][same_user]
+    earlier.append(a[a != b])
+    later.append(b[a != b])
+  return np.concatenate(earlier).astype(np.int64), np.concatenate(later).astype(np.int64)
+
+
 def co_consumption_rows(train: Sequences, catalog: Catalog, *, window: int = 3
                         ) -> np.ndarray:
   """Catalog-row pairs (a, b), a != b, of items one user consumed within `window` positions.
@@ -121,17 +141,8 @@ def co_consumption_rows(train: Sequences, catalog: Catalog, *, window: int = 3
   Each unordered pair appears once (a < b). Pass only training sequences.
   Shape: -> int64 [p, 2].
   """
-  if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-    raise ConfigError("window", f"must be an integer >= 1, got {window!r}")
-  rows = catalog.rows(train.items, what="sequence item")
-  user = np.repeat(np.arange(len(train)), train.lengths)
-  parts = []
-  for gap in range(1, window + 1):
-    same_user = user[gap:] == user[:-gap]
-    a, b = rows[:-gap][same_user], rows[gap:][same_user]
-    parts.append(np.stack([np.minimum(a, b), np.maximum(a, b)], 1))
-  pairs = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
-  pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+  a, b = window_pairs(train, catalog, window=window)
+  pairs = np.stack([np.minimum(a, b), np.maximum(a, b)], 1)
   return np.unique(pairs, axis=0).astype(np.int64)
 
 
