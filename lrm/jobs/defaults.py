@@ -53,6 +53,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.min_count = 5          # amazon2014: k of the iterative k-core filter
   config.data.tfds = ""              # tfds: BUILDER/DATASET written by `lrm data --format=tfds`
   config.data.data_dir = ""          # tfds: the folder that command wrote (its --out)
+  # Windowed models (SASRec, RPG) stream their training windows from user records, each
+  # process reading its own shard (ArrayRecord with source tfds, else the in-memory sequences),
+  # instead of precomputing every window in memory. Evaluation still reads the whole dataset.
+  config.data.stream = False
 
   # The synthetic world (used when data.source == synthetic); fields documented in
   # lrm/data/synthetic.py WorldConfig.

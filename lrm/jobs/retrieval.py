@@ -33,6 +33,7 @@ from lrm.core import artifacts
 from lrm.core.errors import ConfigError
 from lrm.data.layout import read_dataset
 from lrm.data.splits import leave_one_out
+from lrm.data.tfds import SequenceRecords, user_source
 from lrm.decode import parallel
 from lrm.decode.generative import pad_rows, recommend
 from lrm.eval.metrics import drop_seen, most_popular_ranking, retrieval_metrics
@@ -49,7 +50,7 @@ from lrm.parallel.mesh import mesh_from_config
 from lrm.parallel.rules import sharding_context
 from lrm.sid.table import SIDTable
 from lrm.sid.trie import trie_from_table
-from lrm.tasks.id_sequences import eval_inputs as sasrec_inputs, sequence_examples
+from lrm.tasks.id_sequences import WindowStream, eval_inputs as sasrec_inputs, sequence_examples
 from lrm.tasks.next_item import eval_examples, tokenize, training_examples
 from lrm.tokens.sid_vocab import SIDVocab
 from lrm.train.optimizer import optimizer_from_config
@@ -77,6 +78,7 @@ class Prepared:
   max_history: int
   sasrec_length: int         # SASRec's input length (its own history window)
   rpg_length: int = 50       # RPG's input window
+  users: Any = None          # user records to stream windows from (data.stream), else None
 
 
 def prepare(config, dataset, sid_dir: pathlib.Path) -> Prepared:
@@ -88,7 +90,17 @@ def prepare(config, dataset, sid_dir: pathlib.Path) -> Prepared:
                   vocab=vocab, trie=trie_from_table(table), sid_id=artifacts.artifact_id(sid_dir),
                   max_history=int(config.task.max_history),
                   sasrec_length=int(config.model.sasrec.max_length),
-                  rpg_length=int(config.model.rpg.max_length))
+                  rpg_length=int(config.model.rpg.max_length), users=user_records(config, dataset))
+
+
+def user_records(config, dataset) -> Any:
+  """The user records windows stream from (data.stream): the TFDS ArrayRecord users, read by
+  index, or the in-memory sequences behind the same interface; None without data.stream."""
+  if not config.data.stream:
+    return None
+  if config.data.source == "tfds":
+    return user_source(config.data.tfds, config.data.data_dir)
+  return SequenceRecords(dataset.sequences)
 
 
 def window_length(prep: Prepared, name: str) -> int:
@@ -150,7 +162,13 @@ def windowed_loss_for(prep: Prepared, name: str, batch_size: int, loss, *,
   return functools.partial(loss, max_targets=-(-bound // 128) * 128)
 
 
-def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray]:
+def training_arrays(prep: Prepared, name: str) -> dict[str, np.ndarray] | WindowStream:
+  """The model's training examples: arrays in memory, or a stream of windows (data.stream)."""
+  if prep.users is not None:
+    if name not in WINDOWED:
+      raise ConfigError("data.stream", f"streams the windows of {WINDOWED}; {name} trains "
+                        "from examples built in memory (set data.stream=False)")
+    return WindowStream(prep.users, prep.dataset.catalog, max_length=window_length(prep, name))
   if name in GENERATIVE:
     ex = training_examples(prep.split.train, prep.dataset.catalog, max_history=prep.max_history)
     return tokenize(ex, prep.table, prep.vocab)
@@ -270,6 +288,8 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
   # worker_count changes only speed (Grain's batches are the same with any number of workers).
   train_cfg = {k: v for k, v in config.train.to_dict().items() if k != "worker_count"}
   stage_config = {**spec, "train": train_cfg}
+  if prep.users is not None:   # other batches: not the same run as one from memory
+    stage_config["stream"] = True
   inputs = {"sid": prep.sid_id}
   if config.resume and artifacts.is_complete(out, stage_config, inputs):
     logging.info("retrieval/%s: reusing %s", name, out)
@@ -278,17 +298,23 @@ def train_model(config, run_dir: pathlib.Path, prep: Prepared, name: str, *,
   seed = int(config.seed)
   model, loss_fn = build_model_on(mesh, config, prep, name, seed)
   arrays = training_arrays(prep, name)
-  logging.info("retrieval/%s: %d training examples, %d parameters", name,
-               len(next(iter(arrays.values()))), count_params(model))
+  logging.info("retrieval/%s: %d training %s, %d parameters", name, num_rows(arrays),
+               "users (streamed)" if prep.users is not None else "examples", count_params(model))
   result = train(model, loss_fn, arrays, config=config.train, workdir=out,
                  evaluate_fn=make_evaluate_fn(config, prep, name), mesh=mesh,
                  extra={"train_spec": spec, "config": config.to_dict()},
                  warm_start=warm_start)
-  summary = train_summary(result, model, num_examples=len(next(iter(arrays.values()))))
+  count = "streamed_users" if prep.users is not None else "num_examples"
+  summary = train_summary(result, model, **{count: num_rows(arrays)})
   if jax.process_index() == 0:
     artifacts.write_manifest(out, stage=f"retrieval/{name}", config=stage_config,
                              inputs=inputs, summary=summary)
   return summary
+
+
+def num_rows(arrays) -> int:
+  """Examples of in-memory arrays; users of a stream (its examples are known by reading it)."""
+  return len(arrays) if isinstance(arrays, WindowStream) else len(next(iter(arrays.values())))
 
 
 def build_model_on(mesh, config, prep: Prepared, name: str, seed: int):

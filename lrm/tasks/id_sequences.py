@@ -15,15 +15,24 @@ window (the one that gives it the longest history); in the others it is context 
 window but the earliest is a target; a smaller stride gives every target at least
 L - stride + 1 items of history (when the user has them), at the cost of more examples.
 
+Streaming (`WindowStream`): the same windows cut per user from user records (TFDS ArrayRecord
+through `user_source`, or `SequenceRecords` in memory) as Grain reads them, each process its own
+shard of users: for data that does not fit in memory.
+
 Shape letters: m examples, n users, L max_length.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import grain
 import numpy as np
 
 from lrm.core.errors import ConfigError
-from lrm.data.splits import EvalSet
+from lrm.data.splits import EvalSet, leave_one_out
+from lrm.data.tfds.loader import shard_range
 from lrm.data.types import Catalog, Sequences
 
 PAD = 0
@@ -95,3 +104,63 @@ def eval_inputs(eval_set: EvalSet, catalog: Catalog, *, max_length: int = 50) ->
   hist = eval_set.histories
   ids = catalog.rows(hist.items).astype(np.int64) + 1
   return _windows(ids, hist.offsets[:-1], hist.offsets[1:], max_length)
+
+
+class UserWindows(grain.experimental.FlatMapTransform):
+  """A user record -> the windows `sequence_examples` gives that user's training part.
+
+  The training part is leave-one-out's (the last two items are the validation and test targets
+  of users with at least 3), so a streamed epoch holds exactly the in-memory examples.
+  """
+
+  max_fan_out = None   # any number of windows per user (the Iter flat map needs no bound)
+
+  def __init__(self, catalog: Catalog, *, max_length: int, stride: int | None = None):
+    self.catalog, self.max_length, self.stride = catalog, max_length, stride
+
+  def flat_map(self, record: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+    items = np.asarray(record["item_ids"], np.int64)[:int(record["length"])]
+    user = Sequences(user_ids=np.asarray([record["user_id"]], np.int64),
+                     offsets=np.asarray([0, len(items)], np.int64), items=items)
+    ex = sequence_examples(leave_one_out(user).train, self.catalog, max_length=self.max_length,
+                           stride=self.stride)
+    return [{"inputs": i, "targets": t} for i, t in zip(ex["inputs"], ex["targets"])]
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowStream:
+  """SASRec's training windows streamed from user records instead of held in memory.
+
+  `users` is a random-access source of user records (`lrm.data.tfds.user_source`, or
+  `SequenceRecords` over in-memory sequences: the same records, so the same batches). Each
+  process reads a contiguous, equal-sized shard of the users (Grain's `ShardOptions` rule,
+  remainder dropped), shuffles it from the seed every epoch, cuts each user into windows and
+  batches them; a user's windows arrive together. The trainer calls `iterator`; its state
+  resumes exactly and is saved with the checkpoints.
+  """
+  users: Any
+  catalog: Catalog
+  max_length: int
+  stride: int | None = None
+
+  def __len__(self) -> int:
+    """Users in the stream (examples are only known by reading it)."""
+    return len(self.users)
+
+  def iterator(self, *, batch_size: int, seed: int, num_epochs: int | None = None,
+               worker_count: int = 0, process_index: int = 0, process_count: int = 1) -> Any:
+    """This process's batches: `batch_size / process_count` windows each, from its shard."""
+    _check_length(self.max_length)
+    if batch_size < 1 or process_count < 1 or batch_size % process_count:
+      raise ConfigError("train.batch_size", f"{batch_size} does not split evenly over "
+                        f"{process_count} processes")
+    shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
+    start, end = shard_range(len(self.users), shard)
+    users = (grain.MapDataset.source(self.users)[start:end].shuffle(seed=seed)
+             .repeat(num_epochs).to_iter_dataset())
+    windows = grain.experimental.FlatMapIterDataset(
+        users, UserWindows(self.catalog, max_length=self.max_length, stride=self.stride))
+    it = windows.batch(batch_size // process_count, drop_remainder=True)
+    if worker_count > 0:
+      it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return iter(it)

@@ -245,7 +245,10 @@ def train(model: nnx.Module, loss_fn: LossFn,
   """Trains `model` in place (it ends holding the best evaluated weights when there are some).
 
   `config` is the `train` config section: the LoopSpec fields plus the optimizer's
-  (lrm/train/optimizer.py). `train_arrays` are equally long arrays, one row per example;
+  (lrm/train/optimizer.py). `train_arrays` are equally long arrays, one row per example, or
+  a stream of examples with `iterator(batch_size=, seed=, worker_count=, process_index=,
+  process_count=)` giving this process's rows of each batch, resumable (e.g.
+  `lrm.tasks.id_sequences.WindowStream`);
   `batches` instead yields ready batches of `batch_size` rows (light mode only: its state is
   not saved). With `workdir`, checkpoints go to workdir/checkpoints (resumed from
   automatically), metrics to workdir/metrics.jsonl and workdir/tensorboard/; without, nothing
@@ -270,7 +273,8 @@ def train(model: nnx.Module, loss_fn: LossFn,
   primary = jax.process_index() == 0
   if jax.process_count() > 1 and mesh is None:
     mesh = make_mesh()   # arrays spanning processes need a mesh over all devices
-  if train_arrays is not None:
+  streamed = train_arrays is not None and not isinstance(train_arrays, Mapping)
+  if train_arrays is not None and not streamed:
     n = len(next(iter(train_arrays.values())))
     if n < spec.batch_size:
       raise ConfigError("train.batch_size", f"{spec.batch_size} is larger than the "
@@ -291,7 +295,12 @@ def train(model: nnx.Module, loss_fn: LossFn,
     warm_start(model, optimizer)
   graphdef, state = nnx.split((model, optimizer))
   iterator = batches
-  if iterator is None:
+  if streamed:
+    iterator = train_arrays.iterator(batch_size=spec.batch_size, seed=spec.seed,
+                                     worker_count=spec.worker_count,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+  elif iterator is None:
     iterator = train_iterator(dict(train_arrays), batch_size=spec.batch_size, seed=spec.seed,
                               worker_count=spec.worker_count,
                               process_index=jax.process_index(),

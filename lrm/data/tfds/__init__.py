@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from lrm.data.tfds.builders import (BUILDERS, LrmAmazon2014, LrmBuilder, LrmLayout, LrmMovielens,
                                     build_tfds)
-from lrm.data.tfds.loader import PadUser, shard_range, user_batches
+from lrm.data.tfds.loader import PadUser, SequenceRecords, shard_range, user_batches
 from lrm.data.tfds.reader import item_source, load_tfds, user_source
 
 __all__ = [
     "BUILDERS", "LrmBuilder", "LrmLayout", "LrmMovielens", "LrmAmazon2014", "build_tfds",
     "load_tfds", "user_source", "item_source", "user_batches", "shard_range", "PadUser",
+    "SequenceRecords",
 ]

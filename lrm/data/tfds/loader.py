@@ -19,6 +19,7 @@ import numpy as np
 
 from lrm.core.errors import ConfigError
 from lrm.data.tfds.builders import SIGNAL_PREFIX
+from lrm.data.types import Sequences
 
 # Pad value of item ids and event types: ids may be 0, and lrm's histories pad with -1 too.
 PAD = -1
@@ -38,6 +39,28 @@ def shard_range(num_records: int, shard: grain.sharding.ShardOptions) -> tuple[i
     return index * size, (index + 1) * size
   start = index * size + min(index, extra)
   return start, start + size + (index < extra)
+
+
+class SequenceRecords:
+  """In-memory sequences as user records (`user_id`, `length`, `item_ids`, `timestamps` when
+  known), the fields `user_source` gives: the in-memory path behind the same interface, for
+  small data and tests. Random access (len, [i]), in sequences order, as Grain sources are.
+  """
+
+  def __init__(self, sequences: Sequences):
+    self.sequences = sequences
+
+  def __len__(self) -> int:
+    return len(self.sequences)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    s = self.sequences
+    lo, hi = int(s.offsets[index]), int(s.offsets[index + 1])
+    record = {"user_id": s.user_ids[index], "length": np.int64(hi - lo),
+              "item_ids": s.items[lo:hi]}
+    if s.timestamps is not None:
+      record["timestamps"] = s.timestamps[lo:hi]
+    return record
 
 
 class PadUser:
