@@ -87,9 +87,9 @@ class StandInModel:
     self.embed = jax.random.normal(k1, (vocab + 1, dim))
     self.head = jax.random.normal(k2, (dim, vocab)) / np.sqrt(dim)
 
-  def log_probs(self, prev: jax.Array) -> jax.Array:
-    """prev: int [n], -1 before the first code. Returns [n, V]."""
-    return jax.nn.log_softmax(jnp.tanh(self.embed[prev + 1]) @ self.head, axis=-1)
+  def log_probs(self, prev: jax.Array, offset: jax.Array | float = 0.0) -> jax.Array:
+    """prev: int [n], -1 before the first code; offset: [n, 1] or a scalar. Returns [n, V]."""
+    return jax.nn.log_softmax(jnp.tanh(self.embed[prev + 1] + offset) @ self.head, axis=-1)
 
   def __call__(self, input_ids, key):
     """STATIC's interface: (input_ids [n, 1], key) -> (logits [n, 1, V], key)."""
@@ -150,13 +150,18 @@ def run_catalog(name: str, table: SIDTable, static) -> dict:
   lrm_masks = []
   for c in range(L):
     node = jnp.asarray(nodes[c][rows], jnp.int32)
-    mask_fn = jax.jit(lambda lp, nd, c=c: (lambda m: (jnp.where(m[0], lp[:, :sizes[c]], -jnp.inf),
-                                                      m[1]))(valid_next(arrays, c, nd)))
-    out["lrm"]["mask_ms"].append(1e3 * float(np.median(time_calls(mask_fn, logp, node,
+    def mask_fn(lp, nd, trie_arrays, c=c):
+      mask, nxt = valid_next(trie_arrays, c, nd)
+      return jnp.where(mask, lp[:, :sizes[c]], -jnp.inf), nxt
+    # The index is an argument, not a closure constant, as in the searches below.
+    mask_fn = jax.jit(mask_fn)
+    out["lrm"]["mask_ms"].append(1e3 * float(np.median(time_calls(mask_fn, logp, node, arrays,
                                                                    repeats=R))))
-    lrm_masks.append(np.asarray(mask_fn(logp, node)[0]) > -np.inf)
+    lrm_masks.append(np.asarray(mask_fn(logp, node, arrays)[0]) > -np.inf)
 
-  step = lambda state, prev, level: (model.log_probs(prev)[:, :sizes[level]], state)
+  # lrm's search carries a per-beam state; a zero one keeps XLA from constant-folding the first
+  # step (all beams start from the same empty prefix), as a real model's user state would.
+  step = lambda state, prev, level: (model.log_probs(prev, state)[:, :sizes[level]], state)
   dummy = jnp.zeros((b, 1))
   search = lambda: beam_search(step, dummy, arrays, batch_size=b, beam_size=B, num_levels=L,
                                codebook_sizes=sizes, top_k=B)
@@ -186,20 +191,20 @@ def run_catalog(name: str, table: SIDTable, static) -> dict:
                                       + dense_states.nbytes), "mask_ms": []}
   for c in range(L):
     if c == 0:
-      fn = jax.jit(lambda lp: (jnp.where(start_mask, lp, -jnp.inf),))
-      args = (logp,)
+      fn = jax.jit(lambda lp, start: (jnp.where(start, lp, -jnp.inf),))
+      args = (logp, start_mask)
     elif c == 1:
-      def fn(lp, parent):
-        lp = jnp.where(dense_mask[parent], lp, -jnp.inf)
+      def fn(lp, parent, mask, states):
+        lp = jnp.where(mask[parent], lp, -jnp.inf)
         top, tok = jax.lax.top_k(lp, B)
-        return top, tok, dense_states[parent[:, None], tok]
+        return top, tok, states[parent[:, None], tok]
       fn = jax.jit(fn)
-      args = (logp, jnp.asarray(sorted_codes[rows, 0], jnp.int32))
+      args = (logp, jnp.asarray(sorted_codes[rows, 0], jnp.int32), dense_mask, dense_states)
     else:
       state = jnp.asarray(offsets[c - 1] + nodes[c][rows], jnp.int32)
-      fn = jax.jit(lambda lp, st, c=c: dj.generate_and_apply_logprobs_mask(
-          lp, st, packed, indptr, int(branches[c]), V))
-      args = (logp, state)
+      fn = jax.jit(lambda lp, st, csr, ptr, c=c: dj.generate_and_apply_logprobs_mask(
+          lp, st, csr, ptr, int(branches[c]), V))
+      args = (logp, state, packed, indptr)
     out["static"]["mask_ms"].append(1e3 * float(np.median(time_calls(fn, *args, repeats=R))))
     if c >= 2:   # the CSR levels: STATIC's candidate set must equal lrm's mask
       cand_lp, cand_tok, _ = fn(*args)
