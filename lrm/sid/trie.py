@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrm.core.errors import DataError
-from lrm.sid.table import SIDTable, check_codes
+from lrm.sid.table import SIDTable, check_codes, lex_order
 
 # Levels whose dense table holds at most this many entries are dense (2^24 int32 = 64 MiB).
 DEFAULT_DENSE_BUDGET = 1 << 24
@@ -164,7 +164,7 @@ def build_trie(codes: Any, codebook_sizes: Sequence[int], *, item_ids: Any = Non
     if ids.shape != (n,) or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
       raise DataError(f"item_ids must be integers of shape ({n},), got {ids.shape}")
     ids = ids.astype(np.int64)
-  order = np.lexsort(codes.T[::-1])        # lexicographic, stable: catalog order within a code
+  order = lex_order(codes)                 # lexicographic, stable: catalog order within a code
   sc = codes[order]
   change = np.zeros((n, L), bool)          # row i starts a new prefix of length c + 1
   if n:
