@@ -7,10 +7,12 @@ For each catalog size N (ascending, one process), on synthetic items:
   fit      RQ-KMeans fitted on a sample of `--fit-sample` rows
   assign   codes of all N items, streamed over the .npy in chunks of `--chunk` rows
   trie     the SID table (+ TIGER's collision level) and the trie (dense shallow levels, CSR)
-  decode   constrained beam search for `--users` users over the whole catalog with a
-           stand-in model (a random per-level head on a carried state); every output is valid
+  decode   constrained beam search for `--users` users (one batch, best of `--repeats`) over
+           the whole catalog with a stand-in model (a random per-level head on a carried
+           state); every output is valid (checked outside the timed stage)
 
-Per stage: wall seconds, `per_s` (items/s; users/s for decode), the process's peak RSS so far
+A first, unrecorded pass at the fit sample's size compiles the jitted stages. Per stage: wall
+seconds, `per_s` (items/s; users/s for decode), the process's peak RSS so far
 (`ru_maxrss`, a high-water mark over the whole run: sizes run in increasing order), and the
 peak of the memory `tracemalloc` traced in the stage alone (NumPy arrays included, JAX device
 buffers not). With two sizes or more, the fitted growth exponent of time and traced memory per
@@ -54,7 +56,8 @@ _LEVELS = flags.DEFINE_integer("levels", 3, "RQ-KMeans levels")
 _FIT_SAMPLE = flags.DEFINE_integer("fit-sample", 100_000, "rows RQ-KMeans is fitted on")
 _ITERS = flags.DEFINE_integer("iters", 25, "Lloyd iterations per level")
 _CHUNK = flags.DEFINE_integer("chunk", 65_536, "rows per streamed chunk")
-_USERS = flags.DEFINE_integer("users", 8, "users decoded per catalog")
+_USERS = flags.DEFINE_integer("users", 256, "users decoded per catalog (one batch)")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "warm decoding runs (the best is kept)")
 _BEAM = flags.DEFINE_integer("beam", 20, "beam width")
 _TOP_K = flags.DEFINE_integer("top-k", 10, "items returned per user")
 _MODEL_DIM = flags.DEFINE_integer("model-dim", 128, "width of the stand-in model")
@@ -108,7 +111,10 @@ def assign_streamed(model, embeddings: np.ndarray, chunk: int) -> np.ndarray:
   """Codes of every row, reading `chunk` rows of the memmap at a time. Shape: [n, L] int32."""
   codes = np.empty((len(embeddings), model.levels), np.int32)
   for start in range(0, len(embeddings), chunk):
-    codes[start:start + chunk] = rq_assign(model, np.asarray(embeddings[start:start + chunk]))
+    rows = np.asarray(embeddings[start:start + chunk])
+    # The last chunk is padded to the chunk size: one compiled shape for every catalog size.
+    padded = np.concatenate([rows, np.zeros((chunk - len(rows), rows.shape[1]), rows.dtype)])
+    codes[start:start + len(rows)] = rq_assign(model, padded)[:len(rows)]
   return codes
 
 
@@ -125,7 +131,7 @@ def make_stand_in_step(sizes: tuple[int, ...], dim: int, seed: int):
   return step
 
 
-def run_size(n: int, workdir: pathlib.Path) -> list[dict]:
+def run_size(n: int, workdir: pathlib.Path, quiet: bool = False) -> list[dict]:
   rows = []
   with Stage("embed", n) as s:
     emb = write_random_embeddings(workdir / f"emb_{n}.npy", n, _DIM.value, _CHUNK.value,
@@ -155,13 +161,16 @@ def run_size(n: int, workdir: pathlib.Path) -> list[dict]:
   t0 = time.perf_counter()
   decode()  # compiles
   compile_s = time.perf_counter() - t0
-  with Stage("decode", n, work=_USERS.value) as s:
-    result = decode()
+  best = None
+  for _ in range(_REPEATS.value):
+    with Stage("decode", n, work=_USERS.value) as s:
+      result = decode()
+    best = s if best is None or s.wall_s < best.wall_s else best
   codes_out = np.asarray(result.codes).reshape(-1, len(sizes))
   assert contains(trie, codes_out).all(), "constrained decoding returned an invalid SID"
-  rows.append(s.row(users=_USERS.value, first_run_s_incl_compile=compile_s))
+  rows.append(best.row(users=_USERS.value, first_run_s_incl_compile=compile_s))
   (workdir / f"emb_{n}.npy").unlink()
-  for row in rows:
+  for row in rows if not quiet else ():
     print(row, flush=True)
   return rows
 
@@ -187,6 +196,9 @@ def main(argv) -> None:
   tracemalloc.start()
   rows = []
   with tempfile.TemporaryDirectory() as workdir:
+    # A first pass at the fit sample's size compiles the fit and assignment (their shapes do
+    # not depend on the catalog size), so no size's times include compilation.
+    run_size(min(sizes[0], _FIT_SAMPLE.value), pathlib.Path(workdir), quiet=True)
     for n in sizes:
       rows += run_size(n, pathlib.Path(workdir))
   tracemalloc.stop()
