@@ -77,12 +77,14 @@ class Stage:
 
   def __enter__(self):
     tracemalloc.reset_peak()
+    # reset_peak starts the peak at what is held now: the stage's own peak is above that.
+    self.held_bytes = tracemalloc.get_traced_memory()[0]
     self.start = time.perf_counter()
     return self
 
   def __exit__(self, *exc):
     self.wall_s = time.perf_counter() - self.start
-    self.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
+    self.traced_peak_bytes = tracemalloc.get_traced_memory()[1] - self.held_bytes
     # Linux reports ru_maxrss in KiB.
     self.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return False
@@ -91,6 +93,7 @@ class Stage:
     return {"stage": self.name, "n": self.catalog, "wall_s": self.wall_s,
             "per_s": self.work / max(self.wall_s, 1e-9),
             "peak_rss_bytes": self.peak_rss_bytes, "traced_peak_bytes": self.traced_peak_bytes,
+            "held_before_bytes": self.held_bytes,
             **extra}
 
 

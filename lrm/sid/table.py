@@ -122,17 +122,24 @@ def group_index(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   Shape:
     codes: [n, L]
   """
+  groups, counts, _ = _grouped(codes)
+  return groups, counts
+
+
+def _grouped(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`group_index` plus the stable lexicographic order of the rows it sorted by."""
   codes = np.asarray(codes)
-  if codes.shape[0] == 0:
-    return np.zeros(0, np.int64), np.zeros(0, np.int64)
+  n = codes.shape[0]
+  if n == 0:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
   if codes.shape[1] == 0:
-    return np.zeros(len(codes), np.int64), np.array([len(codes)], np.int64)
+    return np.zeros(n, np.int64), np.array([n], np.int64), np.arange(n)
   order = lex_order(codes)
   ordered = codes[order]
   starts = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
-  groups = np.empty(len(codes), np.int64)
+  groups = np.empty(n, np.int64)
   groups[order] = np.cumsum(starts) - 1
-  return groups, np.diff(np.r_[np.flatnonzero(starts), len(codes)]).astype(np.int64)
+  return groups, np.diff(np.r_[np.flatnonzero(starts), n]).astype(np.int64), order
 
 
 def _rank_in_group(groups: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -400,8 +407,13 @@ def with_collision_level(table: SIDTable, order: Any = None) -> SIDTable:
         not np.array_equal(np.sort(order), np.arange(n)):
       raise DataError(f"order must be a permutation of the {n} rows, got shape {order.shape}")
     order = order.astype(np.int64)
-  groups, counts = group_index(table.codes)
-  collision = _rank_in_group(groups, order)
+  groups, counts, lex = _grouped(table.codes)
+  if np.array_equal(order, np.arange(n)):
+    # Catalog order: the stable sort already lists each group's rows in that order.
+    collision = np.empty(n, np.int64)
+    collision[lex] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+  else:
+    collision = _rank_in_group(groups, order)
   size = int(counts.max()) if len(counts) else 1
   return dataclasses.replace(table, collision=collision, collision_size=size,
                              use_collision=True)
