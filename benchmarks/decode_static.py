@@ -151,7 +151,11 @@ def run_catalog(name: str, table: SIDTable, static) -> dict:
   for c in range(L):
     node = jnp.asarray(nodes[c][rows], jnp.int32)
     def mask_fn(lp, nd, trie_arrays, c=c):
-      mask, nxt = valid_next(trie_arrays, c, nd)
+      if c == 0:   # as beam_search does: every beam is at the root, one row broadcast
+        mask, nxt = valid_next(trie_arrays, 0, nd[:1])
+        mask, nxt = (jnp.broadcast_to(x, (nd.shape[0], sizes[0])) for x in (mask, nxt))
+      else:
+        mask, nxt = valid_next(trie_arrays, c, nd)
       return jnp.where(mask, lp[:, :sizes[c]], -jnp.inf), nxt
     # The index is an argument, not a closure constant, as in the searches below.
     mask_fn = jax.jit(mask_fn)

@@ -137,7 +137,11 @@ def _beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | Non
       raise ValueError(f"step_fn at level {c} returned log_probs of shape {logp.shape}, "
                        f"expected {(b * B, k)}")
     if constrained:
-      mask, nxt = valid_next(trie_arrays, c, nodes.reshape(-1))
+      if c == 0:   # every beam is at the root: read its one row and broadcast it
+        mask, nxt = valid_next(trie_arrays, 0, jnp.zeros((1,), jnp.int32))
+        mask, nxt = (jnp.broadcast_to(x, (b * B, k)) for x in (mask, nxt))
+      else:
+        mask, nxt = valid_next(trie_arrays, c, nodes.reshape(-1))
       logp = jnp.where(mask, logp, NEG_INF)
     cand = (scores[:, :, None] + logp.reshape(b, B, k)).reshape(b, B * k)
     scores, idx = jax.lax.top_k(cand, B)                      # [b, B], descending
