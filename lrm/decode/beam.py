@@ -119,8 +119,12 @@ def _beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | Non
   if constrained and trie_arrays is None:
     raise ValueError("constrained decoding needs trie_arrays")
 
-  state = _expand_state(init_state, b, B)
-  # Only beam 0 is alive at the start: all beams share the empty prefix.
+  # All beams share the empty prefix, so with a per-user state the first level runs on the b
+  # users alone (not b * B copies of them) and the state is repeated per beam after it.
+  per_user = B > 1 and all(jnp.ndim(x) > 0 and jnp.shape(x)[0] == b
+                           for x in jax.tree_util.tree_leaves(init_state))
+  state = init_state if per_user else _expand_state(init_state, b, B)
+  # Only beam 0 is alive at the start.
   scores = jnp.full((b, B), NEG_INF, jnp.float32).at[:, 0].set(0.0)
   nodes = jnp.zeros((b, B), jnp.int32)                       # depth-c trie node per beam
   codes = jnp.zeros((b, B, L), jnp.int32)
@@ -128,27 +132,53 @@ def _beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | Non
   rows = jnp.arange(b, dtype=jnp.int32)[:, None]             # [b, 1]
   for c in range(L):
     k = sizes[c]
+    n = b if per_user and c == 0 else b * B
     if context is None:
-      logp, state = step_fn(state, prev, c)
+      logp, state = step_fn(state, prev[:n], c)
     else:
-      logp, state = step_fn(state, prev, c, context)
+      logp, state = step_fn(state, prev[:n], c, context)
     logp = jnp.asarray(logp, jnp.float32)
-    if logp.shape != (b * B, k):
+    if logp.shape != (n, k):
       raise ValueError(f"step_fn at level {c} returned log_probs of shape {logp.shape}, "
-                       f"expected {(b * B, k)}")
-    if constrained:
-      if c == 0:   # every beam is at the root: read its one row and broadcast it
-        mask, nxt = valid_next(trie_arrays, 0, jnp.zeros((1,), jnp.int32))
-        mask, nxt = (jnp.broadcast_to(x, (b * B, k)) for x in (mask, nxt))
-      else:
-        mask, nxt = valid_next(trie_arrays, c, nodes.reshape(-1))
-      logp = jnp.where(mask, logp, NEG_INF)
-    cand = (scores[:, :, None] + logp.reshape(b, B, k)).reshape(b, B * k)
-    scores, idx = jax.lax.top_k(cand, B)                      # [b, B], descending
-    parent, code = idx // k, (idx % k).astype(jnp.int32)
-    if constrained:
-      child = nxt.reshape(b, B, k)[rows, parent, code]
-      nodes = jnp.where(scores > NEG_INF, child, -1)
+                       f"expected {(n, k)}")
+    if per_user and c == 0:
+      # Beam 0's row alone competes (the others are dead), then each beam takes its user's state.
+      if constrained:
+        mask, root = valid_next(trie_arrays, 0, jnp.zeros((1,), jnp.int32))
+        logp = jnp.where(mask, logp, NEG_INF)
+      padded = jnp.pad(logp, ((0, 0), (0, max(B - k, 0))), constant_values=NEG_INF)
+      scores, code = jax.lax.top_k(padded, B)                 # [b, B], descending
+      code = jnp.minimum(code, k - 1).astype(jnp.int32)       # padding: dead beams
+      if constrained:
+        nodes = jnp.where(scores > NEG_INF, root[0][code], -1)
+      codes = codes.at[:, :, 0].set(code)
+      state = _expand_state(state, b, B)
+      prev = code.reshape(-1)
+      continue
+    if constrained and c > 0 and c >= trie_arrays.dense_levels:
+      # A CSR level: only each node's children compete (STATIC's sparse read), never a
+      # [b * B, k] table. Candidates sit in code order within a beam, so ties break as below.
+      code_of, child_of, logp = csr_candidates(trie_arrays, c, nodes.reshape(-1), logp)
+      m = logp.shape[1]
+      cand = (scores[:, :, None] + logp.reshape(b, B, m)).reshape(b, B * m)
+      scores, idx = jax.lax.top_k(cand, B)                    # [b, B], descending
+      parent, slot = idx // m, idx % m
+      code = code_of.reshape(b, B, m)[rows, parent, slot]
+      nodes = jnp.where(scores > NEG_INF, child_of.reshape(b, B, m)[rows, parent, slot], -1)
+    else:
+      if constrained:
+        if c == 0:   # every beam is at the root: read its one row and broadcast it
+          mask, nxt = valid_next(trie_arrays, 0, jnp.zeros((1,), jnp.int32))
+          mask, nxt = (jnp.broadcast_to(x, (b * B, k)) for x in (mask, nxt))
+        else:
+          mask, nxt = valid_next(trie_arrays, c, nodes.reshape(-1))
+        logp = jnp.where(mask, logp, NEG_INF)
+      cand = (scores[:, :, None] + logp.reshape(b, B, k)).reshape(b, B * k)
+      scores, idx = jax.lax.top_k(cand, B)                    # [b, B], descending
+      parent, code = idx // k, (idx % k).astype(jnp.int32)
+      if constrained:
+        child = nxt.reshape(b, B, k)[rows, parent, code]
+        nodes = jnp.where(scores > NEG_INF, child, -1)
     codes = codes[rows, parent].at[:, :, c].set(code)
     flat = (rows * B + parent).reshape(-1)
     state = jax.tree_util.tree_map(lambda x: x[flat], state)
@@ -165,6 +195,28 @@ def _beam_search(step_fn: StepFn, init_state: Any, trie_arrays: TrieArrays | Non
   valid = alive & (leaves >= 0) if trie_arrays is not None else alive
   leaves = jnp.where(valid, leaves, -1) if trie_arrays is not None else leaves
   return BeamResult(codes=codes, scores=scores, leaves=leaves, valid=valid)
+
+
+def csr_candidates(arrays: TrieArrays, level: int, node_ids: jax.Array,
+                   logp: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Each node's children at a CSR level, padded to the level's most children m.
+
+  Shape:
+    node_ids: [n] (-1: a dead beam, no children); logp: [n, k]
+    returns: codes int32 [n, m], child nodes int32 [n, m], their log-probs [n, m] (NEG_INF
+      on padding)
+  """
+  indptr = arrays.csr_indptr[level]
+  ok = (node_ids >= 0) & (node_ids < arrays.num_nodes[level])
+  safe = jnp.where(ok, node_ids, 0)
+  start = indptr[safe]
+  count = jnp.where(ok, indptr[safe + 1] - start, 0)
+  j = jnp.arange(max(arrays.max_children[level], 1), dtype=jnp.int32)
+  valid = j[None, :] < count[:, None]
+  idx = jnp.where(valid, start[:, None] + j[None, :], 0)
+  code = jnp.where(valid, arrays.csr_codes[level][idx], 0)
+  child = jnp.where(valid, arrays.csr_child[level][idx], -1)
+  return code, child, jnp.where(valid, jnp.take_along_axis(logp, code, axis=1), NEG_INF)
 
 
 def codes_to_items(table_or_trie: SIDTable | SIDTrie, codes: Any) -> np.ndarray:

@@ -28,6 +28,8 @@ from lrm.sid.table import SIDTable, check_codes, lex_order
 
 # Levels whose dense table holds at most this many entries are dense (2^24 int32 = 64 MiB).
 DEFAULT_DENSE_BUDGET = 1 << 24
+# Levels where no node has more than 1 / NARROW of the codes as children stay CSR.
+NARROW = 4
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -144,8 +146,9 @@ def build_trie(codes: Any, codebook_sizes: Sequence[int], *, item_ids: Any = Non
                dense_levels: int | None = None) -> SIDTrie:
   """Builds the trie of the valid codes (NumPy, offline).
 
-  Levels 0, 1, ... are dense while P_c * k_c <= `dense_budget` (stopping at the first level
-  over it), unless `dense_levels` fixes the count. Every level also gets its CSR form (O(P)
+  Levels 0, 1, ... are dense while P_c * k_c <= `dense_budget` and the level is not narrow
+  (some node has more than k_c / NARROW children), stopping at the first level that fails,
+  unless `dense_levels` fixes the count. Every level also gets its CSR form (O(P)
   memory), which is what the device reads beyond the dense levels.
 
   Shape:
@@ -188,7 +191,10 @@ def build_trie(codes: Any, codebook_sizes: Sequence[int], *, item_ids: Any = Non
     node_prev = node_next
   if dense_levels is None:
     dense_levels = 0
-    while dense_levels < L and num_nodes[dense_levels] * sizes[dense_levels] <= dense_budget:
+    # A narrow level (at most a quarter of its codes under any node) stays CSR: decoding
+    # reads only the children there (lrm.decode.beam), cheaper than a dense row of k.
+    while (dense_levels < L and num_nodes[dense_levels] * sizes[dense_levels] <= dense_budget
+           and NARROW * max_children[dense_levels] > sizes[dense_levels]):
       dense_levels += 1
   elif not 0 <= dense_levels <= L:
     raise DataError(f"dense_levels must lie in [0, {L}], got {dense_levels}")
