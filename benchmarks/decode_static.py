@@ -15,11 +15,14 @@ Both sides get the same codes, batch x beam, stand-in model and process:
             `sparse_transition_jax` (two dense levels, tokens_per_beam = beam, which keeps
             its search exact) against lrm's `beam_search` on `SIDTrie.arrays()`
 
-Per catalog and decoding step c, the masking time: from the step's log-probs [b*B, V] and the
-beams' trie states to the masked candidates the beam update reads (lrm: `valid_next` + where,
-[b*B, k_c]; STATIC: the start mask at c=0, its dense V x V mask (+ top-k and state lookup) at
-c=1, its CSR gather of max-branch candidates beyond), on the trie states of random catalog items,
-median of --repeats warm calls. Candidate sets are checked equal between the two at every step.
+Per catalog and decoding step c, the masking time: from the step's log-probs and the beams'
+trie states to the masked candidates the beam update reads, on the trie states of random
+catalog items, median of --repeats warm calls. Step 0 reads the b users' rows (both searches
+start there before the beams split); later steps b * B rows. lrm: the root's row at c=0,
+`valid_next` + where at dense levels ([b*B, k_c]), `csr_candidates` at CSR levels ([b*B,
+max_children]); STATIC: its start mask at c=0, its dense V x V mask (+ top-k and state lookup)
+at c=1, its CSR gather of max-branch candidates beyond. Candidate sets are checked equal
+between the two at every CSR step.
 Full search: best of --repeats warm runs, users/s, every decoded item valid, and the share of
 each user's beams both searches return.
 
@@ -47,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from lrm.core import artifacts  # noqa: E402
 from lrm.decode import beam_search  # noqa: E402
+from lrm.decode.beam import csr_candidates  # noqa: E402
 from lrm.sid.table import SIDTable, with_collision_level  # noqa: E402
 from lrm.sid.trie import contains, trie_from_table, valid_next  # noqa: E402
 
@@ -108,6 +112,16 @@ def prefix_nodes(sorted_codes: np.ndarray) -> list[np.ndarray]:
   return [np.zeros(n, np.int64)] + [np.cumsum(change[:, c - 1]) - 1 for c in range(1, L)]
 
 
+def valid_codes(read: tuple, k: int) -> np.ndarray:
+  """bool [n, k]: the codes a masking step left open, from either form `mask_fn` returns."""
+  if len(read) == 2:                       # masked log-probs [n, k], next nodes
+    return np.asarray(read[0]) > -np.inf
+  codes, _, logp = (np.asarray(x) for x in read)
+  out = np.zeros((len(codes), k + 1), bool)
+  np.put_along_axis(out, np.where(np.isfinite(logp), codes, k), True, axis=1)
+  return out[:, :k]
+
+
 def time_calls(fn, *args, repeats: int) -> list[float]:
   jax.block_until_ready(fn(*args))     # compile
   out = []
@@ -151,17 +165,20 @@ def run_catalog(name: str, table: SIDTable, static) -> dict:
   for c in range(L):
     node = jnp.asarray(nodes[c][rows], jnp.int32)
     def mask_fn(lp, nd, trie_arrays, c=c):
-      if c == 0:   # as beam_search does: every beam is at the root, one row broadcast
+      """What beam_search reads at step c: a masked [b*B, k] row per beam, or at a CSR level
+      each beam's children only ([b*B, max_children] codes, nodes, log-probs)."""
+      if c > 0 and c >= trie_arrays.dense_levels:
+        return csr_candidates(trie_arrays, c, nd, lp[:, :sizes[c]])
+      if c == 0:   # the root's one row masks each user's first step (b rows, not b * B)
         mask, nxt = valid_next(trie_arrays, 0, nd[:1])
-        mask, nxt = (jnp.broadcast_to(x, (nd.shape[0], sizes[0])) for x in (mask, nxt))
-      else:
-        mask, nxt = valid_next(trie_arrays, c, nd)
+        return jnp.where(mask, lp[:b, :sizes[0]], -jnp.inf), nxt
+      mask, nxt = valid_next(trie_arrays, c, nd)
       return jnp.where(mask, lp[:, :sizes[c]], -jnp.inf), nxt
     # The index is an argument, not a closure constant, as in the searches below.
     mask_fn = jax.jit(mask_fn)
     out["lrm"]["mask_ms"].append(1e3 * float(np.median(time_calls(mask_fn, logp, node, arrays,
                                                                    repeats=R))))
-    lrm_masks.append(np.asarray(mask_fn(logp, node, arrays)[0]) > -np.inf)
+    lrm_masks.append(valid_codes(mask_fn(logp, node, arrays), sizes[c]) if c else None)
 
   # lrm's search carries a per-beam state; a zero one keeps XLA from constant-folding the first
   # step (all beams start from the same empty prefix), as a real model's user state would.
@@ -192,8 +209,8 @@ def run_catalog(name: str, table: SIDTable, static) -> dict:
                    "index_bytes": int(packed.nbytes + indptr.nbytes + dense_mask.nbytes
                                       + dense_states.nbytes), "mask_ms": []}
   for c in range(L):
-    if c == 0:
-      fn = jax.jit(lambda lp, start: (jnp.where(start, lp, -jnp.inf),))
+    if c == 0:   # STATIC's first step reads the b users' rows too
+      fn = jax.jit(lambda lp, start: (jnp.where(start, lp[:b], -jnp.inf),))
       args = (logp, start_mask)
     elif c == 1:
       def fn(lp, parent, mask, states):
@@ -210,8 +227,7 @@ def run_catalog(name: str, table: SIDTable, static) -> dict:
     out["static"]["mask_ms"].append(1e3 * float(np.median(time_calls(fn, *args, repeats=R))))
     if c >= 2:   # the CSR levels: STATIC's candidate set must equal lrm's mask
       cand_lp, cand_tok, _ = fn(*args)
-      got = np.zeros((b * B, V + 1), bool)
-      np.put_along_axis(got, np.where(np.isfinite(cand_lp), cand_tok, V), True, axis=1)
+      got = valid_codes((cand_tok, None, cand_lp), V)
       if not (got[:, :sizes[c]] == lrm_masks[c]).all():
         raise AssertionError(f"{name}: STATIC and lrm disagree on the valid codes at step {c}")
 
