@@ -31,6 +31,17 @@ def load_benchmark(name: str):
       delattr(flags.FLAGS, flag)
 
 
+def run_main(module, argv: list[str]) -> None:
+  """Calls a benchmark's `main` as absl's `app.run` would: flags parsed from `argv`, the rest
+  passed on; the parse is undone afterwards unless FLAGS was already parsed."""
+  was_parsed = flags.FLAGS.is_parsed()
+  try:
+    module.main(flags.FLAGS(argv))
+  finally:
+    if not was_parsed:
+      flags.FLAGS.unparse_flags()
+
+
 @pytest.fixture(scope="module")
 def plum():
   with load_benchmark("plum_ablation") as module:

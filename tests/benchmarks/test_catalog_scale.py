@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from absl import flags
-
-from tests.benchmarks.conftest import load_benchmark
+from tests.benchmarks.conftest import load_benchmark, run_main
 
 
 def test_tiny_catalogs_write_one_record_with_every_stage(tmp_path):
@@ -14,12 +12,7 @@ def test_tiny_catalogs_write_one_record_with_every_stage(tmp_path):
           "--fit-sample=500", "--iters=3", "--chunk=700", "--users=2", "--beam=4", "--top-k=2",
           "--model-dim=8", f"--out={tmp_path}"]
   with load_benchmark("catalog_scale") as bench:
-    was_parsed = flags.FLAGS.is_parsed()
-    try:
-      bench.main(flags.FLAGS(argv))   # as app.run does: flags parsed, the rest to main
-    finally:
-      if not was_parsed:
-        flags.FLAGS.unparse_flags()
+    run_main(bench, argv)
   [path] = tmp_path.glob("catalog_scale_*.json")
   record = json.loads(path.read_text())
   assert record["benchmark"] == "catalog_scale"

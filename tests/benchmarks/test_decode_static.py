@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from absl import flags
 
-from tests.benchmarks.conftest import load_benchmark
+from tests.benchmarks.conftest import load_benchmark, run_main
 
 
 def test_prefix_nodes_number_each_depth_in_sorted_order():
@@ -21,12 +20,7 @@ def test_tiny_zipf_catalog_writes_a_record_with_static_skipped(tmp_path):
   argv = ["decode_static.py", "--zipf-items=3000", "--codebook=16", "--levels=2", "--batch=4",
           "--beam=4", "--model-dim=8", "--repeats=2", f"--out={tmp_path}"]
   with load_benchmark("decode_static") as bench:
-    was_parsed = flags.FLAGS.is_parsed()
-    try:
-      bench.main(flags.FLAGS(argv))
-    finally:
-      if not was_parsed:
-        flags.FLAGS.unparse_flags()
+    run_main(bench, argv)
   [path] = tmp_path.glob("decode_static_*.json")
   record = json.loads(path.read_text())
   assert record["benchmark"] == "decode_static"
